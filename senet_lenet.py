@@ -1,0 +1,646 @@
+"""SE-LeNet: a Squeeze-and-Excitation block on LeNet-5, trained on MNIST.
+
+The SE block squeezes each of the 16 feature maps of LeNet's second convolution
+to one number (global average pooling), passes the 16 numbers through a small
+bottleneck MLP ending in a sigmoid, and rescales each feature map by its
+sigmoid output, the "excitation". The model returns the class probabilities
+and the 16-dim excitation, so it can be studied (see visualize.py).
+
+    python senet_lenet.py                      # Adam, lr 0.001, batch 100, 10 epochs
+    python senet_lenet.py --optimizer sgd      # SGD, lr 0.01
+    python senet_lenet.py --data-dir ../shared/mnist
+
+Data comes from --data-dir or $MNIST_DIR (the four MNIST IDX files, .gz or
+plain, or Keras's mnist.npz); with neither, from keras.datasets.mnist.
+A run writes the weights, run.json, history.csv, the model summary, the model
+diagram and the training curves to --out-dir.
+"""
+
+import argparse
+import contextlib
+import csv
+import gzip
+import io
+import json
+import os
+import platform
+import sys
+import time
+import zlib
+
+# Hides TensorFlow's C++ info lines (CPU features); warnings and errors still
+# show. The oneDNN notice is logged before this setting is read and stays.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+# Defaults: the assignment's best run.
+EPOCHS = 10  # passes over the 60,000 training images
+BATCH_SIZE = 100  # images per optimizer step
+OPTIMIZER = "adam"  # "adam" or "sgd"
+LEARNING_RATES = {"adam": 0.001, "sgd": 0.01}  # default lr per optimizer
+REDUCTION = 4  # SE bottleneck: 16 channels -> 16 // 4 hidden units
+SEED = 0  # seeds weights and data order; same seed => same bits
+OUT_DIR = "outputs"
+
+# Speed knobs that do not change results.
+STEPS_PER_CALL = 50  # training steps per tf.function call (and per progress-bar update)
+EVAL_BATCH_SIZE = 1000  # test images per test_step call
+
+WEIGHTS_FILE = "selenet.weights.h5"
+RUN_FILE = "run.json"
+HISTORY_FIELDS = ["epoch", "loss", "accuracy", "test_loss", "test_accuracy", "seconds"]
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line, exit code 2."""
+
+
+class MNISTDataError(UsageError):
+    """A missing, unreadable or malformed MNIST file."""
+
+
+# ----------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------
+
+IMAGE_SIZE = 28
+NUM_CLASSES = 10
+TRAIN_RECORDS = 60000
+TEST_RECORDS = 10000
+IDX_FILES = {  # role -> file name in the MNIST distribution
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
+IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
+
+
+def _read_file_bytes(path):
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            return f.read()
+    except (OSError, EOFError, zlib.error) as e:
+        raise MNISTDataError(f"{path}: cannot read: {e}") from None
+
+
+def _parse_idx(path, data, magic, item_shape, expected_records):
+    header_size = 4 * (2 + len(item_shape))
+    if len(data) < header_size:
+        raise MNISTDataError(
+            f"{path}: {len(data)} bytes is too short for an IDX header ({header_size} bytes)"
+        )
+    header = np.frombuffer(data, dtype=">u4", count=header_size // 4)
+    if header[0] != magic:
+        raise MNISTDataError(
+            f"{path}: bad magic number {int(header[0]):#010x}, expected {magic:#010x}"
+        )
+    records, shape = int(header[1]), tuple(int(d) for d in header[2:])
+    if shape != item_shape:
+        raise MNISTDataError(f"{path}: items are {shape}, expected {item_shape}")
+    if expected_records is not None and records != expected_records:
+        raise MNISTDataError(f"{path}: header says {records} records, expected {expected_records}")
+    expected_size = header_size + records * int(np.prod(item_shape, dtype=np.int64))
+    if len(data) != expected_size:
+        raise MNISTDataError(
+            f"{path}: file holds {len(data)} bytes, its header ({records} records) "
+            f"needs {expected_size}: truncated or padded"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape((records,) + item_shape)
+
+
+def _check_labels(path, labels):
+    if labels.size and labels.max() >= NUM_CLASSES:
+        raise MNISTDataError(f"{path}: label {int(labels.max())} is outside 0-9")
+
+
+def read_idx_images(path, expected_records=None):
+    """Reads an IDX image file (.gz or plain) into a uint8 array (N, 28, 28)."""
+    data = _read_file_bytes(path)
+    return _parse_idx(path, data, IDX_IMAGES_MAGIC, (IMAGE_SIZE, IMAGE_SIZE), expected_records)
+
+
+def read_idx_labels(path, expected_records=None):
+    """Reads an IDX label file (.gz or plain) into a uint8 array (N,) of digits 0-9."""
+    labels = _parse_idx(path, _read_file_bytes(path), IDX_LABELS_MAGIC, (), expected_records)
+    _check_labels(path, labels)
+    return labels
+
+
+def read_npz(path):
+    """Reads Keras's mnist.npz: ((x_train, y_train), (x_test, y_test)), validated."""
+    keys = ("x_train", "y_train", "x_test", "y_test")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in keys if k not in npz.files]
+            if missing:
+                raise MNISTDataError(f"{path}: missing arrays {', '.join(missing)}")
+            arrays = {k: npz[k] for k in keys}
+    except MNISTDataError:
+        raise
+    except Exception as e:  # numpy and zipfile raise many types for damaged files
+        raise MNISTDataError(f"{path}: not a readable .npz file: {type(e).__name__}: {e}") from None
+    for split, records in (("train", TRAIN_RECORDS), ("test", TEST_RECORDS)):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.dtype != np.uint8 or x.shape != (records, IMAGE_SIZE, IMAGE_SIZE):
+            raise MNISTDataError(
+                f"{path}: x_{split} is {x.dtype} {x.shape}, expected uint8 ({records}, 28, 28)"
+            )
+        if y.dtype.kind not in "iu" or y.shape != (records,):
+            raise MNISTDataError(
+                f"{path}: y_{split} is {y.dtype} {y.shape}, expected integer labels ({records},)"
+            )
+        if y.size and (y.min() < 0 or y.max() >= NUM_CLASSES):
+            raise MNISTDataError(f"{path}: y_{split} has labels outside 0-9")
+    return (arrays["x_train"], arrays["y_train"].astype(np.uint8)), (
+        arrays["x_test"],
+        arrays["y_test"].astype(np.uint8),
+    )
+
+
+def _find_idx_files(data_dir):
+    found = {}
+    for role, name in IDX_FILES.items():
+        for candidate in (name, name + ".gz"):
+            path = os.path.join(data_dir, candidate)
+            if os.path.isfile(path):
+                found[role] = path
+                break
+    return found
+
+
+def load_mnist(data_dir=None):
+    """MNIST as uint8 arrays ((x_train, y_train), (x_test, y_test)).
+
+    From data_dir (else $MNIST_DIR): the four IDX files or mnist.npz. With
+    neither set, keras.datasets.mnist.load_data(), which downloads once.
+    """
+    data_dir = data_dir or os.environ.get("MNIST_DIR") or None
+    if data_dir is None:
+        try:
+            return keras.datasets.mnist.load_data()
+        except Exception as e:
+            raise MNISTDataError(
+                f"could not download MNIST ({type(e).__name__}); offline, pass --data-dir DIR "
+                "or set MNIST_DIR=DIR, DIR holding the four MNIST IDX files (.gz or plain) or mnist.npz"
+            ) from None
+    if not os.path.isdir(data_dir):
+        raise MNISTDataError(f"MNIST data directory {data_dir} does not exist")
+    found = _find_idx_files(data_dir)
+    if len(found) == len(IDX_FILES):
+        return (
+            read_idx_images(found["train_images"], TRAIN_RECORDS),
+            read_idx_labels(found["train_labels"], TRAIN_RECORDS),
+        ), (
+            read_idx_images(found["test_images"], TEST_RECORDS),
+            read_idx_labels(found["test_labels"], TEST_RECORDS),
+        )
+    npz_path = os.path.join(data_dir, "mnist.npz")
+    if os.path.isfile(npz_path):
+        return read_npz(npz_path)
+    if found:
+        missing = [IDX_FILES[role] for role in IDX_FILES if role not in found]
+        raise MNISTDataError(f"{data_dir}: missing MNIST files {', '.join(missing)} (.gz or plain)")
+    raise MNISTDataError(
+        f"{data_dir} holds neither the four MNIST IDX files (.gz or plain) nor mnist.npz"
+    )
+
+
+def to_model_input(images):
+    """uint8 (N, 28, 28) -> float32 (N, 28, 28, 1) in [0, 1]."""
+    return (images.astype(np.float32) / 255.0)[..., np.newaxis]
+
+
+# ----------------------------------------------------------------------------
+# Model
+# ----------------------------------------------------------------------------
+
+
+def se_hidden_units(channels, reduction):
+    """Units of the SE bottleneck; ValueError if `reduction` leaves none."""
+    if isinstance(reduction, bool) or not isinstance(reduction, (int, np.integer)) or reduction < 1:
+        raise ValueError(f"SE reduction must be a positive integer, got {reduction!r}")
+    if channels // reduction < 1:
+        raise ValueError(
+            f"SE reduction {reduction} leaves no hidden unit for {channels} channels "
+            f"({channels} // {reduction} = 0); use a reduction from 1 to {channels}"
+        )
+    return channels // reduction
+
+
+def se_block(x, reduction=REDUCTION, name="se"):
+    """Squeeze-and-Excitation on x (N, H, W, C). Returns (scaled x, excitation (N, C))."""
+    channels = x.shape[-1]
+    hidden = se_hidden_units(channels, reduction)
+    squeezed = keras.layers.GlobalAveragePooling2D(name=f"{name}_squeeze")(x)  # (N, C)
+    reduced = keras.layers.Dense(hidden, activation="relu", use_bias=False, name=f"{name}_reduce")(
+        squeezed
+    )  # (N, C // r)
+    excitation = keras.layers.Dense(
+        channels, activation="sigmoid", use_bias=False, name=f"{name}_expand"
+    )(reduced)  # (N, C), each in (0, 1)
+    scale = keras.layers.Reshape((1, 1, channels), name=f"{name}_excite")(excitation)  # (N, 1, 1, C)
+    scaled = keras.layers.Multiply(name=f"{name}_scale")([x, scale])  # (N, H, W, C)
+    return scaled, excitation
+
+
+def build_model(reduction=REDUCTION):
+    """LeNet-5 with an SE block after conv2; outputs [predictions (N, 10), excitation (N, 16)]."""
+    layers = keras.layers
+    inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), name="image")
+    x = layers.Conv2D(6, 5, activation="relu", name="conv1")(inputs)  # (N, 24, 24, 6)
+    x = layers.MaxPooling2D(2, padding="same", name="pool1")(x)  # (N, 12, 12, 6)
+    x = layers.Conv2D(16, 5, activation="relu", name="conv2")(x)  # (N, 8, 8, 16)
+    x, excitation = se_block(x, reduction, name="se")
+    x = layers.MaxPooling2D(2, padding="same", name="pool2")(x)  # (N, 4, 4, 16)
+    x = layers.Flatten(name="flatten")(x)  # (N, 256)
+    x = layers.Dense(120, activation="relu", name="fc1")(x)
+    x = layers.Dense(84, activation="relu", name="fc2")(x)
+    predictions = layers.Dense(NUM_CLASSES, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, [predictions, excitation], name="SELeNet")
+
+
+# ----------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------
+
+
+def make_optimizer(name, learning_rate):
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate)
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate)
+    raise UsageError(f"unknown optimizer {name!r}; choose adam or sgd")
+
+
+def epoch_order(seed, epoch, size):
+    """The training-data order of one epoch: a function of the seed and the epoch only."""
+    return np.random.default_rng([seed, epoch]).permutation(size).astype(np.int32)
+
+
+def make_test_step(model, loss_fn, loss_metric, accuracy_metric):
+    @tf.function
+    def test_step(images, labels):
+        predictions, excitation = model(images, training=False)
+        loss_metric.update_state(loss_fn(labels, predictions))
+        accuracy_metric.update_state(labels, predictions)
+        return predictions, excitation
+
+    return test_step
+
+
+def evaluate(test_step, images, labels, batch_size=EVAL_BATCH_SIZE):
+    """Runs test_step over the data in order; returns (predictions, excitations) as NumPy."""
+    predictions, excitations = [], []
+    for start in range(0, len(images), batch_size):
+        p, e = test_step(images[start : start + batch_size], labels[start : start + batch_size])
+        predictions.append(p.numpy())
+        excitations.append(e.numpy())
+    return np.concatenate(predictions), np.concatenate(excitations)
+
+
+def seeded_model(settings):
+    """Seeds Python, NumPy and TensorFlow, turns on deterministic ops, builds the model."""
+    keras.utils.set_random_seed(settings["seed"])
+    tf.config.experimental.enable_op_determinism()
+    return build_model(settings["reduction"])
+
+
+def train(model, settings, train_data, test_data, log=print):
+    """Trains `model` as `settings` say; returns its history, a dict per epoch."""
+    optimizer = make_optimizer(settings["optimizer"], settings["lr"])
+    optimizer.build(model.trainable_variables)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy()
+    train_loss = keras.metrics.Mean(name="train_loss")
+    train_accuracy = keras.metrics.SparseCategoricalAccuracy(name="train_accuracy")
+    test_loss = keras.metrics.Mean(name="test_loss")
+    test_accuracy = keras.metrics.SparseCategoricalAccuracy(name="test_accuracy")
+
+    @tf.function
+    def train_step(images, labels):
+        with tf.GradientTape() as tape:
+            predictions, _ = model(images, training=True)
+            loss = loss_fn(labels, predictions)
+        gradients = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        train_loss.update_state(loss)
+        train_accuracy.update_state(labels, predictions)
+
+    # Many steps per call: one step is a few milliseconds, so Python's
+    # per-call overhead would otherwise be a large share of an epoch.
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 1], tf.float32),
+            tf.TensorSpec([None], tf.uint8),
+            tf.TensorSpec([None], tf.int32),
+        ]
+    )
+    def train_steps(images, labels, order):
+        batch_size = settings["batch_size"]
+        steps = (tf.shape(order)[0] + batch_size - 1) // batch_size
+        for step in tf.range(steps):
+            batch = order[step * batch_size : (step + 1) * batch_size]
+            train_step(tf.gather(images, batch), tf.gather(labels, batch))
+
+    test_step = make_test_step(model, loss_fn, test_loss, test_accuracy)
+
+    x_train = tf.constant(to_model_input(train_data[0]))
+    y_train = tf.constant(train_data[1])
+    x_test = tf.constant(to_model_input(test_data[0]))
+    y_test = tf.constant(test_data[1])
+    batch_size = settings["batch_size"]
+    steps_per_epoch = -(-len(train_data[1]) // batch_size)
+    history = []
+    for epoch in range(1, settings["epochs"] + 1):
+        started = time.perf_counter()
+        for metric in (train_loss, train_accuracy, test_loss, test_accuracy):
+            metric.reset_state()
+        order = epoch_order(settings["seed"], epoch, len(train_data[1]))
+        progbar = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["loss", "accuracy"])
+        for first_step in range(0, steps_per_epoch, STEPS_PER_CALL):
+            last_step = min(first_step + STEPS_PER_CALL, steps_per_epoch)
+            train_steps(x_train, y_train, order[first_step * batch_size : last_step * batch_size])
+            progbar.update(
+                last_step,
+                [("loss", float(train_loss.result())), ("accuracy", float(train_accuracy.result()))],
+            )
+        evaluate(test_step, x_test, y_test)
+        record = {  # accuracies in percent: 4 decimals hold one test image (0.01)
+            "epoch": epoch,
+            "loss": round(float(train_loss.result()), 6),
+            "accuracy": round(100 * float(train_accuracy.result()), 4),
+            "test_loss": round(float(test_loss.result()), 6),
+            "test_accuracy": round(100 * float(test_accuracy.result()), 4),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        history.append(record)
+        log(
+            f"Epoch {epoch}, Loss: {record['loss']:.4f}, Accuracy: {record['accuracy']:.2f}, "
+            f"Test Loss: {record['test_loss']:.4f}, Test Accuracy: {record['test_accuracy']:.2f}"
+        )
+    return history
+
+
+# ----------------------------------------------------------------------------
+# Saving
+# ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary name beside `path`, renamed over `path` only if the block succeeds.
+
+    The temporary name keeps the file's extensions, since Keras and Matplotlib
+    pick the format from them.
+    """
+    directory, name = os.path.split(path)
+    stem, dot, extensions = name.partition(".")
+    temporary = os.path.join(directory, f".{stem}.tmp{os.getpid()}{dot}{extensions}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_text(path, text):
+    with atomic_path(path) as temporary:
+        with open(temporary, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+def save_figure(figure, path):
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=100)
+
+
+def ensure_writable_dir(path):
+    """Creates `path` if needed and proves a file can be written there (else UsageError)."""
+    probe = os.path.join(path, f".write-test-{os.getpid()}")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise UsageError(f"cannot write to output directory {path}: {e.strerror}") from None
+
+
+def model_summary_text(model):
+    lines = []
+    model.summary(print_fn=lambda line, **kwargs: lines.append(line))
+    return "\n".join(lines) + "\n"
+
+
+def save_model_diagram(model, out_dir, warn=print):
+    """SELeNet.png via plot_model; without Graphviz, SELeNet.dot and a warning. Returns the path."""
+    options = dict(show_shapes=True, show_layer_names=True, show_layer_activations=True)
+    png_path = os.path.join(out_dir, f"{model.name}.png")
+    try:
+        with atomic_path(png_path) as temporary:
+            keras.utils.plot_model(model, to_file=temporary, **options)
+        return png_path
+    except ImportError:
+        pass  # plot_model's word for "Graphviz's dot program is missing"
+    dot_path = os.path.join(out_dir, f"{model.name}.dot")
+    write_text(dot_path, keras.utils.model_to_dot(model, **options).to_string())
+    warn(
+        f"warning: Graphviz's `dot` program was not found, so {png_path} was not drawn; "
+        f"wrote the graph as {dot_path}. Install Graphviz (Debian/Ubuntu: apt-get install "
+        f"graphviz; macOS: brew install graphviz; Windows: winget install graphviz) and rerun, "
+        f"or render it with: dot -Tpng {dot_path} -o {png_path}"
+    )
+    return dot_path
+
+
+def plot_training_curves(history):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    for axes, key, label in ((loss_axes, "loss", "loss"), (accuracy_axes, "accuracy", "accuracy (%)")):
+        axes.plot(epochs, [r[key] for r in history], "o-", label="train")
+        axes.plot(epochs, [r[f"test_{key}"] for r in history], "s-", label="test")
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(label)
+        axes.grid(alpha=0.3)
+        axes.legend()
+    figure.suptitle("SE-LeNet on MNIST")
+    return figure
+
+
+def history_csv_text(history):
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    return buffer.getvalue()
+
+
+def save_run(model, settings, history, out_dir, warn=print):
+    """Writes every file of a finished run to out_dir, each atomically."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(os.path.join(out_dir, WEIGHTS_FILE)) as temporary:
+        model.save_weights(temporary)
+    last = history[-1]
+    run = {
+        "settings": settings,
+        "model": {"name": model.name, "parameters": model.count_params()},
+        "weights": WEIGHTS_FILE,
+        "final": {"train_accuracy": last["accuracy"], "test_accuracy": last["test_accuracy"]},
+        "history": history,
+        "versions": {
+            "python": platform.python_version(),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "numpy": np.__version__,
+        },
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+    }
+    write_text(os.path.join(out_dir, RUN_FILE), json.dumps(run, indent=2) + "\n")
+    write_text(os.path.join(out_dir, "history.csv"), history_csv_text(history))
+    write_text(os.path.join(out_dir, "model_summary.txt"), model_summary_text(model))
+    save_model_diagram(model, out_dir, warn=warn)
+    figure = plot_training_curves(history)
+    save_figure(figure, os.path.join(out_dir, "training_curves.png"))
+    plt.close(figure)
+
+
+# ----------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one line, exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def reduction_arg(text):
+    value = positive_int(text)
+    try:
+        se_hidden_units(16, value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return value
+
+
+def parse_args(argv=None):
+    parser = ArgumentParser(
+        description="Train SE-LeNet (LeNet-5 with a Squeeze-and-Excitation block) on MNIST.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--epochs", type=positive_int, default=EPOCHS, help="passes over the training set")
+    parser.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE, help="images per training step")
+    parser.add_argument("--optimizer", choices=sorted(LEARNING_RATES), default=OPTIMIZER, help="optimizer")
+    parser.add_argument(
+        "--lr", type=positive_float, default=None, help="learning rate (default: 0.001 for adam, 0.01 for sgd)"
+    )
+    parser.add_argument(
+        "--reduction", type=reduction_arg, default=REDUCTION, help="SE reduction ratio r: 16 // r hidden units"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=SEED, help="seeds weights and data order; same seed, same machine => same bits"
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with the four MNIST IDX files (.gz or plain) or mnist.npz "
+        "(default: $MNIST_DIR, else download with keras.datasets.mnist)",
+    )
+    parser.add_argument("--out-dir", default=OUT_DIR, help="where the run's files go")
+    parser.add_argument(
+        "--train-samples",
+        type=positive_int,
+        default=None,
+        help="train on the first N training images only, for quick trials (default: all 60000)",
+    )
+    parser.add_argument(
+        "--test-samples",
+        type=positive_int,
+        default=None,
+        help="test on the first N test images only, for quick trials (default: all 10000)",
+    )
+    args = parser.parse_args(argv)
+    if args.lr is None:
+        args.lr = LEARNING_RATES[args.optimizer]
+    return args
+
+
+def run_settings(args):
+    """The settings that define a run, as saved in run.json."""
+    return {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "optimizer": args.optimizer,
+        "lr": args.lr,
+        "reduction": args.reduction,
+        "seed": args.seed,
+        "train_samples": args.train_samples,
+        "test_samples": args.test_samples,
+    }
+
+
+def select(data, samples):
+    """The first `samples` records of (images, labels); all of them for None."""
+    images, labels = data
+    return images[:samples], labels[:samples]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        ensure_writable_dir(args.out_dir)
+        train_data, test_data = load_mnist(args.data_dir)
+        settings = run_settings(args)
+        train_data = select(train_data, args.train_samples)
+        test_data = select(test_data, args.test_samples)
+        model = seeded_model(settings)
+        print(model_summary_text(model), end="")
+        print(
+            f"Training on {len(train_data[1])} images, testing on {len(test_data[1])}: "
+            f"{args.optimizer} lr {args.lr}, batch {args.batch_size}, {args.epochs} epochs, seed {args.seed}"
+        )
+        history = train(model, settings, train_data, test_data)
+        save_run(model, settings, history, args.out_dir, warn=lambda m: print(m, file=sys.stderr))
+    except UsageError as e:
+        print(f"senet_lenet.py: error: {e}", file=sys.stderr)
+        return 2
+    print(f"Saved the run to {args.out_dir}/ (weights, run.json, history.csv, figures)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

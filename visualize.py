@@ -1,0 +1,310 @@
+"""Draw what the SE block of a trained SE-LeNet run does on the MNIST test set.
+
+    python visualize.py                         # the run in outputs/
+    python visualize.py --run-dir RUN --data-dir ../shared/mnist
+    python visualize.py --compare RUN_A RUN_B --batch 0
+
+It rebuilds the model from RUN/run.json, loads its weights, re-evaluates the
+test set (and checks the accuracy against the one recorded), then writes to RUN:
+  se_features/{i}_se_feature.png  excitations of test batch i, rows sorted by label
+  se_features.npz                 every test image's excitation, label and prediction
+  se_class_mean.png               mean excitation per digit
+
+--compare draws one batch of two runs side by side with their difference and
+prints the largest difference over the whole test set: 0 for two runs with the
+same seed on the same machine (the assignment's extended experiment).
+"""
+
+import argparse
+import glob
+import json
+import os
+import sys
+
+import numpy as np
+
+import senet_lenet as selenet
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the Agg backend)
+
+ACCURACY_TOLERANCE = 0.1  # percentage points between recorded and re-evaluated test accuracy
+HEATMAP_DIR = "se_features"
+COLOR_MAP = "hot"
+
+
+# ----------------------------------------------------------------------------
+# A run: settings, model, excitations
+# ----------------------------------------------------------------------------
+
+
+def load_run(run_dir):
+    """run.json of run_dir as a dict; UsageError if it is missing or unreadable."""
+    if not os.path.isdir(run_dir):
+        raise selenet.UsageError(f"run directory {run_dir} does not exist; train first: python senet_lenet.py")
+    path = os.path.join(run_dir, selenet.RUN_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            run = json.load(f)
+        missing = [k for k in ("reduction", "seed") if k not in run["settings"]]
+        if missing or "test_accuracy" not in run["final"]:
+            raise KeyError(", ".join(missing) or "final test_accuracy")
+    except FileNotFoundError:
+        raise selenet.UsageError(f"{path} is missing: is {run_dir} a finished run of senet_lenet.py?") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise selenet.UsageError(f"{path} is not a run.json written by senet_lenet.py ({e})") from None
+    return run
+
+
+def restore_model(run_dir, run):
+    """The model run.json describes, with the run's weights loaded."""
+    path = os.path.join(run_dir, run.get("weights", selenet.WEIGHTS_FILE))
+    if not os.path.isfile(path):
+        raise selenet.UsageError(f"weights file {path} is missing")
+    model = selenet.build_model(run["settings"]["reduction"])
+    try:
+        model.load_weights(path)
+    except Exception as e:  # h5py and Keras raise several types for a wrong or damaged file
+        raise selenet.UsageError(
+            f"weights {path} do not fit the model {run_dir}/run.json describes "
+            f"(reduction {run['settings']['reduction']}): {e}"
+        ) from None
+    return model
+
+
+def test_set(run, data_dir):
+    """The test images and labels the run was evaluated on."""
+    _, test_data = selenet.load_mnist(data_dir)
+    return selenet.select(test_data, run["settings"].get("test_samples"))
+
+
+def excitations(model, test_data):
+    """(predictions (N, 10), excitations (N, 16), accuracy %) of the model on the test set."""
+    import keras
+
+    accuracy = keras.metrics.SparseCategoricalAccuracy()
+    test_step = selenet.make_test_step(
+        model, keras.losses.SparseCategoricalCrossentropy(), keras.metrics.Mean(), accuracy
+    )
+    images, labels = test_data
+    predictions, features = selenet.evaluate(test_step, selenet.to_model_input(images), labels)
+    return predictions, features, round(100 * float(accuracy.result()), 4)
+
+
+# ----------------------------------------------------------------------------
+# Figures
+# ----------------------------------------------------------------------------
+
+
+def label_sorted(features, labels):
+    """The batch's rows stably sorted by label: (features, labels)."""
+    order = np.argsort(labels, kind="stable")
+    return features[order], labels[order]
+
+
+def first_of_each_label(sorted_labels):
+    """Row positions and digits where each label's block starts in sorted labels."""
+    digits, starts = np.unique(sorted_labels, return_index=True)
+    return starts, digits
+
+
+class HeatmapFigure:
+    """One figure reused for every batch: only the data, ticks and title change."""
+
+    def __init__(self, rows, channels):
+        # Fixed margins: a layout engine would re-run at each of the 100 saves.
+        self.figure = plt.figure(figsize=(6, 7))
+        self.axes = self.figure.add_axes((0.12, 0.07, 0.68, 0.88))
+        colorbar_axes = self.figure.add_axes((0.84, 0.07, 0.035, 0.88))
+        self.image = self.axes.imshow(
+            np.zeros((rows, channels)), cmap=COLOR_MAP, vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest"
+        )
+        self.figure.colorbar(self.image, cax=colorbar_axes, label="excitation")
+        self.axes.set_xticks(range(channels))
+        self.axes.set_xlabel("SE channel")
+        self.axes.set_ylabel("test sample, sorted by label (tick: first of each digit)")
+
+    def draw(self, features, labels, title):
+        """Draws a batch, rows sorted by label; returns the figure."""
+        features, labels = label_sorted(features, labels)
+        rows, channels = features.shape
+        self.image.set_data(features)
+        self.image.set_extent((-0.5, channels - 0.5, rows - 0.5, -0.5))
+        starts, digits = first_of_each_label(labels)
+        self.axes.set_yticks(starts, [str(d) for d in digits])
+        self.axes.set_title(title)
+        return self.figure
+
+
+def save_heatmaps(features, labels, out_dir, batch_size, max_batches=None):
+    """se_features/{i}_se_feature.png for each test batch i; returns how many were written."""
+    heatmap_dir = os.path.join(out_dir, HEATMAP_DIR)
+    os.makedirs(heatmap_dir, exist_ok=True)
+    batches = -(-len(labels) // batch_size)
+    if max_batches is not None:
+        batches = min(batches, max_batches)
+    heatmap = HeatmapFigure(min(batch_size, len(labels)), features.shape[1])
+    for i in range(batches):
+        batch = slice(i * batch_size, (i + 1) * batch_size)
+        figure = heatmap.draw(features[batch], labels[batch], f"SE excitations, test batch {i}")
+        selenet.save_figure(figure, os.path.join(heatmap_dir, f"{i}_se_feature.png"))
+    plt.close(heatmap.figure)
+    for stale in glob.glob(os.path.join(heatmap_dir, "*_se_feature.png")):  # from an earlier, longer run
+        index = os.path.basename(stale).split("_", 1)[0]
+        if not index.isdigit() or int(index) >= batches:
+            os.remove(stale)
+    return batches
+
+
+def class_means(features, labels):
+    """Mean excitation per digit 0-9: (10, channels); NaN for a digit absent from labels."""
+    means = np.full((selenet.NUM_CLASSES, features.shape[1]), np.nan, dtype=np.float64)
+    for digit in range(selenet.NUM_CLASSES):
+        if np.any(labels == digit):
+            means[digit] = features[labels == digit].mean(axis=0)
+    return means
+
+
+def class_mean_figure(means):
+    figure, axes = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    image = axes.imshow(means, cmap=COLOR_MAP, vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+    figure.colorbar(image, ax=axes, label="mean excitation")
+    axes.set_xticks(range(means.shape[1]))
+    axes.set_yticks(range(means.shape[0]))
+    axes.set_xlabel("SE channel")
+    axes.set_ylabel("digit")
+    axes.set_title("Mean SE excitation per digit (test set)")
+    return figure
+
+
+def save_features(path, features, labels, predictions):
+    with selenet.atomic_path(path) as temporary:
+        with open(temporary, "wb") as f:
+            np.savez(f, excitation=features, label=labels, prediction=predictions.argmax(axis=1))
+
+
+def comparison_figure(features_a, features_b, labels, names, batch_index):
+    """Batch heatmaps of two runs and their absolute difference, all on the 0..1 scale."""
+    sorted_a, sorted_labels = label_sorted(features_a, labels)
+    sorted_b, _ = label_sorted(features_b, labels)
+    difference = np.abs(sorted_a - sorted_b)
+    figure, axes = plt.subplots(1, 3, figsize=(12, 7), layout="constrained", sharey=True)
+    starts, digits = first_of_each_label(sorted_labels)
+    panels = (
+        (sorted_a, names[0]),
+        (sorted_b, names[1]),
+        (difference, f"|difference|, max {difference.max():.3g}"),
+    )
+    for ax, (data, title) in zip(axes, panels):
+        image = ax.imshow(data, cmap=COLOR_MAP, vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+        ax.set_title(title)
+        ax.set_xlabel("SE channel")
+        ax.set_yticks(starts, [str(d) for d in digits])
+    axes[0].set_ylabel("test sample, sorted by label")
+    figure.colorbar(image, ax=axes, label="excitation")
+    figure.suptitle(f"SE excitations, test batch {batch_index}")
+    return figure
+
+
+# ----------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    parser = selenet.ArgumentParser(
+        description="Draw SE excitations of a trained SE-LeNet run, or compare two runs.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--run-dir", default=selenet.OUT_DIR, help="the run to visualize (senet_lenet.py --out-dir)")
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with the MNIST IDX files or mnist.npz (default: $MNIST_DIR, else keras.datasets.mnist)",
+    )
+    parser.add_argument(
+        "--batch-size", type=selenet.positive_int, default=selenet.BATCH_SIZE, help="test images per heatmap"
+    )
+    parser.add_argument(
+        "--max-batches", type=selenet.positive_int, default=None, help="draw only the first N batches (default: all)"
+    )
+    parser.add_argument(
+        "--compare", nargs=2, metavar=("RUN_A", "RUN_B"), default=None, help="compare the excitations of two runs"
+    )
+    parser.add_argument(
+        "--batch", type=int, default=0, help="with --compare: the test batch to draw (its figure goes to RUN_B)"
+    )
+    return parser.parse_args(argv)
+
+
+def checked_excitations(run_dir, run, test_data):
+    """Re-evaluates a run; UsageError if the accuracy is not the one recorded."""
+    model = restore_model(run_dir, run)
+    predictions, features, accuracy = excitations(model, test_data)
+    recorded = run["final"]["test_accuracy"]
+    print(f"{run_dir}: test accuracy {accuracy:.2f} % (recorded in run.json: {recorded:.2f} %)")
+    if abs(accuracy - recorded) > ACCURACY_TOLERANCE:
+        raise selenet.UsageError(
+            f"{run_dir}: re-evaluated test accuracy {accuracy:.2f} % differs from the recorded "
+            f"{recorded:.2f} % by more than {ACCURACY_TOLERANCE} point: wrong weights or wrong data?"
+        )
+    return predictions, features
+
+
+def visualize(args):
+    run = load_run(args.run_dir)
+    selenet.ensure_writable_dir(args.run_dir)
+    test_data = test_set(run, args.data_dir)
+    predictions, features = checked_excitations(args.run_dir, run, test_data)
+    labels = test_data[1]
+    count = save_heatmaps(features, labels, args.run_dir, args.batch_size, args.max_batches)
+    save_features(os.path.join(args.run_dir, "se_features.npz"), features, labels, predictions)
+    figure = class_mean_figure(class_means(features, labels))
+    selenet.save_figure(figure, os.path.join(args.run_dir, "se_class_mean.png"))
+    plt.close(figure)
+    print(
+        f"Wrote {count} heatmaps to {os.path.join(args.run_dir, HEATMAP_DIR)}/, "
+        f"se_features.npz and se_class_mean.png to {args.run_dir}/"
+    )
+
+
+def compare(args):
+    dir_a, dir_b = args.compare
+    run_a, run_b = load_run(dir_a), load_run(dir_b)
+    if run_a["settings"].get("test_samples") != run_b["settings"].get("test_samples"):
+        raise selenet.UsageError(f"{dir_a} and {dir_b} were tested on different test sets")
+    selenet.ensure_writable_dir(dir_b)
+    test_data = test_set(run_a, args.data_dir)
+    batches = -(-len(test_data[1]) // args.batch_size)
+    if not 0 <= args.batch < batches:
+        raise selenet.UsageError(f"--batch {args.batch} is out of range: batches are 0 to {batches - 1}")
+    _, features_a = checked_excitations(dir_a, run_a, test_data)
+    _, features_b = checked_excitations(dir_b, run_b, test_data)
+    largest = float(np.abs(features_a - features_b).max())
+    batch = slice(args.batch * args.batch_size, (args.batch + 1) * args.batch_size)
+    names = [f"{d} (seed {r['settings']['seed']})" for d, r in ((dir_a, run_a), (dir_b, run_b))]
+    figure = comparison_figure(features_a[batch], features_b[batch], test_data[1][batch], names, args.batch)
+    path = os.path.join(dir_b, f"compare_{args.batch}.png")
+    selenet.save_figure(figure, path)
+    plt.close(figure)
+    print(f"Wrote {path}")
+    print(f"Max |excitation difference| over {len(features_a)} test images: {largest:.6g}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        if args.compare:
+            compare(args)
+        else:
+            visualize(args)
+    except selenet.UsageError as e:
+        print(f"visualize.py: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
