@@ -90,16 +90,15 @@ def _read_file_bytes(path):
 
 
 def _parse_idx(path, data, magic, item_shape, expected_records):
-    header_size = 4 * (2 + len(item_shape))
+    header_size = 4 * (2 + len(item_shape))  # magic, record count, item dimensions
+    if len(data) >= 4 and int.from_bytes(data[:4], "big") != magic:
+        found = int.from_bytes(data[:4], "big")
+        raise MNISTDataError(f"{path}: bad magic number {found:#010x}, expected {magic:#010x}")
     if len(data) < header_size:
         raise MNISTDataError(
             f"{path}: {len(data)} bytes is too short for an IDX header ({header_size} bytes)"
         )
     header = np.frombuffer(data, dtype=">u4", count=header_size // 4)
-    if header[0] != magic:
-        raise MNISTDataError(
-            f"{path}: bad magic number {int(header[0]):#010x}, expected {magic:#010x}"
-        )
     records, shape = int(header[1]), tuple(int(d) for d in header[2:])
     if shape != item_shape:
         raise MNISTDataError(f"{path}: items are {shape}, expected {item_shape}")
@@ -163,7 +162,7 @@ def read_npz(path):
     )
 
 
-def _find_idx_files(data_dir):
+def find_idx_files(data_dir):
     found = {}
     for role, name in IDX_FILES.items():
         for candidate in (name, name + ".gz"):
@@ -191,7 +190,7 @@ def load_mnist(data_dir=None):
             ) from None
     if not os.path.isdir(data_dir):
         raise MNISTDataError(f"MNIST data directory {data_dir} does not exist")
-    found = _find_idx_files(data_dir)
+    found = find_idx_files(data_dir)
     if len(found) == len(IDX_FILES):
         return (
             read_idx_images(found["train_images"], TRAIN_RECORDS),
