@@ -24,6 +24,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 import zlib
@@ -441,12 +442,10 @@ def save_model_diagram(model, out_dir, warn=print):
     """SELeNet.png via plot_model; without Graphviz, SELeNet.dot and a warning. Returns the path."""
     options = dict(show_shapes=True, show_layer_names=True, show_layer_activations=True)
     png_path = os.path.join(out_dir, f"{model.name}.png")
-    try:
+    if shutil.which("dot"):
         with atomic_path(png_path) as temporary:
             keras.utils.plot_model(model, to_file=temporary, **options)
         return png_path
-    except ImportError:
-        pass  # plot_model's word for "Graphviz's dot program is missing"
     dot_path = os.path.join(out_dir, f"{model.name}.dot")
     write_text(dot_path, keras.utils.model_to_dot(model, **options).to_string())
     warn(
