@@ -557,6 +557,7 @@ def reduction_arg(text):
 
 def parse_args(argv=None):
     parser = ArgumentParser(
+        prog="senet_lenet.py",
         description="Train SE-LeNet (LeNet-5 with a Squeeze-and-Excitation block) on MNIST.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

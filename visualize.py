@@ -58,6 +58,12 @@ def load_run(run_dir):
     return run
 
 
+def first_line(error, limit=160):
+    """An exception's message cut to one short line (Keras's can run to pages)."""
+    line = next((part for part in str(error).splitlines() if part.strip()), type(error).__name__)
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 def restore_model(run_dir, run):
     """The model run.json describes, with the run's weights loaded."""
     path = os.path.join(run_dir, run.get("weights", selenet.WEIGHTS_FILE))
@@ -69,7 +75,7 @@ def restore_model(run_dir, run):
     except Exception as e:  # h5py and Keras raise several types for a wrong or damaged file
         raise selenet.UsageError(
             f"weights {path} do not fit the model {run_dir}/run.json describes "
-            f"(reduction {run['settings']['reduction']}): {e}"
+            f"(reduction {run['settings']['reduction']}): {first_line(e)}"
         ) from None
     return model
 
@@ -215,6 +221,7 @@ def comparison_figure(features_a, features_b, labels, names, batch_index):
 
 def parse_args(argv=None):
     parser = selenet.ArgumentParser(
+        prog="visualize.py",
         description="Draw SE excitations of a trained SE-LeNet run, or compare two runs.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

@@ -1,0 +1,108 @@
+"""visualize.py: the data drawn, the files written, the two-run comparison."""
+
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+import visualize
+from conftest import train_quick
+
+
+def test_heatmap_draws_the_batch_sorted_by_label():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, size=100).astype(np.uint8)
+    labels[labels == 6] = 7  # a digit missing from the batch gets no tick
+    features = rng.random((100, 16)).astype(np.float32)
+    figure = visualize.HeatmapFigure(100, 16).draw(features, labels, "SE excitations, test batch 3")
+    axes = figure.axes[0]
+    drawn = np.asarray(axes.images[0].get_array())
+
+    order = np.argsort(labels, kind="stable")
+    np.testing.assert_array_equal(drawn, features[order])
+    # each drawn row is a real sample, and rows of one digit keep their batch order
+    for digit in np.unique(labels):
+        rows = [np.flatnonzero((features == row).all(axis=1))[0] for row in drawn[labels[order] == digit]]
+        assert rows == sorted(rows) and all(labels[r] == digit for r in rows)
+    ticks = axes.get_yticks().tolist()
+    tick_labels = [t.get_text() for t in axes.get_yticklabels()]
+    sorted_labels = labels[order]
+    assert tick_labels == [str(d) for d in np.unique(labels)] and "6" not in tick_labels
+    assert all(sorted_labels[int(t)] == int(d) and (t == 0 or sorted_labels[int(t) - 1] != int(d))
+               for t, d in zip(ticks, tick_labels))  # fmt: skip
+    assert axes.get_title() == "SE excitations, test batch 3"
+    assert axes.images[0].get_cmap().name == "hot"
+    assert axes.images[0].get_clim() == (0.0, 1.0)
+
+
+def test_heatmap_figure_is_reused_without_leftovers():
+    heatmap = visualize.HeatmapFigure(4, 16)
+    heatmap.draw(np.zeros((4, 16)), np.array([0, 1, 2, 3]), "first")
+    figure = heatmap.draw(np.ones((4, 16)), np.array([5, 5, 5, 5]), "second")
+    assert [t.get_text() for t in figure.axes[0].get_yticklabels()] == ["5"]
+    assert np.asarray(figure.axes[0].images[0].get_array()).min() == 1
+
+
+def test_class_means():
+    features = np.array([[0.0, 1.0], [1.0, 1.0], [0.5, 0.0]])
+    labels = np.array([3, 3, 9])
+    means = visualize.class_means(features, labels)
+    assert means.shape == (10, 2)
+    np.testing.assert_allclose(means[3], [0.5, 1.0])
+    np.testing.assert_allclose(means[9], [0.5, 0.0])
+    assert np.isnan(means[0]).all()
+
+
+def test_visualize_a_run(quick_run, mnist_dir, mnist, capsys):
+    stale = quick_run / "se_features" / "99_se_feature.png"
+    stale.parent.mkdir(exist_ok=True)
+    stale.write_bytes(b"from an earlier run with more batches")
+    assert visualize.main(["--run-dir", str(quick_run), "--data-dir", mnist_dir]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"test accuracy (\d+\.\d\d) % \(recorded in run.json: \1 %\)", out), out
+
+    heatmaps = sorted(os.listdir(quick_run / "se_features"))
+    assert heatmaps == sorted(f"{i}_se_feature.png" for i in range(5))  # 500 test images, batches of 100
+    assert (quick_run / "se_class_mean.png").stat().st_size > 0
+    with np.load(quick_run / "se_features.npz") as saved:
+        assert saved["excitation"].shape == (500, 16)
+        assert ((saved["excitation"] > 0) & (saved["excitation"] < 1)).all()
+        np.testing.assert_array_equal(saved["label"], mnist[1][1][:500])
+        assert saved["prediction"].shape == (500,)
+        accuracy = 100 * np.mean(saved["prediction"] == saved["label"])
+    assert f"test accuracy {accuracy:.2f} %" in out
+
+
+def test_max_batches_and_batch_size(quick_run, mnist_dir, tmp_path):
+    run = shutil.copytree(quick_run, tmp_path / "run")
+    args = ["--run-dir", str(run), "--data-dir", mnist_dir, "--batch-size", "64", "--max-batches", "3"]
+    assert visualize.main(args) == 0
+    assert sorted(os.listdir(run / "se_features")) == [f"{i}_se_feature.png" for i in range(3)]
+
+
+@pytest.fixture(scope="module")
+def twin_runs(tmp_path_factory, mnist_dir):
+    """Two quick runs with seed 0 and one with seed 1."""
+    root = tmp_path_factory.mktemp("twins")
+    for name, seed in (("a", "0"), ("b", "0"), ("c", "1")):
+        assert train_quick(root / name, mnist_dir, "--seed", seed, "--epochs", "1") == 0
+    return root
+
+
+def compare(capsys, mnist_dir, run_a, run_b, batch):
+    args = ["--compare", str(run_a), str(run_b), "--batch", str(batch), "--data-dir", mnist_dir]
+    assert visualize.main(args) == 0
+    out = capsys.readouterr().out
+    return float(re.search(r"Max \|excitation difference\| over 500 test images: (\S+)", out).group(1))
+
+
+def test_compare_same_seed_is_identical(twin_runs, mnist_dir, capsys):
+    assert compare(capsys, mnist_dir, twin_runs / "a", twin_runs / "b", 2) == 0.0
+    assert (twin_runs / "b" / "compare_2.png").exists()
+
+
+def test_compare_different_seeds_differ(twin_runs, mnist_dir, capsys):
+    assert compare(capsys, mnist_dir, twin_runs / "a", twin_runs / "c", 0) > 0.01
+    assert (twin_runs / "c" / "compare_0.png").exists()
