@@ -206,6 +206,7 @@ def comparison_figure(features_a, features_b, labels, names, batch_index):
     for ax, (data, title) in zip(axes, panels):
         image = ax.imshow(data, cmap=COLOR_MAP, vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
         ax.set_title(title)
+        ax.set_xticks(range(0, data.shape[1], 3))
         ax.set_xlabel("SE channel")
         ax.set_yticks(starts, [str(d) for d in digits])
     axes[0].set_ylabel("test sample, sorted by label")
