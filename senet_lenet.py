@@ -440,7 +440,7 @@ def model_summary_text(model):
 
 def save_model_diagram(model, out_dir, warn=print):
     """SELeNet.png via plot_model; without Graphviz, SELeNet.dot and a warning. Returns the path."""
-    options = dict(show_shapes=True, show_layer_names=True, show_layer_activations=True)
+    options = dict(show_shapes=True, show_layer_names=True, show_layer_activations=True, dpi=96)
     png_path = os.path.join(out_dir, f"{model.name}.png")
     if shutil.which("dot"):
         with atomic_path(png_path) as temporary:

@@ -173,6 +173,22 @@ def class_means(features, labels):
     return means
 
 
+def class_mean_summary(means, features):
+    """One line: how much the excitation varies between digits, against between channels."""
+    between_digits = np.nanstd(means, axis=0)  # per channel
+    between_channels = features.mean(axis=0).std()
+    distance = [np.nanmean(np.abs(means[d] - np.nanmean(np.delete(means, d, axis=0), axis=0))) for d in range(len(means))]
+    digit = int(np.nanargmax(distance))
+    others = np.nanmean(np.delete(means, digit, axis=0), axis=0)
+    channels = np.argsort(-np.abs(means[digit] - others))[:3]
+    return (
+        f"SE class means: std between digits {between_digits.mean():.3f} per channel on average "
+        f"(max {between_digits.max():.3f}, channel {int(between_digits.argmax())}); "
+        f"std between channels {between_channels:.3f}; most distinct digit {digit} "
+        f"(channels {', '.join(str(c) for c in channels)})"
+    )
+
+
 def class_mean_figure(means):
     figure, axes = plt.subplots(figsize=(7, 4.5), layout="constrained")
     image = axes.imshow(means, cmap=COLOR_MAP, vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
@@ -269,9 +285,11 @@ def visualize(args):
     labels = test_data[1]
     count = save_heatmaps(features, labels, args.run_dir, args.batch_size, args.max_batches)
     save_features(os.path.join(args.run_dir, "se_features.npz"), features, labels, predictions)
-    figure = class_mean_figure(class_means(features, labels))
+    means = class_means(features, labels)
+    figure = class_mean_figure(means)
     selenet.save_figure(figure, os.path.join(args.run_dir, "se_class_mean.png"))
     plt.close(figure)
+    print(class_mean_summary(means, features))
     print(
         f"Wrote {count} heatmaps to {os.path.join(args.run_dir, HEATMAP_DIR)}/, "
         f"se_features.npz and se_class_mean.png to {args.run_dir}/"

@@ -55,6 +55,16 @@ def test_class_means():
     assert np.isnan(means[0]).all()
 
 
+def test_class_mean_summary_finds_the_distinct_digit():
+    means = np.full((10, 16), 0.5)
+    means[:, 0] = 0.9  # a channel that is high for every digit: between channels, not between digits
+    means[3, 7] = 0.1  # digit 3 alone turns channel 7 down
+    features = np.repeat(means, 5, axis=0)
+    line = visualize.class_mean_summary(means, features)
+    assert "max 0.120, channel 7" in line
+    assert "most distinct digit 3 (channels 7," in line
+
+
 def test_visualize_a_run(quick_run, mnist_dir, mnist, capsys):
     stale = quick_run / "se_features" / "99_se_feature.png"
     stale.parent.mkdir(exist_ok=True)
