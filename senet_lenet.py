@@ -249,20 +249,34 @@ def se_block(x, reduction=REDUCTION, name="se"):
     return scaled, excitation
 
 
-def build_model(reduction=REDUCTION):
-    """LeNet-5 with an SE block after conv2; outputs [predictions (N, 10), excitation (N, 16)]."""
+def build_model(reduction=REDUCTION, se=True):
+    """LeNet-5 with an SE block after conv2; outputs [predictions (N, 10), excitation (N, 16)].
+
+    With se=False, plain LeNet-5 (the ablation's baseline): predictions only.
+    """
     layers = keras.layers
     inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), name="image")
     x = layers.Conv2D(6, 5, activation="relu", name="conv1")(inputs)  # (N, 24, 24, 6)
     x = layers.MaxPooling2D(2, padding="same", name="pool1")(x)  # (N, 12, 12, 6)
     x = layers.Conv2D(16, 5, activation="relu", name="conv2")(x)  # (N, 8, 8, 16)
-    x, excitation = se_block(x, reduction, name="se")
+    if se:
+        x, excitation = se_block(x, reduction, name="se")
     x = layers.MaxPooling2D(2, padding="same", name="pool2")(x)  # (N, 4, 4, 16)
     x = layers.Flatten(name="flatten")(x)  # (N, 256)
     x = layers.Dense(120, activation="relu", name="fc1")(x)
     x = layers.Dense(84, activation="relu", name="fc2")(x)
     predictions = layers.Dense(NUM_CLASSES, activation="softmax", name="predictions")(x)
+    if not se:
+        return keras.Model(inputs, predictions, name="LeNet5")
     return keras.Model(inputs, [predictions, excitation], name="SELeNet")
+
+
+def forward(model, images, training=False):
+    """(predictions, excitation) of either model; excitation is None without SE."""
+    outputs = model(images, training=training)
+    if isinstance(outputs, (list, tuple)):
+        return outputs[0], outputs[1]
+    return outputs, None
 
 
 # ----------------------------------------------------------------------------
@@ -286,7 +300,7 @@ def epoch_order(seed, epoch, size):
 def make_test_step(model, loss_fn, loss_metric, accuracy_metric):
     @tf.function
     def test_step(images, labels):
-        predictions, excitation = model(images, training=False)
+        predictions, excitation = forward(model, images)
         loss_metric.update_state(loss_fn(labels, predictions))
         accuracy_metric.update_state(labels, predictions)
         return predictions, excitation
@@ -295,23 +309,26 @@ def make_test_step(model, loss_fn, loss_metric, accuracy_metric):
 
 
 def evaluate(test_step, images, labels, batch_size=EVAL_BATCH_SIZE):
-    """Runs test_step over the data in order; returns (predictions, excitations) as NumPy."""
+    """Runs test_step over the data in order; returns (predictions, excitations) as NumPy.
+
+    Excitations are None for a model without SE."""
     predictions, excitations = [], []
     for start in range(0, len(images), batch_size):
         p, e = test_step(images[start : start + batch_size], labels[start : start + batch_size])
         predictions.append(p.numpy())
-        excitations.append(e.numpy())
-    return np.concatenate(predictions), np.concatenate(excitations)
+        if e is not None:
+            excitations.append(e.numpy())
+    return np.concatenate(predictions), (np.concatenate(excitations) if excitations else None)
 
 
 def seeded_model(settings):
     """Seeds Python, NumPy and TensorFlow, turns on deterministic ops, builds the model."""
     keras.utils.set_random_seed(settings["seed"])
     tf.config.experimental.enable_op_determinism()
-    return build_model(settings["reduction"])
+    return build_model(settings["reduction"], se=settings.get("se", True))
 
 
-def train(model, settings, train_data, test_data, log=print):
+def train(model, settings, train_data, test_data, log=print, progress=True):
     """Trains `model` as `settings` say; returns its history, a dict per epoch."""
     optimizer = make_optimizer(settings["optimizer"], settings["lr"])
     optimizer.build(model.trainable_variables)
@@ -324,7 +341,7 @@ def train(model, settings, train_data, test_data, log=print):
     @tf.function
     def train_step(images, labels):
         with tf.GradientTape() as tape:
-            predictions, _ = model(images, training=True)
+            predictions, _ = forward(model, images, training=True)
             loss = loss_fn(labels, predictions)
         gradients = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
@@ -361,7 +378,9 @@ def train(model, settings, train_data, test_data, log=print):
         for metric in (train_loss, train_accuracy, test_loss, test_accuracy):
             metric.reset_state()
         order = epoch_order(settings["seed"], epoch, len(train_data[1]))
-        progbar = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["loss", "accuracy"])
+        progbar = keras.utils.Progbar(
+            steps_per_epoch, verbose=1 if progress else 0, stateful_metrics=["loss", "accuracy"]
+        )
         for first_step in range(0, steps_per_epoch, STEPS_PER_CALL):
             last_step = min(first_step + STEPS_PER_CALL, steps_per_epoch)
             train_steps(x_train, y_train, order[first_step * batch_size : last_step * batch_size])
@@ -457,7 +476,7 @@ def save_model_diagram(model, out_dir, warn=print):
     return dot_path
 
 
-def plot_training_curves(history):
+def plot_training_curves(history, title):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -472,7 +491,7 @@ def plot_training_curves(history):
         axes.set_ylabel(label)
         axes.grid(alpha=0.3)
         axes.legend()
-    figure.suptitle("SE-LeNet on MNIST")
+    figure.suptitle(title)
     return figure
 
 
@@ -497,6 +516,7 @@ def save_run(model, settings, history, out_dir, warn=print):
         "weights": WEIGHTS_FILE,
         "final": {"train_accuracy": last["accuracy"], "test_accuracy": last["test_accuracy"]},
         "history": history,
+        "finished": len(history) == settings["epochs"],
         "versions": {
             "python": platform.python_version(),
             "tensorflow": tf.__version__,
@@ -509,9 +529,28 @@ def save_run(model, settings, history, out_dir, warn=print):
     write_text(os.path.join(out_dir, "history.csv"), history_csv_text(history))
     write_text(os.path.join(out_dir, "model_summary.txt"), model_summary_text(model))
     save_model_diagram(model, out_dir, warn=warn)
-    figure = plot_training_curves(history)
+    figure = plot_training_curves(history, f"{model.name} on MNIST")
     save_figure(figure, os.path.join(out_dir, "training_curves.png"))
     plt.close(figure)
+    return run
+
+
+def train_run(settings, train_data, test_data, out_dir, log=print, warn=print, verbose=True):
+    """Builds, trains and saves one run as `settings` say; returns its run.json contents.
+
+    verbose: print the model summary and a progress bar per epoch.
+    """
+    ensure_writable_dir(out_dir)
+    model = seeded_model(settings)
+    if verbose:
+        log(model_summary_text(model).rstrip("\n"))
+        log(
+            f"Training on {len(train_data[1])} images, testing on {len(test_data[1])}: "
+            f"{settings['optimizer']} lr {settings['lr']}, batch {settings['batch_size']}, "
+            f"{settings['epochs']} epochs, seed {settings['seed']}"
+        )
+    history = train(model, settings, train_data, test_data, log=log, progress=verbose)
+    return save_run(model, settings, history, out_dir, warn=warn)
 
 
 # ----------------------------------------------------------------------------
@@ -579,6 +618,7 @@ def parse_args(argv=None):
         help="folder with the four MNIST IDX files (.gz or plain) or mnist.npz "
         "(default: $MNIST_DIR, else download with keras.datasets.mnist)",
     )
+    parser.add_argument("--no-se", action="store_true", help="plain LeNet-5 without the SE block (for comparison)")
     parser.add_argument("--out-dir", default=OUT_DIR, help="where the run's files go")
     parser.add_argument(
         "--train-samples",
@@ -606,6 +646,7 @@ def run_settings(args):
         "optimizer": args.optimizer,
         "lr": args.lr,
         "reduction": args.reduction,
+        "se": not args.no_se,
         "seed": args.seed,
         "train_samples": args.train_samples,
         "test_samples": args.test_samples,
@@ -626,14 +667,7 @@ def main(argv=None):
         settings = run_settings(args)
         train_data = select(train_data, args.train_samples)
         test_data = select(test_data, args.test_samples)
-        model = seeded_model(settings)
-        print(model_summary_text(model), end="")
-        print(
-            f"Training on {len(train_data[1])} images, testing on {len(test_data[1])}: "
-            f"{args.optimizer} lr {args.lr}, batch {args.batch_size}, {args.epochs} epochs, seed {args.seed}"
-        )
-        history = train(model, settings, train_data, test_data)
-        save_run(model, settings, history, args.out_dir, warn=lambda m: print(m, file=sys.stderr))
+        train_run(settings, train_data, test_data, args.out_dir, warn=lambda m: print(m, file=sys.stderr))
     except UsageError as e:
         print(f"senet_lenet.py: error: {e}", file=sys.stderr)
         return 2

@@ -55,6 +55,8 @@ def load_run(run_dir):
         raise selenet.UsageError(f"{path} is missing: is {run_dir} a finished run of senet_lenet.py?") from None
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise selenet.UsageError(f"{path} is not a run.json written by senet_lenet.py ({e})") from None
+    if not run["settings"].get("se", True):
+        raise selenet.UsageError(f"{run_dir} is a run without the SE block (--no-se): it has no excitations to draw")
     return run
 
 
@@ -69,7 +71,7 @@ def restore_model(run_dir, run):
     path = os.path.join(run_dir, run.get("weights", selenet.WEIGHTS_FILE))
     if not os.path.isfile(path):
         raise selenet.UsageError(f"weights file {path} is missing")
-    model = selenet.build_model(run["settings"]["reduction"])
+    model = selenet.build_model(run["settings"]["reduction"], se=run["settings"].get("se", True))
     try:
         model.load_weights(path)
     except Exception as e:  # h5py and Keras raise several types for a wrong or damaged file

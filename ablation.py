@@ -1,0 +1,246 @@
+"""Does the SE block help LeNet-5 on MNIST? An ablation over several seeds.
+
+    python ablation.py                      # 3 seeds, 10 epochs, into outputs/ablation
+    python ablation.py --seeds 5 --epochs 5 --data-dir ../shared/mnist
+
+It trains, in this process and with senet_lenet's own training code:
+  the grid    {SE (reduction 4), no SE} x {Adam lr 0.001, SGD lr 0.01} x seeds
+  the sweep   SE with Adam at reductions 1, 2, 4, 8, 16 x seeds (reduction 4 shared with the grid)
+Each run is a normal run folder; a finished one is not trained again, so an
+interrupted study continues where it stopped. Then it writes ablation.csv,
+ablation.md, ablation_curves.png and reduction_sweep.png.
+"""
+
+import argparse
+import csv
+import io
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import senet_lenet as selenet
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the Agg backend)
+
+GRID_REDUCTION = 4  # the SE model of the grid
+SWEEP_OPTIMIZER = "adam"
+CSV_FIELDS = [
+    "run", "model", "optimizer", "lr", "reduction", "seed", "parameters",
+    "final_test_accuracy", "best_test_accuracy", "final_train_accuracy", "seconds_per_epoch",
+]  # fmt: skip
+
+
+def configurations(optimizers, reductions):
+    """(model, optimizer, reduction) of every configuration; reduction None means no SE."""
+    grid = [(model, opt) for model in ("se", "no-se") for opt in optimizers]
+    configs = [(m, opt, GRID_REDUCTION if m == "se" else None) for m, opt in grid]
+    configs += [("se", SWEEP_OPTIMIZER, r) for r in reductions if ("se", SWEEP_OPTIMIZER, r) not in configs]
+    return configs
+
+
+def config_name(model, optimizer, reduction):
+    return f"se-r{reduction}_{optimizer}" if model == "se" else f"no-se_{optimizer}"
+
+
+def run_settings(args, model, optimizer, reduction, seed):
+    return {
+        "epochs": args.epochs,
+        "batch_size": selenet.BATCH_SIZE,
+        "optimizer": optimizer,
+        "lr": selenet.LEARNING_RATES[optimizer],
+        "reduction": reduction if model == "se" else selenet.REDUCTION,
+        "se": model == "se",
+        "seed": seed,
+        "train_samples": args.train_samples,
+        "test_samples": args.test_samples,
+    }
+
+
+def finished_run(run_dir, settings):
+    """run.json of run_dir if it finished with exactly these settings, else None."""
+    try:
+        with open(os.path.join(run_dir, selenet.RUN_FILE), encoding="utf-8") as f:
+            run = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if run.get("finished", True) and run.get("settings") == settings:
+        return run
+    return None
+
+
+def csv_row(name, model, run):
+    settings, history = run["settings"], run["history"]
+    steady = [r["seconds"] for r in history[1:]] or [history[0]["seconds"]]  # epoch 1 includes tracing
+    return {
+        "run": name,
+        "model": model,
+        "optimizer": settings["optimizer"],
+        "lr": settings["lr"],
+        "reduction": settings["reduction"] if model == "se" else "",
+        "seed": settings["seed"],
+        "parameters": run["model"]["parameters"],
+        "final_test_accuracy": history[-1]["test_accuracy"],
+        "best_test_accuracy": max(r["test_accuracy"] for r in history),
+        "final_train_accuracy": history[-1]["accuracy"],
+        "seconds_per_epoch": round(statistics.median(steady), 3),
+    }
+
+
+def mean_std(values):
+    """'mean ± std' (sample std over seeds); the std is '–' for a single value."""
+    mean = statistics.fmean(values)
+    spread = f"{statistics.stdev(values):.2f}" if len(values) > 1 else "–"
+    return f"{mean:.2f} ± {spread}"
+
+
+def summary_markdown(rows, configs):
+    lines = [
+        "| configuration | model | optimizer | reduction | seeds | test accuracy (%) | test error (%) "
+        "| parameters | seconds per epoch |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for model, optimizer, reduction in configs:
+        name = config_name(model, optimizer, reduction)
+        group = [r for r in rows if r["run"].startswith(name + "_seed")]
+        accuracy = [r["final_test_accuracy"] for r in group]
+        lines.append(
+            f"| {name} | {model} | {optimizer} | {reduction or '–'} | {len(group)} | {mean_std(accuracy)} "
+            f"| {mean_std([100 - a for a in accuracy])} | {group[0]['parameters']:,} "
+            f"| {statistics.fmean(r['seconds_per_epoch'] for r in group):.2f} |"
+        )
+    lines += ["", "Paired difference SE (reduction 4) − no SE, per seed, in test accuracy points:", ""]
+    lines += ["| optimizer | seeds | SE − no SE (mean ± std) |", "| --- | --- | --- |"]
+    for optimizer in dict.fromkeys(r["optimizer"] for r in rows if r["model"] == "no-se"):
+        se = {r["seed"]: r["final_test_accuracy"] for r in rows if r["run"].startswith(f"se-r{GRID_REDUCTION}_{optimizer}_")}
+        plain = {r["seed"]: r["final_test_accuracy"] for r in rows if r["run"].startswith(f"no-se_{optimizer}_")}
+        seeds = sorted(se.keys() & plain.keys())
+        lines.append(f"| {optimizer} | {len(seeds)} | {mean_std([se[s] - plain[s] for s in seeds])} |")
+    return "\n".join(lines) + "\n"
+
+
+def curves_figure(runs, grid_names):
+    figure, axes = plt.subplots(figsize=(8, 5), layout="constrained")
+    for name in grid_names:
+        curves = np.array([[r["test_accuracy"] for r in run["history"]] for n, run in runs.items() if n.startswith(name + "_seed")])
+        epochs = np.arange(1, curves.shape[1] + 1)
+        (line,) = axes.plot(epochs, curves.mean(axis=0), "o-", label=f"{name} (mean of {len(curves)})")
+        axes.fill_between(epochs, curves.min(axis=0), curves.max(axis=0), color=line.get_color(), alpha=0.2)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("test accuracy (%)")
+    axes.set_title("Test accuracy per epoch: mean over seeds, band from lowest to highest seed")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    return figure
+
+
+def sweep_figure(rows, reductions):
+    figure, axes = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    for reduction in reductions:
+        group = [r for r in rows if r["run"].startswith(f"se-r{reduction}_{SWEEP_OPTIMIZER}_seed")]
+        accuracy = np.array([r["final_test_accuracy"] for r in group])
+        mean = accuracy.mean()
+        axes.errorbar(
+            reduction, mean, yerr=[[mean - accuracy.min()], [accuracy.max() - mean]],
+            fmt="o", color="C0", capsize=4,
+        )  # fmt: skip
+        axes.annotate(f"{group[0]['parameters']:,} params", (reduction, mean), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    axes.set_xscale("log", base=2)
+    axes.set_xticks(reductions, [str(r) for r in reductions])
+    axes.set_xlabel("SE reduction ratio r (16 // r hidden units)")
+    axes.set_ylabel("final test accuracy (%)")
+    axes.set_title(f"Reduction sweep, SE with {SWEEP_OPTIMIZER}: mean and range over seeds")
+    axes.grid(alpha=0.3)
+    return figure
+
+
+def csv_text(rows):
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def parse_args(argv=None):
+    parser = selenet.ArgumentParser(
+        prog="ablation.py",
+        description="Train SE-LeNet with and without SE, Adam and SGD, and a reduction sweep, over seeds.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--seeds", type=selenet.positive_int, default=3, help="seeds 0..N-1 per configuration")
+    parser.add_argument("--epochs", type=selenet.positive_int, default=selenet.EPOCHS, help="epochs per run")
+    parser.add_argument("--data-dir", default=None, help="the MNIST folder (default: $MNIST_DIR)")
+    parser.add_argument("--out-dir", default=os.path.join(selenet.OUT_DIR, "ablation"), help="where the study goes")
+    parser.add_argument(
+        "--optimizers", nargs="+", choices=sorted(selenet.LEARNING_RATES), default=["adam", "sgd"],
+        help="optimizers of the grid",
+    )  # fmt: skip
+    parser.add_argument(
+        "--reductions", nargs="+", type=selenet.reduction_arg, default=[1, 2, 4, 8, 16],
+        help="reduction ratios of the sweep",
+    )  # fmt: skip
+    parser.add_argument("--train-samples", type=selenet.positive_int, default=None, help="first N training images only")
+    parser.add_argument("--test-samples", type=selenet.positive_int, default=None, help="first N test images only")
+    return parser.parse_args(argv)
+
+
+def study(args):
+    # Every run builds a new model and new tf.functions by design; TensorFlow's
+    # "retracing" warning about that would be noise here.
+    selenet.tf.get_logger().setLevel("ERROR")
+    selenet.ensure_writable_dir(args.out_dir)
+    configs = configurations(args.optimizers, sorted(set(args.reductions)))
+    plan = [(c, seed) for c in configs for seed in range(args.seeds)]
+    data = None
+    started = time.perf_counter()
+    runs, rows = {}, []
+    for index, ((model, optimizer, reduction), seed) in enumerate(plan, 1):
+        name = f"{config_name(model, optimizer, reduction)}_seed{seed}"
+        run_dir = os.path.join(args.out_dir, name)
+        settings = run_settings(args, model, optimizer, reduction, seed)
+        run = finished_run(run_dir, settings)
+        elapsed = time.strftime("%H:%M:%S", time.gmtime(time.perf_counter() - started))
+        if run is None:
+            print(f"[{index}/{len(plan)}] training {name}; {len(plan) - index} to go after it; {elapsed} so far", flush=True)
+            if data is None:
+                train_data, test_data = selenet.load_mnist(args.data_dir)
+                data = selenet.select(train_data, args.train_samples), selenet.select(test_data, args.test_samples)
+            run = selenet.train_run(settings, *data, run_dir, verbose=False)
+        else:
+            print(f"[{index}/{len(plan)}] {name} already finished; {len(plan) - index} to go; {elapsed} so far")
+        runs[name] = run
+        rows.append(csv_row(name, model, run))
+
+    selenet.write_text(os.path.join(args.out_dir, "ablation.csv"), csv_text(rows))
+    markdown = summary_markdown(rows, configs)
+    selenet.write_text(os.path.join(args.out_dir, "ablation.md"), markdown)
+    grid_names = [config_name(*c) for c in configs[: 2 * len(args.optimizers)]]
+    for figure, name in (
+        (curves_figure(runs, grid_names), "ablation_curves.png"),
+        (sweep_figure(rows, sorted(set(args.reductions))), "reduction_sweep.png"),
+    ):
+        selenet.save_figure(figure, os.path.join(args.out_dir, name))
+        plt.close(figure)
+    print(markdown, end="")
+    print(f"Wrote ablation.csv, ablation.md, ablation_curves.png and reduction_sweep.png to {args.out_dir}/")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        study(args)
+    except selenet.UsageError as e:
+        print(f"ablation.py: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
