@@ -63,16 +63,23 @@ def run_settings(args, model, optimizer, reduction, seed):
     }
 
 
-def finished_run(run_dir, settings):
-    """run.json of run_dir if it finished with exactly these settings, else None."""
+def earlier_run(run_dir, settings):
+    """(run.json, checkpoint) left in run_dir by a run with exactly these settings.
+
+    run.json is None unless that run finished; checkpoint is its newest
+    checkpoint when it did not finish (None when there is nothing to resume).
+    """
     try:
         with open(os.path.join(run_dir, selenet.RUN_FILE), encoding="utf-8") as f:
             run = json.load(f)
     except (OSError, ValueError):
-        return None
-    if run.get("finished", True) and run.get("settings") == settings:
-        return run
-    return None
+        return None, None
+    if not isinstance(run, dict) or run.get("settings") != settings:
+        return None, None
+    if run.get("finished"):
+        return run, None
+    checkpoints = selenet.checkpoint_dirs(run_dir)
+    return None, (checkpoints[-1] if checkpoints else None)
 
 
 def csv_row(name, model, run):
@@ -191,7 +198,7 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def study(args):
+def study(args, stop=None):
     # Every run builds a new model and new tf.functions by design; TensorFlow's
     # "retracing" warning about that would be noise here.
     selenet.tf.get_logger().setLevel("ERROR")
@@ -205,14 +212,15 @@ def study(args):
         name = f"{config_name(model, optimizer, reduction)}_seed{seed}"
         run_dir = os.path.join(args.out_dir, name)
         settings = run_settings(args, model, optimizer, reduction, seed)
-        run = finished_run(run_dir, settings)
+        run, checkpoint = earlier_run(run_dir, settings)
         elapsed = time.strftime("%H:%M:%S", time.gmtime(time.perf_counter() - started))
         if run is None:
-            print(f"[{index}/{len(plan)}] training {name}; {len(plan) - index} to go after it; {elapsed} so far", flush=True)
+            action = "resuming" if checkpoint else "training"
+            print(f"[{index}/{len(plan)}] {action} {name}; {len(plan) - index} to go after it; {elapsed} so far", flush=True)
             if data is None:
                 train_data, test_data = selenet.load_mnist(args.data_dir)
                 data = selenet.select(train_data, args.train_samples), selenet.select(test_data, args.test_samples)
-            run = selenet.train_run(settings, *data, run_dir, verbose=False)
+            run = selenet.train_run(settings, *data, run_dir, resume_from=checkpoint, stop=stop, verbose=False)
         else:
             print(f"[{index}/{len(plan)}] {name} already finished; {len(plan) - index} to go; {elapsed} so far")
         runs[name] = run
@@ -235,10 +243,18 @@ def study(args):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        study(args)
+        with selenet.StopOnSignal() as stop:
+            study(args, stop)
     except selenet.UsageError as e:
         print(f"ablation.py: error: {e}", file=sys.stderr)
         return 2
+    except selenet.Interrupted as e:
+        print(
+            f"ablation.py: stopped by {e}; finished runs and the last completed epoch of the current one "
+            "are kept. Run the same command again to continue.",
+            file=sys.stderr,
+        )
+        return 128 + e.signum
     return 0
 
 

@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sys
 import time
 import zlib
@@ -82,7 +83,7 @@ IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
 
 
 def _read_file_bytes(path):
-    opener = gzip.open if path.endswith(".gz") else open
+    opener = gzip.open if os.fspath(path).endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
             return f.read()
@@ -121,19 +122,25 @@ def _check_labels(path, labels):
 
 def read_idx_images(path, expected_records=None):
     """Reads an IDX image file (.gz or plain) into a uint8 array (N, 28, 28)."""
+    path = os.fspath(path)
     data = _read_file_bytes(path)
     return _parse_idx(path, data, IDX_IMAGES_MAGIC, (IMAGE_SIZE, IMAGE_SIZE), expected_records)
 
 
 def read_idx_labels(path, expected_records=None):
     """Reads an IDX label file (.gz or plain) into a uint8 array (N,) of digits 0-9."""
+    path = os.fspath(path)
     labels = _parse_idx(path, _read_file_bytes(path), IDX_LABELS_MAGIC, (), expected_records)
     _check_labels(path, labels)
     return labels
 
 
-def read_npz(path):
-    """Reads Keras's mnist.npz: ((x_train, y_train), (x_test, y_test)), validated."""
+def read_npz(path, train_records=TRAIN_RECORDS, test_records=TEST_RECORDS):
+    """Reads Keras's mnist.npz: ((x_train, y_train), (x_test, y_test)), validated.
+
+    A record count of None accepts any number of records.
+    """
+    path = os.fspath(path)
     keys = ("x_train", "y_train", "x_test", "y_test")
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -145,15 +152,16 @@ def read_npz(path):
         raise
     except Exception as e:  # numpy and zipfile raise many types for damaged files
         raise MNISTDataError(f"{path}: not a readable .npz file: {type(e).__name__}: {e}") from None
-    for split, records in (("train", TRAIN_RECORDS), ("test", TEST_RECORDS)):
+    for split, records in (("train", train_records), ("test", test_records)):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if x.dtype != np.uint8 or x.shape != (records, IMAGE_SIZE, IMAGE_SIZE):
+        count = len(x) if records is None and x.ndim else records
+        if x.dtype != np.uint8 or x.shape != (count, IMAGE_SIZE, IMAGE_SIZE):
             raise MNISTDataError(
-                f"{path}: x_{split} is {x.dtype} {x.shape}, expected uint8 ({records}, 28, 28)"
+                f"{path}: x_{split} is {x.dtype} {x.shape}, expected uint8 ({count}, 28, 28)"
             )
-        if y.dtype.kind not in "iu" or y.shape != (records,):
+        if y.dtype.kind not in "iu" or y.shape != (count,):
             raise MNISTDataError(
-                f"{path}: y_{split} is {y.dtype} {y.shape}, expected integer labels ({records},)"
+                f"{path}: y_{split} is {y.dtype} {y.shape}, expected integer labels ({count},)"
             )
         if y.size and (y.min() < 0 or y.max() >= NUM_CLASSES):
             raise MNISTDataError(f"{path}: y_{split} has labels outside 0-9")
@@ -284,12 +292,17 @@ def forward(model, images, training=False):
 # ----------------------------------------------------------------------------
 
 
-def make_optimizer(name, learning_rate):
+def make_optimizer(settings, model):
+    """The optimizer `settings` name, with its state variables built for `model`."""
+    name, learning_rate = settings["optimizer"], settings["lr"]
     if name == "adam":
-        return keras.optimizers.Adam(learning_rate)
-    if name == "sgd":
-        return keras.optimizers.SGD(learning_rate)
-    raise UsageError(f"unknown optimizer {name!r}; choose adam or sgd")
+        optimizer = keras.optimizers.Adam(learning_rate)
+    elif name == "sgd":
+        optimizer = keras.optimizers.SGD(learning_rate)
+    else:
+        raise UsageError(f"unknown optimizer {name!r}; choose adam or sgd")
+    optimizer.build(model.trainable_variables)
+    return optimizer
 
 
 def epoch_order(seed, epoch, size):
@@ -328,10 +341,49 @@ def seeded_model(settings):
     return build_model(settings["reduction"], se=settings.get("se", True))
 
 
-def train(model, settings, train_data, test_data, log=print, progress=True):
-    """Trains `model` as `settings` say; returns its history, a dict per epoch."""
-    optimizer = make_optimizer(settings["optimizer"], settings["lr"])
-    optimizer.build(model.trainable_variables)
+class Interrupted(Exception):
+    """Training stopped on SIGINT or SIGTERM after the last completed epoch was saved."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopOnSignal:
+    """While active, SIGINT and SIGTERM only set `signum`; the training loop stops
+    at the next chunk of steps, never in the middle of writing a file."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum = None
+        self._previous = {}
+
+    def __enter__(self):
+        for signum in self.SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def check(self):
+        if self.signum is not None:
+            raise Interrupted(self.signum)
+
+
+def train(
+    model, optimizer, settings, train_data, test_data,
+    history=(), on_epoch_end=None, stop=None, log=print, progress=True,
+):  # fmt: skip
+    """Trains `model` from the epoch after `history` to settings["epochs"]; returns the history.
+
+    on_epoch_end(history) runs after each epoch; stop.check() between chunks of steps.
+    """
     loss_fn = keras.losses.SparseCategoricalCrossentropy()
     train_loss = keras.metrics.Mean(name="train_loss")
     train_accuracy = keras.metrics.SparseCategoricalAccuracy(name="train_accuracy")
@@ -372,8 +424,8 @@ def train(model, settings, train_data, test_data, log=print, progress=True):
     y_test = tf.constant(test_data[1])
     batch_size = settings["batch_size"]
     steps_per_epoch = -(-len(train_data[1]) // batch_size)
-    history = []
-    for epoch in range(1, settings["epochs"] + 1):
+    history = list(history)
+    for epoch in range(len(history) + 1, settings["epochs"] + 1):
         started = time.perf_counter()
         for metric in (train_loss, train_accuracy, test_loss, test_accuracy):
             metric.reset_state()
@@ -388,6 +440,8 @@ def train(model, settings, train_data, test_data, log=print, progress=True):
                 last_step,
                 [("loss", float(train_loss.result())), ("accuracy", float(train_accuracy.result()))],
             )
+            if stop is not None:
+                stop.check()
         evaluate(test_step, x_test, y_test)
         record = {  # accuracies in percent: 4 decimals hold one test image (0.01)
             "epoch": epoch,
@@ -402,6 +456,8 @@ def train(model, settings, train_data, test_data, log=print, progress=True):
             f"Epoch {epoch}, Loss: {record['loss']:.4f}, Accuracy: {record['accuracy']:.2f}, "
             f"Test Loss: {record['test_loss']:.4f}, Test Accuracy: {record['test_accuracy']:.2f}"
         )
+        if on_epoch_end is not None:
+            on_epoch_end(history)
     return history
 
 
@@ -503,14 +559,10 @@ def history_csv_text(history):
     return buffer.getvalue()
 
 
-def save_run(model, settings, history, out_dir, warn=print):
-    """Writes every file of a finished run to out_dir, each atomically."""
-    import matplotlib.pyplot as plt
-
-    with atomic_path(os.path.join(out_dir, WEIGHTS_FILE)) as temporary:
-        model.save_weights(temporary)
+def run_record(model, settings, history):
+    """What run.json holds: enough to rebuild the model and to resume or judge the run."""
     last = history[-1]
-    run = {
+    return {
         "settings": settings,
         "model": {"name": model.name, "parameters": model.count_params()},
         "weights": WEIGHTS_FILE,
@@ -525,8 +577,22 @@ def save_run(model, settings, history, out_dir, warn=print):
         },
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
     }
+
+
+def save_progress(run, out_dir):
+    """run.json and history.csv, after every epoch (run["finished"] says whether it is the last)."""
     write_text(os.path.join(out_dir, RUN_FILE), json.dumps(run, indent=2) + "\n")
-    write_text(os.path.join(out_dir, "history.csv"), history_csv_text(history))
+    write_text(os.path.join(out_dir, "history.csv"), history_csv_text(run["history"]))
+
+
+def save_run(model, settings, history, out_dir, warn=print):
+    """Writes every file of a finished run to out_dir, each atomically; returns run.json's contents."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(os.path.join(out_dir, WEIGHTS_FILE)) as temporary:
+        model.save_weights(temporary)
+    run = run_record(model, settings, history)
+    save_progress(run, out_dir)
     write_text(os.path.join(out_dir, "model_summary.txt"), model_summary_text(model))
     save_model_diagram(model, out_dir, warn=warn)
     figure = plot_training_curves(history, f"{model.name} on MNIST")
@@ -535,13 +601,77 @@ def save_run(model, settings, history, out_dir, warn=print):
     return run
 
 
-def train_run(settings, train_data, test_data, out_dir, log=print, warn=print, verbose=True):
+# Checkpoints: out_dir/checkpoints/epoch_NNNN/ with the model's weights, the
+# optimizer's variables and the history. The data order of an epoch depends only
+# on the seed and the epoch, so nothing else is needed to continue bit for bit.
+CHECKPOINT_DIR = "checkpoints"
+KEEP_CHECKPOINTS = 2
+
+
+def checkpoint_dirs(out_dir):
+    """The run's complete checkpoints, oldest first."""
+    root = os.path.join(out_dir, CHECKPOINT_DIR)
+    if not os.path.isdir(root):
+        return []
+    names = sorted(n for n in os.listdir(root) if n.startswith("epoch_") and n[6:].isdigit())
+    return [os.path.join(root, n) for n in names]
+
+
+def save_checkpoint(out_dir, model, optimizer, history):
+    """Writes the state after history[-1]'s epoch into a folder renamed into place; keeps the newest two."""
+    root = os.path.join(out_dir, CHECKPOINT_DIR)
+    name = f"epoch_{history[-1]['epoch']:04d}"
+    temporary = os.path.join(root, f".{name}.tmp{os.getpid()}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    os.makedirs(temporary)
+    try:
+        model.save_weights(os.path.join(temporary, "model.weights.h5"))
+        with open(os.path.join(temporary, "optimizer.npz"), "wb") as f:
+            np.savez(f, *[variable.numpy() for variable in optimizer.variables])
+        with open(os.path.join(temporary, "history.json"), "w", encoding="utf-8") as f:
+            json.dump(history, f)
+        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        os.replace(temporary, os.path.join(root, name))
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    for old in checkpoint_dirs(out_dir)[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(old)
+
+
+def restore_checkpoint(path, model, optimizer):
+    """Loads a checkpoint into model and optimizer; returns the history up to it."""
+    try:
+        model.load_weights(os.path.join(path, "model.weights.h5"))
+        with np.load(os.path.join(path, "optimizer.npz")) as saved:
+            values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+        if [v.shape for v in values] != [tuple(v.shape) for v in optimizer.variables]:
+            raise ValueError("optimizer state does not fit the optimizer run.json names")
+        for variable, value in zip(optimizer.variables, values):
+            variable.assign(value)
+        with open(os.path.join(path, "history.json"), encoding="utf-8") as f:
+            return json.load(f)
+    except Exception as e:  # h5py, numpy and Keras raise many types for a damaged file
+        raise UsageError(f"checkpoint {path} cannot be loaded: {type(e).__name__}: {e}") from None
+
+
+def train_run(
+    settings, train_data, test_data, out_dir,
+    resume_from=None, stop=None, log=print, warn=print, verbose=True,
+):  # fmt: skip
     """Builds, trains and saves one run as `settings` say; returns its run.json contents.
 
+    resume_from: a checkpoint folder to continue from. stop: a StopOnSignal.
     verbose: print the model summary and a progress bar per epoch.
     """
     ensure_writable_dir(out_dir)
     model = seeded_model(settings)
+    optimizer = make_optimizer(settings, model)
+    history = []
+    if resume_from is not None:
+        history = restore_checkpoint(resume_from, model, optimizer)
+        log(f"Resuming {out_dir} after epoch {len(history)} of {settings['epochs']}")
+    else:
+        shutil.rmtree(os.path.join(out_dir, CHECKPOINT_DIR), ignore_errors=True)  # an earlier run's
     if verbose:
         log(model_summary_text(model).rstrip("\n"))
         log(
@@ -549,7 +679,16 @@ def train_run(settings, train_data, test_data, out_dir, log=print, warn=print, v
             f"{settings['optimizer']} lr {settings['lr']}, batch {settings['batch_size']}, "
             f"{settings['epochs']} epochs, seed {settings['seed']}"
         )
-    history = train(model, settings, train_data, test_data, log=log, progress=verbose)
+
+    def on_epoch_end(history):
+        save_checkpoint(out_dir, model, optimizer, history)
+        if len(history) < settings["epochs"]:
+            save_progress(run_record(model, settings, history), out_dir)
+
+    history = train(
+        model, optimizer, settings, train_data, test_data,
+        history=history, on_epoch_end=on_epoch_end, stop=stop, log=log, progress=verbose,
+    )  # fmt: skip
     return save_run(model, settings, history, out_dir, warn=warn)
 
 
@@ -632,10 +771,22 @@ def parse_args(argv=None):
         default=None,
         help="test on the first N test images only, for quick trials (default: all 10000)",
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out-dir from its last completed epoch, with the settings in its run.json",
+    )
     args = parser.parse_args(argv)
+    # Parsed again over a namespace of placeholders: argparse fills in defaults
+    # only for names it lacks, so what stays a placeholder was not given.
+    placeholders = argparse.Namespace(**{name: _NOT_GIVEN for name in vars(args)})
+    args.given = {name for name, value in vars(parser.parse_args(argv, placeholders)).items() if value is not _NOT_GIVEN}
     if args.lr is None:
         args.lr = LEARNING_RATES[args.optimizer]
     return args
+
+
+_NOT_GIVEN = object()
 
 
 def run_settings(args):
@@ -659,18 +810,67 @@ def select(data, samples):
     return images[:samples], labels[:samples]
 
 
+def run_to_resume(args):
+    """run.json of the run in --out-dir; UsageError if there is none or a flag contradicts it."""
+    path = os.path.join(args.out_dir, RUN_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            run = json.load(f)
+        recorded = run["settings"]
+    except FileNotFoundError:
+        raise UsageError(
+            f"nothing to resume in {args.out_dir}: no {RUN_FILE}, so no epoch was completed there; "
+            "start the run without --resume"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"{path} is not a run.json written by senet_lenet.py ({e})") from None
+    wanted = run_settings(args)
+    for name in sorted(args.given - {"data_dir", "out_dir", "resume"}):
+        key = "se" if name == "no_se" else name
+        if wanted[key] != recorded.get(key):
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(
+                f"{flag} conflicts with the run being resumed, which has {key} = {recorded.get(key)!r} "
+                f"in {path}; --resume continues a run with its recorded settings"
+            )
+    return run
+
+
 def main(argv=None):
     args = parse_args(argv)
+    warn = lambda message: print(message, file=sys.stderr)  # noqa: E731
     try:
-        ensure_writable_dir(args.out_dir)
-        train_data, test_data = load_mnist(args.data_dir)
-        settings = run_settings(args)
-        train_data = select(train_data, args.train_samples)
-        test_data = select(test_data, args.test_samples)
-        train_run(settings, train_data, test_data, args.out_dir, warn=lambda m: print(m, file=sys.stderr))
+        with StopOnSignal() as stop:
+            settings, checkpoint = run_settings(args), None
+            if args.resume:
+                run = run_to_resume(args)
+                settings = run["settings"]
+                if run.get("finished"):
+                    print(f"{args.out_dir} already finished all {settings['epochs']} epochs: nothing to resume")
+                    return 0
+                checkpoints = checkpoint_dirs(args.out_dir)
+                if not checkpoints:
+                    raise UsageError(f"no checkpoint in {os.path.join(args.out_dir, CHECKPOINT_DIR)} to resume from")
+                checkpoint = checkpoints[-1]
+            ensure_writable_dir(args.out_dir)
+            train_data, test_data = load_mnist(args.data_dir)
+            train_data = select(train_data, settings["train_samples"])
+            test_data = select(test_data, settings["test_samples"])
+            train_run(settings, train_data, test_data, args.out_dir, resume_from=checkpoint, stop=stop, warn=warn)
     except UsageError as e:
         print(f"senet_lenet.py: error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        saved = checkpoint_dirs(args.out_dir)
+        if saved:
+            epoch = int(os.path.basename(saved[-1])[6:])
+            warn(
+                f"senet_lenet.py: stopped by {e}; epoch {epoch} is the last one saved. "
+                f"Resume with: python senet_lenet.py --out-dir {args.out_dir} --resume"
+            )
+        else:
+            warn(f"senet_lenet.py: stopped by {e} before the first epoch ended; nothing to resume")
+        return 128 + e.signum
     print(f"Saved the run to {args.out_dir}/ (weights, run.json, history.csv, figures)")
     return 0
 

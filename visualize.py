@@ -55,6 +55,11 @@ def load_run(run_dir):
         raise selenet.UsageError(f"{path} is missing: is {run_dir} a finished run of senet_lenet.py?") from None
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise selenet.UsageError(f"{path} is not a run.json written by senet_lenet.py ({e})") from None
+    if not run.get("finished", True):
+        raise selenet.UsageError(
+            f"{run_dir} is unfinished ({len(run['history'])} of {run['settings'].get('epochs')} epochs); "
+            f"finish it with: python senet_lenet.py --out-dir {run_dir} --resume"
+        )
     if not run["settings"].get("se", True):
         raise selenet.UsageError(f"{run_dir} is a run without the SE block (--no-se): it has no excitations to draw")
     return run
