@@ -13,7 +13,9 @@ and the 16-dim excitation, so it can be studied (see visualize.py).
 Data comes from --data-dir or $MNIST_DIR (the four MNIST IDX files, .gz or
 plain, or Keras's mnist.npz); with neither, from keras.datasets.mnist.
 A run writes the weights, run.json, history.csv, the model summary, the model
-diagram and the training curves to --out-dir.
+diagram and the training curves to --out-dir, and a checkpoint after every
+epoch: after Ctrl-C, `python senet_lenet.py --out-dir DIR --resume` continues
+to the same bits as an uninterrupted run.
 """
 
 import argparse
@@ -182,11 +184,12 @@ def find_idx_files(data_dir):
     return found
 
 
-def load_mnist(data_dir=None):
+def load_mnist(data_dir=None, train=True):
     """MNIST as uint8 arrays ((x_train, y_train), (x_test, y_test)).
 
     From data_dir (else $MNIST_DIR): the four IDX files or mnist.npz. With
     neither set, keras.datasets.mnist.load_data(), which downloads once.
+    train=False skips reading the training IDX files (the pair is then None).
     """
     data_dir = data_dir or os.environ.get("MNIST_DIR") or None
     if data_dir is None:
@@ -201,10 +204,13 @@ def load_mnist(data_dir=None):
         raise MNISTDataError(f"MNIST data directory {data_dir} does not exist")
     found = find_idx_files(data_dir)
     if len(found) == len(IDX_FILES):
-        return (
-            read_idx_images(found["train_images"], TRAIN_RECORDS),
-            read_idx_labels(found["train_labels"], TRAIN_RECORDS),
-        ), (
+        train_data = None
+        if train:
+            train_data = (
+                read_idx_images(found["train_images"], TRAIN_RECORDS),
+                read_idx_labels(found["train_labels"], TRAIN_RECORDS),
+            )
+        return train_data, (
             read_idx_images(found["test_images"], TEST_RECORDS),
             read_idx_labels(found["test_labels"], TEST_RECORDS),
         )

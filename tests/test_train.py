@@ -30,7 +30,8 @@ def train_slice(mnist, **changes):
     train_data = selenet.select(mnist[0], settings["train_samples"])
     test_data = selenet.select(mnist[1], settings["test_samples"])
     model = selenet.seeded_model(settings)
-    history = selenet.train(model, settings, train_data, test_data, log=lambda line: None)
+    optimizer = selenet.make_optimizer(settings, model)
+    history = selenet.train(model, optimizer, settings, train_data, test_data, log=lambda line: None)
     _, excitation = model(selenet.to_model_input(test_data[0]))
     return model, history, excitation.numpy()
 
@@ -97,8 +98,9 @@ def test_run_files(quick_run):
     run = json.loads((quick_run / "run.json").read_text())
     assert run["settings"] == {
         "epochs": 2, "batch_size": 100, "optimizer": "adam", "lr": 0.001, "reduction": 4,
-        "seed": 0, "train_samples": 3000, "test_samples": 500,
+        "se": True, "seed": 0, "train_samples": 3000, "test_samples": 500,
     }  # fmt: skip
+    assert run["finished"] is True
     assert run["model"] == {"name": "SELeNet", "parameters": 44554}
     assert run["versions"]["keras"] == keras.__version__
     assert [r["epoch"] for r in run["history"]] == [1, 2]

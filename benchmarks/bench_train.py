@@ -1,0 +1,193 @@
+"""Benchmark: SE-LeNet's training loop against model.fit, and the two scripts end to end.
+
+    python benchmarks/bench_train.py [--data-dir DIR] [--epochs E]
+
+In one invocation, on this machine:
+  1. the project's training loop (senet_lenet.train), Adam, batch 100, E epochs;
+  2. the same model, data, batch size, optimizer and epochs with model.fit;
+  3. `python senet_lenet.py` (the default 10-epoch job) and `python visualize.py`
+     on its output, each as a subprocess: wall time and peak resident memory.
+Both 1 and 2 evaluate the 10,000 test images after every epoch, so an epoch is
+the same work on both sides; throughput is training images per second of the
+median epoch after the first (which includes tracing).
+Prints a table and writes it as JSON to outputs/benchmark.json.
+
+The scripts are measured first, before this process imports TensorFlow: a
+child's peak RSS counts the pages it shared with this process before exec.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+TARGETS = {  # from the performance issue; medians on the 2-core development machine
+    "loop_vs_fit": 1.4,  # at least
+    "epoch_seconds": 1.6,  # at most
+    "train_script_seconds": 30.0,
+    "visualize_script_seconds": 8.0,
+    "peak_rss_gb": 1.5,
+}
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def steady_epoch_seconds(seconds):
+    """Median epoch time after the first epoch (tracing); the only one if there is just one."""
+    return statistics.median(seconds[1:] or seconds)
+
+
+def bench_loop(settings, train_data, test_data):
+    import senet_lenet as selenet
+
+    model = selenet.seeded_model(settings)
+    optimizer = selenet.make_optimizer(settings, model)
+    history = selenet.train(model, optimizer, settings, train_data, test_data, log=lambda line: None, progress=False)
+    return [record["seconds"] for record in history], history[-1]["test_accuracy"]
+
+
+def bench_fit(settings, train_data, test_data):
+    """What a Keras user would write: the predictions head of the same model, compile, fit."""
+    import keras
+
+    import senet_lenet as selenet
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self.started)
+
+    model = selenet.seeded_model(settings)
+    classifier = keras.Model(model.inputs, model.outputs[0])
+    classifier.compile(
+        optimizer=keras.optimizers.Adam(settings["lr"]),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["accuracy"],
+    )
+    timer = EpochTimer()
+    fit = classifier.fit(
+        selenet.to_model_input(train_data[0]),
+        train_data[1],
+        batch_size=settings["batch_size"],
+        epochs=settings["epochs"],
+        shuffle=True,
+        validation_data=(selenet.to_model_input(test_data[0]), test_data[1]),
+        validation_batch_size=selenet.EVAL_BATCH_SIZE,
+        callbacks=[timer],
+        verbose=0,
+    )
+    return timer.seconds, 100 * fit.history["val_accuracy"][-1]
+
+
+def run_measured(args, env):
+    """Runs a command; returns (wall seconds, peak RSS in GB) of that process alone."""
+    started = time.perf_counter()
+    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    stderr = process.stderr.read().decode(errors="replace")
+    if process.returncode != 0:
+        print(f"bench_train.py: {' '.join(args[1:])} failed ({process.returncode}): {stderr[-2000:]}", file=sys.stderr)
+        sys.exit(2)
+    return seconds, usage.ru_maxrss / 1024**2  # ru_maxrss is in KiB on Linux
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="bench_train.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default=None, help="the MNIST folder (default: $MNIST_DIR)")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs for the loop and for model.fit (at least 2)")
+    args = parser.parse_args(argv)
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2: the first epoch includes tracing")
+
+    env = dict(os.environ)
+    if args.data_dir:
+        env["MNIST_DIR"] = args.data_dir
+    with tempfile.TemporaryDirectory() as out_dir:
+        print("python senet_lenet.py (10 epochs) ...", flush=True)
+        train_wall, train_rss = run_measured([sys.executable, "senet_lenet.py", "--out-dir", out_dir], env)
+        print("python visualize.py ...", flush=True)
+        visualize_wall, visualize_rss = run_measured([sys.executable, "visualize.py", "--run-dir", out_dir], env)
+
+    import senet_lenet as selenet  # TensorFlow from here on
+
+    keras, tf = selenet.keras, selenet.tf
+    try:
+        train_data, test_data = selenet.load_mnist(args.data_dir)
+    except selenet.UsageError as e:
+        print(f"bench_train.py: error: {e}", file=sys.stderr)
+        return 2
+    settings = {
+        "epochs": args.epochs, "batch_size": selenet.BATCH_SIZE, "optimizer": "adam",
+        "lr": selenet.LEARNING_RATES["adam"], "reduction": selenet.REDUCTION, "se": True, "seed": 0,
+        "train_samples": None, "test_samples": None,
+    }  # fmt: skip
+    images = len(train_data[1])
+    print(f"Training loop, {args.epochs} epochs ...", flush=True)
+    loop_seconds, loop_accuracy = bench_loop(settings, train_data, test_data)
+    print(f"model.fit, {args.epochs} epochs ...", flush=True)
+    fit_seconds, fit_accuracy = bench_fit(settings, train_data, test_data)
+
+    loop_epoch, fit_epoch = steady_epoch_seconds(loop_seconds), steady_epoch_seconds(fit_seconds)
+    result = {
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()},
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()},
+        "epochs": args.epochs,
+        "loop": {
+            "epoch_seconds": loop_seconds, "steady_epoch_seconds": loop_epoch,
+            "images_per_second": images / loop_epoch, "test_accuracy": loop_accuracy,
+        },
+        "fit": {
+            "epoch_seconds": fit_seconds, "steady_epoch_seconds": fit_epoch,
+            "images_per_second": images / fit_epoch, "test_accuracy": fit_accuracy,
+        },
+        "loop_vs_fit": fit_epoch / loop_epoch,
+        "train_script": {"seconds": train_wall, "peak_rss_gb": train_rss},
+        "visualize_script": {"seconds": visualize_wall, "peak_rss_gb": visualize_rss},
+        "targets": TARGETS,
+    }  # fmt: skip
+
+    rows = [
+        ("training loop", f"{images / loop_epoch:,.0f} img/s", f"{loop_epoch:.2f} s/epoch", f"≤ {TARGETS['epoch_seconds']} s/epoch"),
+        ("model.fit", f"{images / fit_epoch:,.0f} img/s", f"{fit_epoch:.2f} s/epoch", ""),
+        ("loop ÷ model.fit", f"{fit_epoch / loop_epoch:.2f} ×", "", f"≥ {TARGETS['loop_vs_fit']} ×"),
+        ("python senet_lenet.py", f"{train_wall:.1f} s", f"{train_rss:.2f} GB peak RSS", f"≤ {TARGETS['train_script_seconds']:.0f} s, ≤ {TARGETS['peak_rss_gb']} GB"),
+        ("python visualize.py", f"{visualize_wall:.1f} s", f"{visualize_rss:.2f} GB peak RSS", f"≤ {TARGETS['visualize_script_seconds']:.0f} s, ≤ {TARGETS['peak_rss_gb']} GB"),
+    ]  # fmt: skip
+    print(f"\n{result['machine']['cpu']}, {result['machine']['cores']} cores, TensorFlow {tf.__version__}")
+    print(f"| what | speed | time | target |\n| --- | --- | --- | --- |")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    selenet.ensure_writable_dir(os.path.join(ROOT, selenet.OUT_DIR))
+    path = os.path.join(ROOT, selenet.OUT_DIR, "benchmark.json")
+    selenet.write_text(path, json.dumps(result, indent=2) + "\n")
+    print(f"Wrote {os.path.relpath(path, ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
