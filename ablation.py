@@ -12,8 +12,6 @@ ablation.md, ablation_curves.png and reduction_sweep.png.
 """
 
 import argparse
-import csv
-import io
 import json
 import os
 import statistics
@@ -159,20 +157,13 @@ def sweep_figure(rows, reductions):
         )  # fmt: skip
         axes.annotate(f"{group[0]['parameters']:,} params", (reduction, mean), textcoords="offset points", xytext=(6, 6), fontsize=8)
     axes.set_xscale("log", base=2)
+    axes.set_xlim(min(reductions) / 1.5, max(reductions) * 2)  # room for the labels
     axes.set_xticks(reductions, [str(r) for r in reductions])
     axes.set_xlabel("SE reduction ratio r (16 // r hidden units)")
     axes.set_ylabel("final test accuracy (%)")
     axes.set_title(f"Reduction sweep, SE with {SWEEP_OPTIMIZER}: mean and range over seeds")
     axes.grid(alpha=0.3)
     return figure
-
-
-def csv_text(rows):
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def parse_args(argv=None):
@@ -226,7 +217,7 @@ def study(args, stop=None):
         runs[name] = run
         rows.append(csv_row(name, model, run))
 
-    selenet.write_text(os.path.join(args.out_dir, "ablation.csv"), csv_text(rows))
+    selenet.write_text(os.path.join(args.out_dir, "ablation.csv"), selenet.csv_text(rows, CSV_FIELDS))
     markdown = summary_markdown(rows, configs)
     selenet.write_text(os.path.join(args.out_dir, "ablation.md"), markdown)
     grid_names = [config_name(*c) for c in configs[: 2 * len(args.optimizers)]]

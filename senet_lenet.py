@@ -557,11 +557,12 @@ def plot_training_curves(history, title):
     return figure
 
 
-def history_csv_text(history):
+def csv_text(rows, fields):
+    """Rows (dicts) as CSV text with a header line."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=HISTORY_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(history)
+    writer.writerows(rows)
     return buffer.getvalue()
 
 
@@ -588,7 +589,7 @@ def run_record(model, settings, history):
 def save_progress(run, out_dir):
     """run.json and history.csv, after every epoch (run["finished"] says whether it is the last)."""
     write_text(os.path.join(out_dir, RUN_FILE), json.dumps(run, indent=2) + "\n")
-    write_text(os.path.join(out_dir, "history.csv"), history_csv_text(run["history"]))
+    write_text(os.path.join(out_dir, "history.csv"), csv_text(run["history"], HISTORY_FIELDS))
 
 
 def save_run(model, settings, history, out_dir, warn=print):

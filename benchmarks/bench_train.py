@@ -179,7 +179,7 @@ def main(argv=None):
         ("python visualize.py", f"{visualize_wall:.1f} s", f"{visualize_rss:.2f} GB peak RSS", f"≤ {TARGETS['visualize_script_seconds']:.0f} s, ≤ {TARGETS['peak_rss_gb']} GB"),
     ]  # fmt: skip
     print(f"\n{result['machine']['cpu']}, {result['machine']['cores']} cores, TensorFlow {tf.__version__}")
-    print(f"| what | speed | time | target |\n| --- | --- | --- | --- |")
+    print("| what | speed | time | target |\n| --- | --- | --- | --- |")
     for row in rows:
         print("| " + " | ".join(row) + " |")
     selenet.ensure_writable_dir(os.path.join(ROOT, selenet.OUT_DIR))
