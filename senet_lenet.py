@@ -868,6 +868,7 @@ def main(argv=None):
         print(f"senet_lenet.py: error: {e}", file=sys.stderr)
         return 2
     except Interrupted as e:
+        print(flush=True)  # ends the progress bar's line
         saved = checkpoint_dirs(args.out_dir)
         if saved:
             epoch = int(os.path.basename(saved[-1])[6:])
