@@ -390,6 +390,7 @@ def train(
 
     on_epoch_end(history) runs after each epoch; stop.check() between chunks of steps.
     """
+    batch_size = settings["batch_size"]
     loss_fn = keras.losses.SparseCategoricalCrossentropy()
     train_loss = keras.metrics.Mean(name="train_loss")
     train_accuracy = keras.metrics.SparseCategoricalAccuracy(name="train_accuracy")
@@ -416,7 +417,6 @@ def train(
         ]
     )
     def train_steps(images, labels, order):
-        batch_size = settings["batch_size"]
         steps = (tf.shape(order)[0] + batch_size - 1) // batch_size
         for step in tf.range(steps):
             batch = order[step * batch_size : (step + 1) * batch_size]
@@ -428,7 +428,6 @@ def train(
     y_train = tf.constant(train_data[1])
     x_test = tf.constant(to_model_input(test_data[0]))
     y_test = tf.constant(test_data[1])
-    batch_size = settings["batch_size"]
     steps_per_epoch = -(-len(train_data[1]) // batch_size)
     history = list(history)
     for epoch in range(len(history) + 1, settings["epochs"] + 1):
