@@ -12,7 +12,6 @@ ablation.md, ablation_curves.png and reduction_sweep.png.
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -68,13 +67,12 @@ def earlier_run(run_dir, settings):
     checkpoint when it did not finish (None when there is nothing to resume).
     """
     try:
-        with open(os.path.join(run_dir, selenet.RUN_FILE), encoding="utf-8") as f:
-            run = json.load(f)
-    except (OSError, ValueError):
+        run = selenet.read_run(run_dir)
+    except selenet.UsageError:  # none there, or damaged: train it afresh
         return None, None
-    if not isinstance(run, dict) or run.get("settings") != settings:
+    if run["settings"] != settings:
         return None, None
-    if run.get("finished"):
+    if run["finished"]:
         return run, None
     checkpoints = selenet.checkpoint_dirs(run_dir)
     return None, (checkpoints[-1] if checkpoints else None)

@@ -66,6 +66,10 @@ class MNISTDataError(UsageError):
     """A missing, unreadable or malformed MNIST file."""
 
 
+class RunNotFound(UsageError):
+    """No run.json where a run was expected."""
+
+
 # ----------------------------------------------------------------------------
 # Data
 # ----------------------------------------------------------------------------
@@ -585,6 +589,23 @@ def run_record(model, settings, history):
     }
 
 
+def read_run(run_dir):
+    """run.json of a run folder: RunNotFound if there is none, UsageError if it is damaged."""
+    path = os.path.join(run_dir, RUN_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            run = json.load(f)
+        missing = [key for key in ("settings", "history", "final", "finished") if key not in run]
+        missing += [key for key in RUN_SETTINGS if key not in run.get("settings", {})]
+        if missing:
+            raise KeyError(f"no {', '.join(missing)}")
+    except FileNotFoundError:
+        raise RunNotFound(f"{path} is missing") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise UsageError(f"{path} is not a run.json written by senet_lenet.py ({e})") from None
+    return run
+
+
 def save_progress(run, out_dir):
     """run.json and history.csv, after every epoch (run["finished"] says whether it is the last)."""
     write_text(os.path.join(out_dir, RUN_FILE), json.dumps(run, indent=2) + "\n")
@@ -795,8 +816,13 @@ def parse_args(argv=None):
 _NOT_GIVEN = object()
 
 
+RUN_SETTINGS = (
+    "epochs", "batch_size", "optimizer", "lr", "reduction", "se", "seed", "train_samples", "test_samples",
+)  # fmt: skip
+
+
 def run_settings(args):
-    """The settings that define a run, as saved in run.json."""
+    """The settings that define a run, as saved in run.json (the keys of RUN_SETTINGS)."""
     return {
         "epochs": args.epochs,
         "batch_size": args.batch_size,
@@ -818,18 +844,14 @@ def select(data, samples):
 
 def run_to_resume(args):
     """run.json of the run in --out-dir; UsageError if there is none or a flag contradicts it."""
-    path = os.path.join(args.out_dir, RUN_FILE)
     try:
-        with open(path, encoding="utf-8") as f:
-            run = json.load(f)
-        recorded = run["settings"]
-    except FileNotFoundError:
+        run = read_run(args.out_dir)
+    except RunNotFound:
         raise UsageError(
             f"nothing to resume in {args.out_dir}: no {RUN_FILE}, so no epoch was completed there; "
             "start the run without --resume"
         ) from None
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UsageError(f"{path} is not a run.json written by senet_lenet.py ({e})") from None
+    recorded, path = run["settings"], os.path.join(args.out_dir, RUN_FILE)
     wanted = run_settings(args)
     for name in sorted(args.given - {"data_dir", "out_dir", "resume"}):
         key = "se" if name == "no_se" else name
@@ -851,7 +873,7 @@ def main(argv=None):
             if args.resume:
                 run = run_to_resume(args)
                 settings = run["settings"]
-                if run.get("finished"):
+                if run["finished"]:
                     print(f"{args.out_dir} already finished all {settings['epochs']} epochs: nothing to resume")
                     return 0
                 checkpoints = checkpoint_dirs(args.out_dir)

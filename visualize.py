@@ -17,11 +17,11 @@ same seed on the same machine (the assignment's extended experiment).
 
 import argparse
 import glob
-import json
 import multiprocessing
 import os
 import sys
 
+import keras
 import numpy as np
 import PIL.Image
 
@@ -46,23 +46,16 @@ def load_run(run_dir):
     """run.json of run_dir as a dict; UsageError if it is missing or unreadable."""
     if not os.path.isdir(run_dir):
         raise selenet.UsageError(f"run directory {run_dir} does not exist; train first: python senet_lenet.py")
-    path = os.path.join(run_dir, selenet.RUN_FILE)
     try:
-        with open(path, encoding="utf-8") as f:
-            run = json.load(f)
-        missing = [k for k in ("reduction", "seed") if k not in run["settings"]]
-        if missing or "test_accuracy" not in run["final"]:
-            raise KeyError(", ".join(missing) or "final test_accuracy")
-    except FileNotFoundError:
-        raise selenet.UsageError(f"{path} is missing: is {run_dir} a finished run of senet_lenet.py?") from None
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise selenet.UsageError(f"{path} is not a run.json written by senet_lenet.py ({e})") from None
-    if not run.get("finished", True):
+        run = selenet.read_run(run_dir)
+    except selenet.RunNotFound as e:
+        raise selenet.UsageError(f"{e}: is {run_dir} a finished run of senet_lenet.py?") from None
+    if not run["finished"]:
         raise selenet.UsageError(
             f"{run_dir} is unfinished ({len(run['history'])} of {run['settings'].get('epochs')} epochs); "
             f"finish it with: python senet_lenet.py --out-dir {run_dir} --resume"
         )
-    if not run["settings"].get("se", True):
+    if not run["settings"]["se"]:
         raise selenet.UsageError(f"{run_dir} is a run without the SE block (--no-se): it has no excitations to draw")
     return run
 
@@ -78,7 +71,7 @@ def restore_model(run_dir, run):
     path = os.path.join(run_dir, run.get("weights", selenet.WEIGHTS_FILE))
     if not os.path.isfile(path):
         raise selenet.UsageError(f"weights file {path} is missing")
-    model = selenet.build_model(run["settings"]["reduction"], se=run["settings"].get("se", True))
+    model = selenet.build_model(run["settings"]["reduction"], se=run["settings"]["se"])
     try:
         model.load_weights(path)
     except Exception as e:  # h5py and Keras raise several types for a wrong or damaged file
@@ -92,13 +85,11 @@ def restore_model(run_dir, run):
 def test_set(run, data_dir):
     """The test images and labels the run was evaluated on."""
     _, test_data = selenet.load_mnist(data_dir, train=False)
-    return selenet.select(test_data, run["settings"].get("test_samples"))
+    return selenet.select(test_data, run["settings"]["test_samples"])
 
 
 def excitations(model, test_data):
     """(predictions (N, 10), excitations (N, 16), accuracy %) of the model on the test set."""
-    import keras
-
     accuracy = keras.metrics.SparseCategoricalAccuracy()
     test_step = selenet.make_test_step(
         model, keras.losses.SparseCategoricalCrossentropy(), keras.metrics.Mean(), accuracy
@@ -342,7 +333,7 @@ def visualize(args):
 def compare(args):
     dir_a, dir_b = args.compare
     run_a, run_b = load_run(dir_a), load_run(dir_b)
-    if run_a["settings"].get("test_samples") != run_b["settings"].get("test_samples"):
+    if run_a["settings"]["test_samples"] != run_b["settings"]["test_samples"]:
         raise selenet.UsageError(f"{dir_a} and {dir_b} were tested on different test sets")
     selenet.ensure_writable_dir(dir_b)
     test_data = test_set(run_a, args.data_dir)
