@@ -21,11 +21,12 @@ import multiprocessing
 import os
 import sys
 
-import keras
 import numpy as np
 import PIL.Image
 
-import senet_lenet as selenet
+import senet_lenet as selenet  # first: it quiets TensorFlow's start-up logging before TF loads
+
+import keras  # noqa: E402
 
 import matplotlib
 
