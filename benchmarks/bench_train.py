@@ -120,6 +120,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="bench_train.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=None, help="the MNIST folder (default: $MNIST_DIR)")
     parser.add_argument("--epochs", type=int, default=5, help="epochs for the loop and for model.fit (at least 2)")
+    parser.add_argument("--json", default=os.path.join(ROOT, "outputs", "benchmark.json"), help="where the JSON goes")
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error("--epochs must be at least 2: the first epoch includes tracing")
@@ -182,10 +183,9 @@ def main(argv=None):
     print("| what | speed | time | target |\n| --- | --- | --- | --- |")
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    selenet.ensure_writable_dir(os.path.join(ROOT, selenet.OUT_DIR))
-    path = os.path.join(ROOT, selenet.OUT_DIR, "benchmark.json")
-    selenet.write_text(path, json.dumps(result, indent=2) + "\n")
-    print(f"Wrote {os.path.relpath(path, ROOT)}")
+    selenet.ensure_writable_dir(os.path.dirname(os.path.abspath(args.json)))
+    selenet.write_text(args.json, json.dumps(result, indent=2) + "\n")
+    print(f"Wrote {args.json}")
     return 0
 
 
