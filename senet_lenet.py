@@ -89,7 +89,7 @@ IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
 
 
 def _read_file_bytes(path):
-    opener = gzip.open if os.fspath(path).endswith(".gz") else open
+    opener = gzip.open if path.endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
             return f.read()
@@ -99,8 +99,8 @@ def _read_file_bytes(path):
 
 def _parse_idx(path, data, magic, item_shape, expected_records):
     header_size = 4 * (2 + len(item_shape))  # magic, record count, item dimensions
-    if len(data) >= 4 and int.from_bytes(data[:4], "big") != magic:
-        found = int.from_bytes(data[:4], "big")
+    found = int.from_bytes(data[:4], "big")
+    if len(data) >= 4 and found != magic:
         raise MNISTDataError(f"{path}: bad magic number {found:#010x}, expected {magic:#010x}")
     if len(data) < header_size:
         raise MNISTDataError(
