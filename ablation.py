@@ -17,11 +17,13 @@ import statistics
 import sys
 import time
 
+import matplotlib
 import numpy as np
 
-import senet_lenet as selenet
-
-import matplotlib
+import runs
+import senet_lenet
+from mnist import load_mnist, select
+from settings import LEARNING_RATES, Settings
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the Agg backend)
@@ -29,9 +31,18 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the Agg backend)
 GRID_REDUCTION = 4  # the SE model of the grid
 SWEEP_OPTIMIZER = "adam"
 CSV_FIELDS = [
-    "run", "model", "optimizer", "lr", "reduction", "seed", "parameters",
-    "final_test_accuracy", "best_test_accuracy", "final_train_accuracy", "seconds_per_epoch",
-]  # fmt: skip
+    "run",
+    "model",
+    "optimizer",
+    "lr",
+    "reduction",
+    "seed",
+    "parameters",
+    "final_test_accuracy",
+    "best_test_accuracy",
+    "final_train_accuracy",
+    "seconds_per_epoch",
+]
 
 
 def configurations(optimizers, reductions):
@@ -47,17 +58,15 @@ def config_name(model, optimizer, reduction):
 
 
 def run_settings(args, model, optimizer, reduction, seed):
-    return {
-        "epochs": args.epochs,
-        "batch_size": selenet.BATCH_SIZE,
-        "optimizer": optimizer,
-        "lr": selenet.LEARNING_RATES[optimizer],
-        "reduction": reduction if model == "se" else selenet.REDUCTION,
-        "se": model == "se",
-        "seed": seed,
-        "train_samples": args.train_samples,
-        "test_samples": args.test_samples,
-    }
+    return Settings(
+        epochs=args.epochs,
+        optimizer=optimizer,
+        reduction=reduction if model == "se" else Settings.reduction,
+        se=model == "se",
+        seed=seed,
+        train_samples=args.train_samples,
+        test_samples=args.test_samples,
+    )
 
 
 def earlier_run(run_dir, settings):
@@ -67,14 +76,14 @@ def earlier_run(run_dir, settings):
     checkpoint when it did not finish (None when there is nothing to resume).
     """
     try:
-        run = selenet.read_run(run_dir)
-    except selenet.UsageError:  # none there, or damaged: train it afresh
+        run = runs.read_run(run_dir)
+    except runs.UsageError:  # none there, or damaged: train it afresh
         return None, None
     if run["settings"] != settings:
         return None, None
     if run["finished"]:
         return run, None
-    checkpoints = selenet.checkpoint_dirs(run_dir)
+    checkpoints = runs.checkpoint_dirs(run_dir)
     return None, (checkpoints[-1] if checkpoints else None)
 
 
@@ -84,10 +93,10 @@ def csv_row(name, model, run):
     return {
         "run": name,
         "model": model,
-        "optimizer": settings["optimizer"],
-        "lr": settings["lr"],
-        "reduction": settings["reduction"] if model == "se" else "",
-        "seed": settings["seed"],
+        "optimizer": settings.optimizer,
+        "lr": settings.lr,
+        "reduction": settings.reduction if model == "se" else "",
+        "seed": settings.seed,
         "parameters": run["model"]["parameters"],
         "final_test_accuracy": history[-1]["test_accuracy"],
         "best_test_accuracy": max(r["test_accuracy"] for r in history),
@@ -121,7 +130,11 @@ def summary_markdown(rows, configs):
     lines += ["", "Paired difference SE (reduction 4) − no SE, per seed, in test accuracy points:", ""]
     lines += ["| optimizer | seeds | SE − no SE (mean ± std) |", "| --- | --- | --- |"]
     for optimizer in dict.fromkeys(r["optimizer"] for r in rows if r["model"] == "no-se"):
-        se = {r["seed"]: r["final_test_accuracy"] for r in rows if r["run"].startswith(f"se-r{GRID_REDUCTION}_{optimizer}_")}
+        se = {
+            r["seed"]: r["final_test_accuracy"]
+            for r in rows
+            if r["run"].startswith(f"se-r{GRID_REDUCTION}_{optimizer}_")
+        }
         plain = {r["seed"]: r["final_test_accuracy"] for r in rows if r["run"].startswith(f"no-se_{optimizer}_")}
         seeds = sorted(se.keys() & plain.keys())
         lines.append(f"| {optimizer} | {len(seeds)} | {mean_std([se[s] - plain[s] for s in seeds])} |")
@@ -131,7 +144,9 @@ def summary_markdown(rows, configs):
 def curves_figure(runs, grid_names):
     figure, axes = plt.subplots(figsize=(8, 5), layout="constrained")
     for name in grid_names:
-        curves = np.array([[r["test_accuracy"] for r in run["history"]] for n, run in runs.items() if n.startswith(name + "_seed")])
+        curves = np.array(
+            [[r["test_accuracy"] for r in run["history"]] for n, run in runs.items() if n.startswith(name + "_seed")]
+        )
         epochs = np.arange(1, curves.shape[1] + 1)
         (line,) = axes.plot(epochs, curves.mean(axis=0), "o-", label=f"{name} (mean of {len(curves)})")
         axes.fill_between(epochs, curves.min(axis=0), curves.max(axis=0), color=line.get_color(), alpha=0.2)
@@ -150,10 +165,20 @@ def sweep_figure(rows, reductions):
         accuracy = np.array([r["final_test_accuracy"] for r in group])
         mean = accuracy.mean()
         axes.errorbar(
-            reduction, mean, yerr=[[mean - accuracy.min()], [accuracy.max() - mean]],
-            fmt="o", color="C0", capsize=4,
-        )  # fmt: skip
-        axes.annotate(f"{group[0]['parameters']:,} params", (reduction, mean), textcoords="offset points", xytext=(6, 6), fontsize=8)
+            reduction,
+            mean,
+            yerr=[[mean - accuracy.min()], [accuracy.max() - mean]],
+            fmt="o",
+            color="C0",
+            capsize=4,
+        )
+        axes.annotate(
+            f"{group[0]['parameters']:,} params",
+            (reduction, mean),
+            textcoords="offset points",
+            xytext=(6, 6),
+            fontsize=8,
+        )
     axes.set_xscale("log", base=2)
     axes.set_xlim(min(reductions) / 1.5, max(reductions) * 2)  # room for the labels
     axes.set_xticks(reductions, [str(r) for r in reductions])
@@ -165,38 +190,44 @@ def sweep_figure(rows, reductions):
 
 
 def parse_args(argv=None):
-    parser = selenet.ArgumentParser(
+    parser = runs.ArgumentParser(
         prog="ablation.py",
         description="Train SE-LeNet with and without SE, Adam and SGD, and a reduction sweep, over seeds.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--seeds", type=selenet.positive_int, default=3, help="seeds 0..N-1 per configuration")
-    parser.add_argument("--epochs", type=selenet.positive_int, default=selenet.EPOCHS, help="epochs per run")
-    parser.add_argument("--data-dir", default=None, help="the MNIST folder (default: $MNIST_DIR)")
-    parser.add_argument("--out-dir", default=os.path.join(selenet.OUT_DIR, "ablation"), help="where the study goes")
+    parser.add_argument("--seeds", type=runs.positive_int, default=3, help="seeds 0..N-1 per configuration")
+    parser.add_argument("--epochs", type=runs.positive_int, default=Settings.epochs, help="epochs per run")
+    runs.add_data_dir_flag(parser)
+    parser.add_argument("--out-dir", default=os.path.join(senet_lenet.OUT_DIR, "ablation"), help="where the study goes")
     parser.add_argument(
-        "--optimizers", nargs="+", choices=sorted(selenet.LEARNING_RATES), default=["adam", "sgd"],
+        "--optimizers",
+        nargs="+",
+        choices=sorted(LEARNING_RATES),
+        default=["adam", "sgd"],
         help="optimizers of the grid",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--reductions", nargs="+", type=selenet.reduction_arg, default=[1, 2, 4, 8, 16],
+        "--reductions",
+        nargs="+",
+        type=runs.reduction_arg,
+        default=[1, 2, 4, 8, 16],
         help="reduction ratios of the sweep",
-    )  # fmt: skip
-    parser.add_argument("--train-samples", type=selenet.positive_int, default=None, help="first N training images only")
-    parser.add_argument("--test-samples", type=selenet.positive_int, default=None, help="first N test images only")
+    )
+    parser.add_argument("--train-samples", type=runs.positive_int, default=None, help="first N training images only")
+    parser.add_argument("--test-samples", type=runs.positive_int, default=None, help="first N test images only")
     return parser.parse_args(argv)
 
 
 def study(args, stop=None):
     # Every run builds a new model and new tf.functions by design; TensorFlow's
     # "retracing" warning about that would be noise here.
-    selenet.tf.get_logger().setLevel("ERROR")
-    selenet.ensure_writable_dir(args.out_dir)
+    senet_lenet.tf.get_logger().setLevel("ERROR")
+    runs.ensure_writable_dir(args.out_dir)
     configs = configurations(args.optimizers, sorted(set(args.reductions)))
     plan = [(c, seed) for c in configs for seed in range(args.seeds)]
     data = None
     started = time.perf_counter()
-    runs, rows = {}, []
+    finished, rows = {}, []
     for index, ((model, optimizer, reduction), seed) in enumerate(plan, 1):
         name = f"{config_name(model, optimizer, reduction)}_seed{seed}"
         run_dir = os.path.join(args.out_dir, name)
@@ -205,25 +236,29 @@ def study(args, stop=None):
         elapsed = time.strftime("%H:%M:%S", time.gmtime(time.perf_counter() - started))
         if run is None:
             action = "resuming" if checkpoint else "training"
-            print(f"[{index}/{len(plan)}] {action} {name}; {len(plan) - index} to go after it; {elapsed} so far", flush=True)
+            print(
+                f"[{index}/{len(plan)}] {action} {name}; {len(plan) - index} to go after it; {elapsed} so far",
+                flush=True,
+            )
             if data is None:
-                train_data, test_data = selenet.load_mnist(args.data_dir)
-                data = selenet.select(train_data, args.train_samples), selenet.select(test_data, args.test_samples)
-            run = selenet.train_run(settings, *data, run_dir, resume_from=checkpoint, stop=stop, verbose=False)
+                train_data, test_data = load_mnist(args.data_dir)
+                data = select(train_data, args.train_samples), select(test_data, args.test_samples)
+            runs.ensure_writable_dir(run_dir)
+            run = senet_lenet.train_run(settings, *data, run_dir, resume_from=checkpoint, stop=stop, verbose=False)
         else:
             print(f"[{index}/{len(plan)}] {name} already finished; {len(plan) - index} to go; {elapsed} so far")
-        runs[name] = run
+        finished[name] = run
         rows.append(csv_row(name, model, run))
 
-    selenet.write_text(os.path.join(args.out_dir, "ablation.csv"), selenet.csv_text(rows, CSV_FIELDS))
+    runs.write_text(os.path.join(args.out_dir, "ablation.csv"), runs.csv_text(rows, CSV_FIELDS))
     markdown = summary_markdown(rows, configs)
-    selenet.write_text(os.path.join(args.out_dir, "ablation.md"), markdown)
+    runs.write_text(os.path.join(args.out_dir, "ablation.md"), markdown)
     grid_names = [config_name(*c) for c in configs[: 2 * len(args.optimizers)]]
     for figure, name in (
-        (curves_figure(runs, grid_names), "ablation_curves.png"),
+        (curves_figure(finished, grid_names), "ablation_curves.png"),
         (sweep_figure(rows, sorted(set(args.reductions))), "reduction_sweep.png"),
     ):
-        selenet.save_figure(figure, os.path.join(args.out_dir, name))
+        runs.save_figure(figure, os.path.join(args.out_dir, name))
         plt.close(figure)
     print(markdown, end="")
     print(f"Wrote ablation.csv, ablation.md, ablation_curves.png and reduction_sweep.png to {args.out_dir}/")
@@ -232,12 +267,11 @@ def study(args, stop=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        with selenet.StopOnSignal() as stop:
+        with runs.StopOnSignal() as stop:
             study(args, stop)
-    except selenet.UsageError as e:
-        print(f"ablation.py: error: {e}", file=sys.stderr)
-        return 2
-    except selenet.Interrupted as e:
+    except runs.USER_ERRORS as e:
+        return runs.report_error("ablation.py", e)
+    except runs.Interrupted as e:
         print(
             f"ablation.py: stopped by {e}; finished runs and the last completed epoch of the current one "
             "are kept. Run the same command again to continue.",

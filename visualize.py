@@ -21,14 +21,14 @@ import multiprocessing
 import os
 import sys
 
+import matplotlib
 import numpy as np
 import PIL.Image
 
-import senet_lenet as selenet  # first: it quiets TensorFlow's start-up logging before TF loads
-
-import keras  # noqa: E402
-
-import matplotlib
+import runs
+import senet_lenet
+from mnist import NUM_CLASSES, load_mnist, select
+from settings import Settings
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the Agg backend)
@@ -46,18 +46,18 @@ COLOR_MAP = "hot"
 def load_run(run_dir):
     """run.json of run_dir as a dict; UsageError if it is missing or unreadable."""
     if not os.path.isdir(run_dir):
-        raise selenet.UsageError(f"run directory {run_dir} does not exist; train first: python senet_lenet.py")
+        raise runs.UsageError(f"run directory {run_dir} does not exist; train first: python senet_lenet.py")
     try:
-        run = selenet.read_run(run_dir)
-    except selenet.RunNotFound as e:
-        raise selenet.UsageError(f"{e}: is {run_dir} a finished run of senet_lenet.py?") from None
+        run = runs.read_run(run_dir)
+    except runs.RunNotFound as e:
+        raise runs.UsageError(f"{e}: is {run_dir} a finished run of senet_lenet.py?") from None
     if not run["finished"]:
-        raise selenet.UsageError(
-            f"{run_dir} is unfinished ({len(run['history'])} of {run['settings'].get('epochs')} epochs); "
+        raise runs.UsageError(
+            f"{run_dir} is unfinished ({len(run['history'])} of {run['settings'].epochs} epochs); "
             f"finish it with: python senet_lenet.py --out-dir {run_dir} --resume"
         )
-    if not run["settings"]["se"]:
-        raise selenet.UsageError(f"{run_dir} is a run without the SE block (--no-se): it has no excitations to draw")
+    if not run["settings"].se:
+        raise runs.UsageError(f"{run_dir} is a run without the SE block (--no-se): it has no excitations to draw")
     return run
 
 
@@ -69,35 +69,24 @@ def first_line(error, limit=160):
 
 def restore_model(run_dir, run):
     """The model run.json describes, with the run's weights loaded."""
-    path = os.path.join(run_dir, run.get("weights", selenet.WEIGHTS_FILE))
+    path = os.path.join(run_dir, run.get("weights", runs.WEIGHTS_FILE))
     if not os.path.isfile(path):
-        raise selenet.UsageError(f"weights file {path} is missing")
-    model = selenet.build_model(run["settings"]["reduction"], se=run["settings"]["se"])
+        raise runs.UsageError(f"weights file {path} is missing")
+    model = senet_lenet.build_model(run["settings"].reduction, se=run["settings"].se)
     try:
         model.load_weights(path)
     except Exception as e:  # h5py and Keras raise several types for a wrong or damaged file
-        raise selenet.UsageError(
+        raise runs.UsageError(
             f"weights {path} do not fit the model {run_dir}/run.json describes "
-            f"(reduction {run['settings']['reduction']}): {first_line(e)}"
-        ) from None
+            f"(reduction {run['settings'].reduction}): {first_line(e)}"
+        ) from e
     return model
 
 
-def test_set(run, data_dir):
+def load_test_data(run, data_dir):
     """The test images and labels the run was evaluated on."""
-    _, test_data = selenet.load_mnist(data_dir, train=False)
-    return selenet.select(test_data, run["settings"]["test_samples"])
-
-
-def excitations(model, test_data):
-    """(predictions (N, 10), excitations (N, 16), accuracy %) of the model on the test set."""
-    accuracy = keras.metrics.SparseCategoricalAccuracy()
-    test_step = selenet.make_test_step(
-        model, keras.losses.SparseCategoricalCrossentropy(), keras.metrics.Mean(), accuracy
-    )
-    images, labels = test_data
-    predictions, features = selenet.evaluate(test_step, selenet.to_model_input(images), labels)
-    return predictions, features, round(100 * float(accuracy.result()), 4)
+    _, test_data = load_mnist(data_dir, train=False)
+    return select(test_data, run["settings"].test_samples)
 
 
 # ----------------------------------------------------------------------------
@@ -159,7 +148,7 @@ class HeatmapFigure:
         for artist in self.changing:
             self.figure.draw_artist(artist)
         rgb = np.asarray(canvas.buffer_rgba())[..., :3]
-        with selenet.atomic_path(path) as temporary:
+        with runs.atomic_path(path) as temporary:
             PIL.Image.fromarray(rgb).save(temporary, format="png", compress_level=3)
 
 
@@ -201,8 +190,8 @@ def save_heatmaps(features, labels, out_dir, batch_size, max_batches=None):
 
 def class_means(features, labels):
     """Mean excitation per digit 0-9: (10, channels); NaN for a digit absent from labels."""
-    means = np.full((selenet.NUM_CLASSES, features.shape[1]), np.nan, dtype=np.float64)
-    for digit in range(selenet.NUM_CLASSES):
+    means = np.full((NUM_CLASSES, features.shape[1]), np.nan, dtype=np.float64)
+    for digit in range(NUM_CLASSES):
         if np.any(labels == digit):
             means[digit] = features[labels == digit].mean(axis=0)
     return means
@@ -212,7 +201,9 @@ def class_mean_summary(means, features):
     """One line: how much the excitation varies between digits, against between channels."""
     between_digits = np.nanstd(means, axis=0)  # per channel
     between_channels = features.mean(axis=0).std()
-    distance = [np.nanmean(np.abs(means[d] - np.nanmean(np.delete(means, d, axis=0), axis=0))) for d in range(len(means))]
+    distance = [
+        np.nanmean(np.abs(means[d] - np.nanmean(np.delete(means, d, axis=0), axis=0))) for d in range(len(means))
+    ]
     digit = int(np.nanargmax(distance))
     others = np.nanmean(np.delete(means, digit, axis=0), axis=0)
     channels = np.argsort(-np.abs(means[digit] - others))[:3]
@@ -237,7 +228,7 @@ def class_mean_figure(means):
 
 
 def save_features(path, features, labels, predictions):
-    with selenet.atomic_path(path) as temporary:
+    with runs.atomic_path(path) as temporary:
         with open(temporary, "wb") as f:
             np.savez(f, excitation=features, label=labels, prediction=predictions.argmax(axis=1))
 
@@ -272,22 +263,20 @@ def comparison_figure(features_a, features_b, labels, names, batch_index):
 
 
 def parse_args(argv=None):
-    parser = selenet.ArgumentParser(
+    parser = runs.ArgumentParser(
         prog="visualize.py",
         description="Draw SE excitations of a trained SE-LeNet run, or compare two runs.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--run-dir", default=selenet.OUT_DIR, help="the run to visualize (senet_lenet.py --out-dir)")
     parser.add_argument(
-        "--data-dir",
-        default=None,
-        help="folder with the MNIST IDX files or mnist.npz (default: $MNIST_DIR, else keras.datasets.mnist)",
+        "--run-dir", default=senet_lenet.OUT_DIR, help="the run to visualize (senet_lenet.py --out-dir)"
+    )
+    runs.add_data_dir_flag(parser)
+    parser.add_argument(
+        "--batch-size", type=runs.positive_int, default=Settings.batch_size, help="test images per heatmap"
     )
     parser.add_argument(
-        "--batch-size", type=selenet.positive_int, default=selenet.BATCH_SIZE, help="test images per heatmap"
-    )
-    parser.add_argument(
-        "--max-batches", type=selenet.positive_int, default=None, help="draw only the first N batches (default: all)"
+        "--max-batches", type=runs.positive_int, default=None, help="draw only the first N batches (default: all)"
     )
     parser.add_argument(
         "--compare", nargs=2, metavar=("RUN_A", "RUN_B"), default=None, help="compare the excitations of two runs"
@@ -301,11 +290,11 @@ def parse_args(argv=None):
 def checked_excitations(run_dir, run, test_data):
     """Re-evaluates a run; UsageError if the accuracy is not the one recorded."""
     model = restore_model(run_dir, run)
-    predictions, features, accuracy = excitations(model, test_data)
+    predictions, features, accuracy = senet_lenet.predict_test_set(model, *test_data)
     recorded = run["final"]["test_accuracy"]
     print(f"{run_dir}: test accuracy {accuracy:.2f} % (recorded in run.json: {recorded:.2f} %)")
     if abs(accuracy - recorded) > ACCURACY_TOLERANCE:
-        raise selenet.UsageError(
+        raise runs.UsageError(
             f"{run_dir}: re-evaluated test accuracy {accuracy:.2f} % differs from the recorded "
             f"{recorded:.2f} % by more than {ACCURACY_TOLERANCE} point: wrong weights or wrong data?"
         )
@@ -314,15 +303,15 @@ def checked_excitations(run_dir, run, test_data):
 
 def visualize(args):
     run = load_run(args.run_dir)
-    selenet.ensure_writable_dir(args.run_dir)
-    test_data = test_set(run, args.data_dir)
+    runs.ensure_writable_dir(args.run_dir)
+    test_data = load_test_data(run, args.data_dir)
     predictions, features = checked_excitations(args.run_dir, run, test_data)
     labels = test_data[1]
     count = save_heatmaps(features, labels, args.run_dir, args.batch_size, args.max_batches)
     save_features(os.path.join(args.run_dir, "se_features.npz"), features, labels, predictions)
     means = class_means(features, labels)
     figure = class_mean_figure(means)
-    selenet.save_figure(figure, os.path.join(args.run_dir, "se_class_mean.png"))
+    runs.save_figure(figure, os.path.join(args.run_dir, "se_class_mean.png"))
     plt.close(figure)
     print(class_mean_summary(means, features))
     print(
@@ -334,21 +323,21 @@ def visualize(args):
 def compare(args):
     dir_a, dir_b = args.compare
     run_a, run_b = load_run(dir_a), load_run(dir_b)
-    if run_a["settings"]["test_samples"] != run_b["settings"]["test_samples"]:
-        raise selenet.UsageError(f"{dir_a} and {dir_b} were tested on different test sets")
-    selenet.ensure_writable_dir(dir_b)
-    test_data = test_set(run_a, args.data_dir)
+    if run_a["settings"].test_samples != run_b["settings"].test_samples:
+        raise runs.UsageError(f"{dir_a} and {dir_b} were tested on different test sets")
+    runs.ensure_writable_dir(dir_b)
+    test_data = load_test_data(run_a, args.data_dir)
     batches = -(-len(test_data[1]) // args.batch_size)
     if not 0 <= args.batch < batches:
-        raise selenet.UsageError(f"--batch {args.batch} is out of range: batches are 0 to {batches - 1}")
+        raise runs.UsageError(f"--batch {args.batch} is out of range: batches are 0 to {batches - 1}")
     _, features_a = checked_excitations(dir_a, run_a, test_data)
     _, features_b = checked_excitations(dir_b, run_b, test_data)
     largest = float(np.abs(features_a - features_b).max())
     batch = slice(args.batch * args.batch_size, (args.batch + 1) * args.batch_size)
-    names = [f"{d} (seed {r['settings']['seed']})" for d, r in ((dir_a, run_a), (dir_b, run_b))]
+    names = [f"{d} (seed {r['settings'].seed})" for d, r in ((dir_a, run_a), (dir_b, run_b))]
     figure = comparison_figure(features_a[batch], features_b[batch], test_data[1][batch], names, args.batch)
     path = os.path.join(dir_b, f"compare_{args.batch}.png")
-    selenet.save_figure(figure, path)
+    runs.save_figure(figure, path)
     plt.close(figure)
     print(f"Wrote {path}")
     print(f"Max |excitation difference| over {len(features_a)} test images: {largest:.6g}")
@@ -361,9 +350,8 @@ def main(argv=None):
             compare(args)
         else:
             visualize(args)
-    except selenet.UsageError as e:
-        print(f"visualize.py: error: {e}", file=sys.stderr)
-        return 2
+    except runs.USER_ERRORS as e:
+        return runs.report_error("visualize.py", e)
     return 0
 
 

@@ -55,11 +55,13 @@ def steady_epoch_seconds(seconds):
 
 
 def bench_loop(settings, train_data, test_data):
-    import senet_lenet as selenet
+    import senet_lenet
 
-    model = selenet.seeded_model(settings)
-    optimizer = selenet.make_optimizer(settings, model)
-    history = selenet.train(model, optimizer, settings, train_data, test_data, log=lambda line: None, progress=False)
+    model = senet_lenet.seeded_model(settings)
+    optimizer = senet_lenet.make_optimizer(settings, model)
+    history = senet_lenet.train(
+        model, optimizer, settings, train_data, test_data, log=lambda line: None, progress=False
+    )
     return [record["seconds"] for record in history], history[-1]["test_accuracy"]
 
 
@@ -67,7 +69,8 @@ def bench_fit(settings, train_data, test_data):
     """What a Keras user would write: the predictions head of the same model, compile, fit."""
     import keras
 
-    import senet_lenet as selenet
+    import senet_lenet
+    from mnist import to_model_input
 
     class EpochTimer(keras.callbacks.Callback):
         def __init__(self):
@@ -80,22 +83,22 @@ def bench_fit(settings, train_data, test_data):
         def on_epoch_end(self, epoch, logs=None):
             self.seconds.append(time.perf_counter() - self.started)
 
-    model = selenet.seeded_model(settings)
+    model = senet_lenet.seeded_model(settings)
     classifier = keras.Model(model.inputs, model.outputs[0])
     classifier.compile(
-        optimizer=keras.optimizers.Adam(settings["lr"]),
+        optimizer=keras.optimizers.Adam(settings.lr),
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=["accuracy"],
     )
     timer = EpochTimer()
     fit = classifier.fit(
-        selenet.to_model_input(train_data[0]),
+        to_model_input(train_data[0]),
         train_data[1],
-        batch_size=settings["batch_size"],
-        epochs=settings["epochs"],
+        batch_size=settings.batch_size,
+        epochs=settings.epochs,
         shuffle=True,
-        validation_data=(selenet.to_model_input(test_data[0]), test_data[1]),
-        validation_batch_size=selenet.EVAL_BATCH_SIZE,
+        validation_data=(to_model_input(test_data[0]), test_data[1]),
+        validation_batch_size=senet_lenet.EVAL_BATCH_SIZE,
         callbacks=[timer],
         verbose=0,
     )
@@ -134,19 +137,17 @@ def main(argv=None):
         print("python visualize.py ...", flush=True)
         visualize_wall, visualize_rss = run_measured([sys.executable, "visualize.py", "--run-dir", out_dir], env)
 
-    import senet_lenet as selenet  # TensorFlow from here on
+    import runs
+    import senet_lenet  # TensorFlow from here on
+    from mnist import MNISTDataError, load_mnist
+    from settings import Settings
 
-    keras, tf = selenet.keras, selenet.tf
+    keras, tf = senet_lenet.keras, senet_lenet.tf
     try:
-        train_data, test_data = selenet.load_mnist(args.data_dir)
-    except selenet.UsageError as e:
-        print(f"bench_train.py: error: {e}", file=sys.stderr)
-        return 2
-    settings = {
-        "epochs": args.epochs, "batch_size": selenet.BATCH_SIZE, "optimizer": "adam",
-        "lr": selenet.LEARNING_RATES["adam"], "reduction": selenet.REDUCTION, "se": True, "seed": 0,
-        "train_samples": None, "test_samples": None,
-    }  # fmt: skip
+        train_data, test_data = load_mnist(args.data_dir)
+    except MNISTDataError as e:
+        return runs.report_error("bench_train.py", e)
+    settings = Settings(epochs=args.epochs)  # the assignment's: Adam, lr 0.001, batch 100, seed 0
     images = len(train_data[1])
     print(f"Training loop, {args.epochs} epochs ...", flush=True)
     loop_seconds, loop_accuracy = bench_loop(settings, train_data, test_data)
@@ -159,32 +160,51 @@ def main(argv=None):
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()},
         "epochs": args.epochs,
         "loop": {
-            "epoch_seconds": loop_seconds, "steady_epoch_seconds": loop_epoch,
-            "images_per_second": images / loop_epoch, "test_accuracy": loop_accuracy,
+            "epoch_seconds": loop_seconds,
+            "steady_epoch_seconds": loop_epoch,
+            "images_per_second": images / loop_epoch,
+            "test_accuracy": loop_accuracy,
         },
         "fit": {
-            "epoch_seconds": fit_seconds, "steady_epoch_seconds": fit_epoch,
-            "images_per_second": images / fit_epoch, "test_accuracy": fit_accuracy,
+            "epoch_seconds": fit_seconds,
+            "steady_epoch_seconds": fit_epoch,
+            "images_per_second": images / fit_epoch,
+            "test_accuracy": fit_accuracy,
         },
         "loop_vs_fit": fit_epoch / loop_epoch,
         "train_script": {"seconds": train_wall, "peak_rss_gb": train_rss},
         "visualize_script": {"seconds": visualize_wall, "peak_rss_gb": visualize_rss},
         "targets": TARGETS,
-    }  # fmt: skip
+    }
 
     rows = [
-        ("training loop", f"{images / loop_epoch:,.0f} img/s", f"{loop_epoch:.2f} s/epoch", f"≤ {TARGETS['epoch_seconds']} s/epoch"),
+        (
+            "training loop",
+            f"{images / loop_epoch:,.0f} img/s",
+            f"{loop_epoch:.2f} s/epoch",
+            f"≤ {TARGETS['epoch_seconds']} s/epoch",
+        ),
         ("model.fit", f"{images / fit_epoch:,.0f} img/s", f"{fit_epoch:.2f} s/epoch", ""),
         ("loop ÷ model.fit", f"{fit_epoch / loop_epoch:.2f} ×", "", f"≥ {TARGETS['loop_vs_fit']} ×"),
-        ("python senet_lenet.py", f"{train_wall:.1f} s", f"{train_rss:.2f} GB peak RSS", f"≤ {TARGETS['train_script_seconds']:.0f} s, ≤ {TARGETS['peak_rss_gb']} GB"),
-        ("python visualize.py", f"{visualize_wall:.1f} s", f"{visualize_rss:.2f} GB peak RSS", f"≤ {TARGETS['visualize_script_seconds']:.0f} s, ≤ {TARGETS['peak_rss_gb']} GB"),
-    ]  # fmt: skip
+        (
+            "python senet_lenet.py",
+            f"{train_wall:.1f} s",
+            f"{train_rss:.2f} GB peak RSS",
+            f"≤ {TARGETS['train_script_seconds']:.0f} s, ≤ {TARGETS['peak_rss_gb']} GB",
+        ),
+        (
+            "python visualize.py",
+            f"{visualize_wall:.1f} s",
+            f"{visualize_rss:.2f} GB peak RSS",
+            f"≤ {TARGETS['visualize_script_seconds']:.0f} s, ≤ {TARGETS['peak_rss_gb']} GB",
+        ),
+    ]
     print(f"\n{result['machine']['cpu']}, {result['machine']['cores']} cores, TensorFlow {tf.__version__}")
     print("| what | speed | time | target |\n| --- | --- | --- | --- |")
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    selenet.ensure_writable_dir(os.path.dirname(os.path.abspath(args.json)))
-    selenet.write_text(args.json, json.dumps(result, indent=2) + "\n")
+    runs.ensure_writable_dir(os.path.dirname(os.path.abspath(args.json)))
+    runs.write_text(args.json, json.dumps(result, indent=2) + "\n")
     print(f"Wrote {args.json}")
     return 0
 

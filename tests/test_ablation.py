@@ -8,16 +8,14 @@ import statistics
 import pytest
 
 import ablation
-import senet_lenet as selenet
 import visualize
 
-QUICK_STUDY = [
-    "--seeds", "2", "--epochs", "1", "--train-samples", "2000", "--test-samples", "500",
-    "--reductions", "2", "4", "--optimizers", "adam", "sgd",
-]  # fmt: skip
-RUNS = [
-    "se-r4_adam", "se-r4_sgd", "no-se_adam", "no-se_sgd", "se-r2_adam",
-]  # fmt: skip
+pytestmark = pytest.mark.e2e
+
+QUICK_STUDY = (
+    "--seeds 2 --epochs 1 --train-samples 2000 --test-samples 500 --reductions 2 4 --optimizers adam sgd".split()
+)
+RUNS = ["se-r4_adam", "se-r4_sgd", "no-se_adam", "no-se_sgd", "se-r2_adam"]
 
 
 @pytest.fixture(scope="module")
@@ -75,10 +73,3 @@ def test_second_invocation_trains_nothing(study, mnist_dir, capsys):
 def test_no_se_run_has_no_excitations_to_draw(study, mnist_dir, capsys):
     assert visualize.main(["--run-dir", str(study / "no-se_adam_seed0"), "--data-dir", mnist_dir]) == 2
     assert "without the SE block" in capsys.readouterr().err
-
-
-def test_no_se_model():
-    plain, se = selenet.build_model(se=False), selenet.build_model()
-    assert plain.count_params() == se.count_params() - 128 == 44426
-    assert not any(layer.name.startswith("se_") for layer in plain.layers)
-    assert selenet.parse_args(["--no-se"]).no_se

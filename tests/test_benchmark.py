@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import run_script
+from helpers import run_script
 
 pytestmark = pytest.mark.e2e
 
@@ -21,7 +21,9 @@ def test_benchmark_reports_every_measurement(tmp_path, mnist_dir):
         assert len(data[side]["epoch_seconds"]) == 2
         assert data[side]["images_per_second"] == pytest.approx(60000 / data[side]["steady_epoch_seconds"])
         assert data[side]["test_accuracy"] > 97  # both really trained the model
-    assert data["loop_vs_fit"] == pytest.approx(data["fit"]["steady_epoch_seconds"] / data["loop"]["steady_epoch_seconds"])
+    assert data["loop_vs_fit"] == pytest.approx(
+        data["fit"]["steady_epoch_seconds"] / data["loop"]["steady_epoch_seconds"]
+    )
     for script in ("train_script", "visualize_script"):
         assert data[script]["seconds"] > 0 and 0.05 < data[script]["peak_rss_gb"] < 24
     assert data["machine"]["cores"] >= 1

@@ -2,13 +2,13 @@
 
 import json
 import os
-import shutil
 
 import pytest
 
-import senet_lenet as selenet
+import runs
+import senet_lenet
 import visualize
-from conftest import assert_one_line_error, run_script
+from helpers import assert_one_line_error, run_script
 
 
 @pytest.mark.parametrize(
@@ -23,35 +23,25 @@ from conftest import assert_one_line_error, run_script
         (["--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
         (["--reduction", "0"], "--reduction: must be positive, got 0"),
         (["--reduction", "32"], "--reduction: SE reduction 32 leaves no hidden unit for 16 channels"),
+        (["--seed", "-1"], "seed must be a whole number from 0 to 2**32 - 1, got -1"),
+        (["--seed", str(2**32)], "seed must be a whole number from 0 to 2**32 - 1"),
         (["--unknown"], "unrecognized arguments: --unknown"),
     ],
 )
-def test_bad_training_flags(args, fragment, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        selenet.main(args)
-    assert exit_info.value.code == 2
+def test_bad_training_flags(args, fragment, capsys, tmp_path):
+    try:
+        code = senet_lenet.main([*args, "--out-dir", str(tmp_path / "out")])
+    except SystemExit as exit_info:  # argparse's own check
+        code = exit_info.code
+    assert code == 2
     assert_one_line_error(capsys.readouterr().err, "senet_lenet.py: error:", fragment)
-
-
-def test_default_learning_rate_follows_the_optimizer():
-    assert selenet.parse_args([]).lr == 0.001
-    assert selenet.parse_args(["--optimizer", "sgd"]).lr == 0.01
-    assert selenet.parse_args(["--optimizer", "sgd", "--lr", "0.2"]).lr == 0.2
-
-
-def test_help_documents_every_flag(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        selenet.main(["--help"])
-    assert exit_info.value.code == 0
-    text = capsys.readouterr().out
-    for flag in ("--epochs", "--batch-size", "--optimizer", "--lr", "--reduction", "--seed", "--data-dir", "--out-dir"):
-        assert flag in text
+    assert not (tmp_path / "out").exists()
 
 
 def test_unwritable_output_directory(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    assert selenet.main(["--out-dir", str(blocker / "out")]) == 2
+    assert senet_lenet.main(["--out-dir", str(blocker / "out")]) == 2
     assert_one_line_error(capsys.readouterr().err, "cannot write to output directory")
 
 
@@ -60,12 +50,6 @@ def test_bad_training_flag_in_a_fresh_interpreter(tmp_path):
     assert result.returncode == 2
     assert_one_line_error(result.stderr, "--batch-size: must be positive")
     assert os.listdir(tmp_path) == []
-
-
-@pytest.fixture
-def run_copy(quick_run, tmp_path):
-    """A copy of the quick run that a test may damage."""
-    return shutil.copytree(quick_run, tmp_path / "run")
 
 
 def visualize_error(capsys, *args):
@@ -78,45 +62,45 @@ def test_visualize_missing_run_dir(tmp_path, capsys):
     assert_one_line_error(err, "visualize.py: error:", "nowhere does not exist")
 
 
-def test_visualize_missing_run_json(run_copy, capsys, mnist_dir):
-    os.remove(run_copy / "run.json")
-    err = visualize_error(capsys, "--run-dir", run_copy, "--data-dir", mnist_dir)
+def test_visualize_missing_run_json(synthetic_run, capsys, synthetic_mnist_dir):
+    os.remove(synthetic_run / "run.json")
+    err = visualize_error(capsys, "--run-dir", synthetic_run, "--data-dir", synthetic_mnist_dir)
     assert_one_line_error(err, "run.json is missing")
 
 
-def test_visualize_damaged_run_json(run_copy, capsys, mnist_dir):
-    (run_copy / "run.json").write_text('{"settings": {"epochs": 2')
-    err = visualize_error(capsys, "--run-dir", run_copy, "--data-dir", mnist_dir)
+def test_visualize_damaged_run_json(synthetic_run, capsys, synthetic_mnist_dir):
+    (synthetic_run / "run.json").write_text('{"settings": {"epochs": 2')
+    err = visualize_error(capsys, "--run-dir", synthetic_run, "--data-dir", synthetic_mnist_dir)
     assert_one_line_error(err, "is not a run.json written by senet_lenet.py")
 
 
-def test_visualize_missing_weights(run_copy, capsys, mnist_dir):
-    os.remove(run_copy / selenet.WEIGHTS_FILE)
-    err = visualize_error(capsys, "--run-dir", run_copy, "--data-dir", mnist_dir)
+def test_visualize_missing_weights(synthetic_run, capsys, synthetic_mnist_dir):
+    os.remove(synthetic_run / runs.WEIGHTS_FILE)
+    err = visualize_error(capsys, "--run-dir", synthetic_run, "--data-dir", synthetic_mnist_dir)
     assert_one_line_error(err, "weights file", "is missing")
 
 
-def test_visualize_weights_that_do_not_fit(run_copy, capsys, mnist_dir):
-    run = json.loads((run_copy / "run.json").read_text())
+def test_visualize_weights_that_do_not_fit(synthetic_run, capsys, synthetic_mnist_dir):
+    run = json.loads((synthetic_run / "run.json").read_text())
     run["settings"]["reduction"] = 2  # 8 hidden units, the weights have 4
-    (run_copy / "run.json").write_text(json.dumps(run))
-    err = visualize_error(capsys, "--run-dir", run_copy, "--data-dir", mnist_dir)
+    (synthetic_run / "run.json").write_text(json.dumps(run))
+    err = visualize_error(capsys, "--run-dir", synthetic_run, "--data-dir", synthetic_mnist_dir)
     assert_one_line_error(err, "do not fit the model", "reduction 2")
 
 
-def test_visualize_damaged_weights(run_copy, capsys, mnist_dir):
-    (run_copy / selenet.WEIGHTS_FILE).write_bytes(b"\x89HDF\r\n\x1a\n broken")
-    err = visualize_error(capsys, "--run-dir", run_copy, "--data-dir", mnist_dir)
+def test_visualize_damaged_weights(synthetic_run, capsys, synthetic_mnist_dir):
+    (synthetic_run / runs.WEIGHTS_FILE).write_bytes(b"\x89HDF\r\n\x1a\n broken")
+    err = visualize_error(capsys, "--run-dir", synthetic_run, "--data-dir", synthetic_mnist_dir)
     assert_one_line_error(err, "do not fit the model")
 
 
-def test_visualize_wrong_recorded_accuracy(run_copy, capsys, mnist_dir):
-    run = json.loads((run_copy / "run.json").read_text())
+def test_visualize_wrong_recorded_accuracy(synthetic_run, capsys, synthetic_mnist_dir):
+    run = json.loads((synthetic_run / "run.json").read_text())
     run["final"]["test_accuracy"] -= 0.5
-    (run_copy / "run.json").write_text(json.dumps(run))
-    err = visualize_error(capsys, "--run-dir", run_copy, "--data-dir", mnist_dir)
+    (synthetic_run / "run.json").write_text(json.dumps(run))
+    err = visualize_error(capsys, "--run-dir", synthetic_run, "--data-dir", synthetic_mnist_dir)
     assert_one_line_error(err, "differs from the recorded", "wrong weights or wrong data")
-    assert not (run_copy / "se_features").exists()
+    assert not (synthetic_run / "se_features").exists()
 
 
 def test_visualize_bad_flags(capsys):
@@ -126,6 +110,6 @@ def test_visualize_bad_flags(capsys):
     assert_one_line_error(capsys.readouterr().err, "--batch-size: must be positive")
 
 
-def test_compare_batch_out_of_range(quick_run, capsys, mnist_dir):
-    err = visualize_error(capsys, "--compare", quick_run, quick_run, "--batch", 5, "--data-dir", mnist_dir)
-    assert_one_line_error(err, "--batch 5 is out of range: batches are 0 to 4")
+def test_compare_batch_out_of_range(synthetic_run, capsys, synthetic_mnist_dir):
+    args = ["--compare", synthetic_run, synthetic_run, "--batch", 3, "--data-dir", synthetic_mnist_dir]
+    assert_one_line_error(visualize_error(capsys, *args), "--batch 3 is out of range: batches are 0 to 2")

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from conftest import run_script
+from helpers import run_script
 
 pytestmark = pytest.mark.e2e
 

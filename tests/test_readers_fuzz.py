@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import senet_lenet as selenet
+import mnist
 
 EXAMPLES = 400  # per test, three tests: 1,200 examples
 
@@ -30,9 +30,11 @@ def valid_npz():
     rng = np.random.default_rng(0)
     np.savez(
         buffer,
-        x_train=rng.integers(0, 256, (4, 28, 28), dtype=np.uint8), y_train=np.array([0, 1, 2, 9], np.uint8),
-        x_test=rng.integers(0, 256, (2, 28, 28), dtype=np.uint8), y_test=np.array([7, 3], np.uint8),
-    )  # fmt: skip
+        x_train=rng.integers(0, 256, (4, 28, 28), dtype=np.uint8),
+        y_train=np.array([0, 1, 2, 9], np.uint8),
+        x_test=rng.integers(0, 256, (2, 28, 28), dtype=np.uint8),
+        y_test=np.array([7, 3], np.uint8),
+    )
     return buffer.getvalue()
 
 
@@ -55,10 +57,10 @@ def flip_bits(data, flips):
 
 
 def check_idx(path, kind, data):
-    reader = selenet.read_idx_images if kind == "images" else selenet.read_idx_labels
+    reader = mnist.read_idx_images if kind == "images" else mnist.read_idx_labels
     try:
         array = reader(path)
-    except selenet.MNISTDataError as e:
+    except mnist.MNISTDataError as e:
         assert str(path) in str(e)
         return
     assert array.dtype == np.uint8
@@ -91,8 +93,8 @@ def test_npz_reader_against_damaged_files(tmp_path, raw):
     path = tmp_path / "mnist.npz"
     path.write_bytes(raw)
     try:
-        (x_train, y_train), (x_test, y_test) = selenet.read_npz(path, train_records=None, test_records=None)
-    except selenet.MNISTDataError as e:
+        (x_train, y_train), (x_test, y_test) = mnist.read_npz(path, train_records=None, test_records=None)
+    except mnist.MNISTDataError as e:
         assert str(path) in str(e)
         return
     for x, y in ((x_train, y_train), (x_test, y_test)):
@@ -107,8 +109,8 @@ def test_the_valid_files_are_read():
     with tempfile.TemporaryDirectory() as directory:
         path = f"{directory}/f"
         open(path, "wb").write(valid_idx("images"))
-        assert selenet.read_idx_images(path).shape == (3, 28, 28)
+        assert mnist.read_idx_images(path).shape == (3, 28, 28)
         open(path, "wb").write(valid_idx("labels"))
-        assert selenet.read_idx_labels(path).tolist() == [3, 1, 4, 1, 5]
+        assert mnist.read_idx_labels(path).tolist() == [3, 1, 4, 1, 5]
         open(path + ".npz", "wb").write(valid_npz())
-        assert selenet.read_npz(path + ".npz", None, None)[1][1].tolist() == [7, 3]
+        assert mnist.read_npz(path + ".npz", None, None)[1][1].tolist() == [7, 3]

@@ -12,20 +12,18 @@ import numpy as np
 import pytest
 
 import ablation
-import senet_lenet as selenet
-from conftest import ROOT, assert_one_line_error
+import runs
+import senet_lenet
+import visualize
+from helpers import ROOT, assert_one_line_error, without_seconds
 
 # Long enough that a signal sent after epoch 2's checkpoint lands before the last epoch.
 RESUMABLE = ["--epochs", "6", "--train-samples", "6000", "--test-samples", "500"]
 
 
-def without_seconds(history):
-    return [{k: v for k, v in record.items() if k != "seconds"} for record in history]
-
-
 def weights_of(run_dir):
-    model = selenet.build_model()
-    model.load_weights(os.path.join(run_dir, selenet.WEIGHTS_FILE))
+    model = senet_lenet.build_model()
+    model.load_weights(os.path.join(run_dir, runs.WEIGHTS_FILE))
     return model.get_weights()
 
 
@@ -33,7 +31,7 @@ def weights_of(run_dir):
 def reference_run(tmp_path_factory, mnist_dir):
     """The uninterrupted run the resumed ones must match."""
     out_dir = tmp_path_factory.mktemp("reference")
-    assert selenet.main([*RESUMABLE, "--data-dir", mnist_dir, "--out-dir", str(out_dir)]) == 0
+    assert senet_lenet.main([*RESUMABLE, "--data-dir", mnist_dir, "--out-dir", str(out_dir)]) == 0
     return out_dir
 
 
@@ -41,8 +39,11 @@ def interrupt(out_dir, mnist_dir, signum):
     """Starts a run, sends `signum` once epoch 2's checkpoint exists; returns the finished process."""
     process = subprocess.Popen(
         [sys.executable, "senet_lenet.py", *RESUMABLE, "--data-dir", mnist_dir, "--out-dir", str(out_dir)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     while not (out_dir / "checkpoints" / "epoch_0002").exists():
         assert process.poll() is None, process.communicate()
@@ -53,6 +54,7 @@ def interrupt(out_dir, mnist_dir, signum):
     return process.returncode, stdout, stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_then_resume_gives_the_same_bits(tmp_path, mnist_dir, reference_run, signum, code):
     out_dir = tmp_path / "run"
@@ -66,10 +68,10 @@ def test_interrupt_then_resume_gives_the_same_bits(tmp_path, mnist_dir, referenc
     run = json.loads((out_dir / "run.json").read_text())
     assert run["finished"] is False and len(run["history"]) == last
     assert len((out_dir / "history.csv").read_text().splitlines()) == 1 + last
-    assert not (out_dir / selenet.WEIGHTS_FILE).exists()
+    assert not (out_dir / runs.WEIGHTS_FILE).exists()
     assert not [n for n in os.listdir(out_dir) if ".tmp" in n]
 
-    assert selenet.main(["--out-dir", str(out_dir), "--resume", "--data-dir", mnist_dir]) == 0
+    assert senet_lenet.main(["--out-dir", str(out_dir), "--resume", "--data-dir", mnist_dir]) == 0
     resumed = json.loads((out_dir / "run.json").read_text())
     reference = json.loads((reference_run / "run.json").read_text())
     assert resumed["finished"] is True
@@ -78,11 +80,14 @@ def test_interrupt_then_resume_gives_the_same_bits(tmp_path, mnist_dir, referenc
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.e2e
 def test_checkpoints_keep_the_newest_two(reference_run):
     assert sorted(os.listdir(reference_run / "checkpoints")) == ["epoch_0005", "epoch_0006"]
     assert sorted(os.listdir(reference_run / "checkpoints" / "epoch_0006")) == [
-        "history.json", "model.weights.h5", "optimizer.npz",
-    ]  # fmt: skip
+        "history.json",
+        "model.weights.h5",
+        "optimizer.npz",
+    ]
 
 
 @pytest.fixture
@@ -93,47 +98,69 @@ def unfinished_run(reference_run, tmp_path):
     run = json.loads((out_dir / "run.json").read_text())
     run["finished"], run["history"] = False, run["history"][:5]
     (out_dir / "run.json").write_text(json.dumps(run))
-    os.remove(out_dir / selenet.WEIGHTS_FILE)
+    os.remove(out_dir / runs.WEIGHTS_FILE)
     return out_dir
 
 
+@pytest.mark.e2e
 def test_resume_from_an_earlier_checkpoint(unfinished_run, reference_run, mnist_dir):
-    assert selenet.main(["--out-dir", str(unfinished_run), "--resume", "--data-dir", mnist_dir]) == 0
+    assert senet_lenet.main(["--out-dir", str(unfinished_run), "--resume", "--data-dir", mnist_dir]) == 0
     for a, b in zip(weights_of(unfinished_run), weights_of(reference_run)):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("flag", [["--epochs", "9"], ["--seed", "1"], ["--optimizer", "sgd"], ["--no-se"], ["--epochs", "10"]])
-def test_resume_with_a_conflicting_flag(unfinished_run, flag, capsys):
-    assert selenet.main(["--out-dir", str(unfinished_run), "--resume", *flag]) == 2
+@pytest.mark.parametrize(
+    "flag", [["--epochs", "9"], ["--seed", "1"], ["--optimizer", "sgd"], ["--no-se"], ["--epochs", "10"]]
+)
+def test_resume_with_a_conflicting_flag(unfinished_synthetic_run, flag, capsys):
+    assert senet_lenet.main(["--out-dir", str(unfinished_synthetic_run), "--resume", *flag]) == 2
     assert_one_line_error(capsys.readouterr().err, f"{flag[0]} conflicts with the run being resumed")
 
 
-def test_resume_with_agreeing_flags(unfinished_run, mnist_dir):
-    args = ["--out-dir", str(unfinished_run), "--resume", "--epochs", "6", "--seed", "0", "--data-dir", mnist_dir]
-    assert selenet.main(args) == 0
+def test_resume_with_agreeing_flags(unfinished_synthetic_run, synthetic_mnist_dir):
+    args = ["--out-dir", str(unfinished_synthetic_run), "--resume", "--epochs", "2", "--seed", "0"]
+    assert senet_lenet.main([*args, "--data-dir", synthetic_mnist_dir]) == 0
+    run = runs.read_run(unfinished_synthetic_run)
+    assert run["finished"] and [r["epoch"] for r in run["history"]] == [1, 2]
 
 
-def test_resume_a_finished_run(reference_run, capsys):
-    stamp = os.stat(reference_run / selenet.WEIGHTS_FILE).st_mtime_ns
-    assert selenet.main(["--out-dir", str(reference_run), "--resume"]) == 0
-    assert "already finished all 6 epochs: nothing to resume" in capsys.readouterr().out
-    assert os.stat(reference_run / selenet.WEIGHTS_FILE).st_mtime_ns == stamp
+def test_resume_a_finished_run(synthetic_run, capsys):
+    stamp = os.stat(synthetic_run / runs.WEIGHTS_FILE).st_mtime_ns
+    assert senet_lenet.main(["--out-dir", str(synthetic_run), "--resume"]) == 0
+    assert "already finished all 2 epochs: nothing to resume" in capsys.readouterr().out
+    assert os.stat(synthetic_run / runs.WEIGHTS_FILE).st_mtime_ns == stamp
 
 
-def test_resume_without_checkpoint(unfinished_run, tmp_path, capsys):
-    shutil.rmtree(unfinished_run / "checkpoints")
-    assert selenet.main(["--out-dir", str(unfinished_run), "--resume"]) == 2
+def test_resume_without_checkpoint(unfinished_synthetic_run, tmp_path, capsys):
+    shutil.rmtree(unfinished_synthetic_run / "checkpoints")
+    assert senet_lenet.main(["--out-dir", str(unfinished_synthetic_run), "--resume"]) == 2
     assert_one_line_error(capsys.readouterr().err, "no checkpoint in")
-    assert selenet.main(["--out-dir", str(tmp_path / "empty"), "--resume"]) == 2
+    assert senet_lenet.main(["--out-dir", str(tmp_path / "empty"), "--resume"]) == 2
     assert_one_line_error(capsys.readouterr().err, "nothing to resume in")
 
 
-def test_visualize_refuses_an_unfinished_run(unfinished_run, capsys):
-    import visualize
+@pytest.mark.parametrize(
+    "key, value, fragment",
+    [
+        ("epochs", "6", "epochs must be a positive whole number, got '6'"),
+        ("lr", "abc", "lr must be a positive number, got 'abc'"),
+        ("lr", -1, "lr must be a positive number, got -1"),
+        ("batch_size", 0, "batch_size must be a positive whole number, got 0"),
+        ("colour", "red", "unknown colour"),
+    ],
+)
+def test_resume_a_hand_edited_run_json(unfinished_synthetic_run, key, value, fragment, capsys):
+    path = unfinished_synthetic_run / runs.RUN_FILE
+    run = json.loads(path.read_text())
+    run["settings"][key] = value
+    path.write_text(json.dumps(run))
+    assert senet_lenet.main(["--out-dir", str(unfinished_synthetic_run), "--resume"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "is not a run.json written by senet_lenet.py", fragment)
 
-    assert visualize.main(["--run-dir", str(unfinished_run)]) == 2
-    assert_one_line_error(capsys.readouterr().err, "is unfinished (5 of 6 epochs)", "--resume")
+
+def test_visualize_refuses_an_unfinished_run(unfinished_synthetic_run, capsys):
+    assert visualize.main(["--run-dir", str(unfinished_synthetic_run)]) == 2
+    assert_one_line_error(capsys.readouterr().err, "is unfinished (1 of 2 epochs)", "--resume")
 
 
 class StopAfterEpoch:
@@ -144,19 +171,20 @@ class StopAfterEpoch:
 
     def check(self):
         if os.path.isdir(self.marker):
-            raise selenet.Interrupted(signal.SIGINT)
+            raise runs.Interrupted(signal.SIGINT)
 
 
+@pytest.mark.e2e
 def test_ablation_resumes_a_half_finished_run(tmp_path, mnist_dir, capsys):
     args = [
-        "--seeds", "1", "--epochs", "3", "--train-samples", "2000", "--test-samples", "300",
-        "--optimizers", "adam", "--reductions", "4", "--data-dir", mnist_dir,
-    ]  # fmt: skip
+        *("--seeds", "1", "--epochs", "3", "--train-samples", "2000", "--test-samples", "300"),
+        *("--optimizers", "adam", "--reductions", "4", "--data-dir", mnist_dir),
+    ]
     reference = tmp_path / "reference"
     assert ablation.main([*args, "--out-dir", str(reference)]) == 0
     study = tmp_path / "study"
     parsed = ablation.parse_args([*args, "--out-dir", str(study)])
-    with pytest.raises(selenet.Interrupted):
+    with pytest.raises(runs.Interrupted):
         ablation.study(parsed, StopAfterEpoch(study / "se-r4_adam_seed0", 1))
     capsys.readouterr()
     assert ablation.main([*args, "--out-dir", str(study)]) == 0

@@ -1,4 +1,4 @@
-"""The training loop on a slice of real MNIST: run files, determinism, save and load."""
+"""The training loop: the data order, the epoch lines, the run files; on the real MNIST, determinism."""
 
 import csv
 import json
@@ -10,96 +10,105 @@ import keras
 import numpy as np
 import pytest
 
-import senet_lenet as selenet
+import runs
+import senet_lenet
 import visualize
-from conftest import QUICK, run_script
+from helpers import QUICK, run_script, synthetic_digits, without_seconds
+from mnist import select, to_model_input
+from settings import Settings
 
 
-def quick_settings(**changes):
-    settings = {
-        "epochs": 1, "batch_size": 100, "optimizer": "adam", "lr": 0.001, "reduction": 4,
-        "seed": 0, "train_samples": 2000, "test_samples": 300,
-    }  # fmt: skip
-    settings.update(changes)
-    return settings
-
-
-def train_slice(mnist, **changes):
-    """Trains on a slice in this process; returns (model, history, test excitations)."""
-    settings = quick_settings(**changes)
-    train_data = selenet.select(mnist[0], settings["train_samples"])
-    test_data = selenet.select(mnist[1], settings["test_samples"])
-    model = selenet.seeded_model(settings)
-    optimizer = selenet.make_optimizer(settings, model)
-    history = selenet.train(model, optimizer, settings, train_data, test_data, log=lambda line: None)
-    _, excitation = model(selenet.to_model_input(test_data[0]))
-    return model, history, excitation.numpy()
-
-
-def test_same_seed_gives_identical_bits(mnist):
-    model_a, history_a, excitation_a = train_slice(mnist, seed=3)
-    model_b, history_b, excitation_b = train_slice(mnist, seed=3)
-    np.testing.assert_array_equal(excitation_a, excitation_b)
-    for a, b in zip(model_a.get_weights(), model_b.get_weights()):
-        np.testing.assert_array_equal(a, b)
-    strip = lambda history: [{k: v for k, v in r.items() if k != "seconds"} for r in history]  # noqa: E731
-    assert strip(history_a) == strip(history_b)
-
-
-def test_different_seeds_give_different_excitations(mnist):
-    _, _, excitation_a = train_slice(mnist, seed=1)
-    _, _, excitation_b = train_slice(mnist, seed=2)
-    assert np.abs(excitation_a - excitation_b).max() > 1e-3
+def train_synthetic(**changes):
+    """Trains on synthetic digits in this process; returns the history."""
+    settings = Settings(**{"epochs": 1, "train_samples": 1000, "test_samples": 200, **changes})
+    model = senet_lenet.seeded_model(settings)
+    optimizer = senet_lenet.make_optimizer(settings, model)
+    train_data = synthetic_digits(settings.train_samples)
+    test_data = synthetic_digits(settings.test_samples, seed=1)
+    return senet_lenet.train(model, optimizer, settings, train_data, test_data, log=lambda line: None, progress=False)
 
 
 def test_epoch_order_depends_on_seed_and_epoch_only():
-    first = selenet.epoch_order(5, 2, 1000)
+    first = senet_lenet.epoch_order(5, 2, 1000)
     assert sorted(first.tolist()) == list(range(1000))
-    np.testing.assert_array_equal(first, selenet.epoch_order(5, 2, 1000))
-    assert not np.array_equal(first, selenet.epoch_order(5, 3, 1000))
-    assert not np.array_equal(first, selenet.epoch_order(6, 2, 1000))
+    np.testing.assert_array_equal(first, senet_lenet.epoch_order(5, 2, 1000))
+    assert not np.array_equal(first, senet_lenet.epoch_order(5, 3, 1000))
+    assert not np.array_equal(first, senet_lenet.epoch_order(6, 2, 1000))
 
 
-def test_batch_size_that_does_not_divide_the_data(mnist):
+def test_batch_size_that_does_not_divide_the_data():
     """The last, short batch is trained too: every sample counts once in the epoch's accuracy."""
-    _, history, _ = train_slice(mnist, batch_size=128, train_samples=1000)
-    (record,) = history
+    (record,) = train_synthetic(batch_size=128, train_samples=1000)
     correct = record["accuracy"] * 1000 / 100
     assert abs(correct - round(correct)) < 1e-3  # a whole number of the 1000 images
 
 
-def test_sgd_learns(mnist):
-    _, history, _ = train_slice(mnist, optimizer="sgd", lr=0.1, epochs=3)
-    losses = [r["loss"] for r in history]
+def test_sgd_learns():
+    losses = [r["loss"] for r in train_synthetic(optimizer="sgd", lr=0.1, epochs=3)]
     assert losses[0] > losses[1] > losses[2]
 
 
+def test_epoch_lines_in_the_assignments_form(tmp_path, synthetic_mnist_dir, capsys):
+    args = ["--epochs", "1", "--train-samples", "500", "--test-samples", "100"]
+    assert senet_lenet.main([*args, "--data-dir", synthetic_mnist_dir, "--out-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    pattern = r"^Epoch 1, Loss: \d+\.\d{4}, Accuracy: \d+\.\d{2}, Test Loss: \d+\.\d{4}, Test Accuracy: \d+\.\d{2}$"
+    assert len(re.findall(pattern, out, flags=re.MULTILINE)) == 1, out
+
+
+def test_without_graphviz_the_run_writes_dot_and_succeeds(tmp_path, synthetic_mnist_dir):
+    """PATH without Graphviz's dot: SELeNet.dot instead of the PNG, one warning, exit 0."""
+    python_only = tmp_path / "bin"
+    python_only.mkdir()
+    os.symlink(os.path.realpath(sys.executable), python_only / "python")
+    out_dir = tmp_path / "out"
+    result = run_script(
+        "senet_lenet.py",
+        *["--epochs", "1", "--train-samples", "500", "--test-samples", "100"],
+        *["--data-dir", synthetic_mnist_dir, "--out-dir", out_dir],
+        env={"PATH": str(python_only)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert (out_dir / "SELeNet.dot").read_text().startswith("digraph")
+    assert "se_expand" in (out_dir / "SELeNet.dot").read_text()
+    assert not (out_dir / "SELeNet.png").exists()
+    assert (out_dir / "training_curves.png").exists() and (out_dir / "selenet.weights.h5").exists()
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "apt-get install graphviz" in warnings[0]
+
+
+# ---- On the real MNIST ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.e2e
 def test_save_and_load_give_identical_outputs(quick_run, mnist):
-    images = selenet.to_model_input(mnist[1][0][:200])
-    run = json.loads((quick_run / "run.json").read_text())
-    model = selenet.build_model(run["settings"]["reduction"])
-    model.load_weights(str(quick_run / selenet.WEIGHTS_FILE))
-    again = selenet.build_model(run["settings"]["reduction"])
-    again.load_weights(str(quick_run / selenet.WEIGHTS_FILE))
+    images = to_model_input(mnist[1][0][:200])
+    run = runs.read_run(quick_run)
+    model = senet_lenet.build_model(run["settings"].reduction)
+    model.load_weights(str(quick_run / runs.WEIGHTS_FILE))
+    again = senet_lenet.build_model(run["settings"].reduction)
+    again.load_weights(str(quick_run / runs.WEIGHTS_FILE))
     for a, b in zip(model(images), again(images)):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     # and they are the trained weights, not a fresh model's
-    _, features, accuracy = visualize.excitations(model, selenet.select(mnist[1], 500))
+    _, _, accuracy = senet_lenet.predict_test_set(model, *select(mnist[1], 500))
     assert accuracy == pytest.approx(run["final"]["test_accuracy"], abs=0.005)
 
 
+@pytest.mark.e2e
 def test_run_files(quick_run):
     names = set(os.listdir(quick_run))
     assert {
-        "selenet.weights.h5", "run.json", "history.csv", "model_summary.txt",
-        "SELeNet.png", "training_curves.png",
-    } <= names  # fmt: skip
+        "selenet.weights.h5",
+        "run.json",
+        "history.csv",
+        "model_summary.txt",
+        "SELeNet.png",
+        "training_curves.png",
+    } <= names
     assert not [n for n in names if ".tmp" in n]  # no temporary file left behind
     run = json.loads((quick_run / "run.json").read_text())
-    assert run["settings"] == {
-        "epochs": 2, "batch_size": 100, "optimizer": "adam", "lr": 0.001, "reduction": 4,
-        "se": True, "seed": 0, "train_samples": 3000, "test_samples": 500,
-    }  # fmt: skip
+    assert run["settings"] == Settings(epochs=2, train_samples=3000, test_samples=500).as_dict()
     assert run["finished"] is True
     assert run["model"] == {"name": "SELeNet", "parameters": 44554}
     assert run["versions"]["keras"] == keras.__version__
@@ -108,7 +117,7 @@ def test_run_files(quick_run):
     assert run["final"]["train_accuracy"] == run["history"][-1]["accuracy"]
     with open(quick_run / "history.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == selenet.HISTORY_FIELDS
+    assert list(rows[0]) == runs.HISTORY_FIELDS
     assert [float(r["test_accuracy"]) for r in rows] == [r["test_accuracy"] for r in run["history"]]
     summary = (quick_run / "model_summary.txt").read_text()
     assert 'Model: "SELeNet"' in summary and "44,554" in summary and "se_expand" in summary
@@ -116,27 +125,40 @@ def test_run_files(quick_run):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def test_epoch_lines_in_the_assignments_form(tmp_path, mnist_dir, capsys):
-    assert selenet.main([*QUICK, "--epochs", "1", "--data-dir", mnist_dir, "--out-dir", str(tmp_path)]) == 0
+@pytest.fixture(scope="module")
+def twin_runs(tmp_path_factory, mnist_dir):
+    """Two quick one-epoch runs with seed 3 and one with seed 1, each in its own folder."""
+    root = tmp_path_factory.mktemp("twins")
+    for name, seed in (("a", "3"), ("b", "3"), ("c", "1")):
+        args = [*QUICK, "--epochs", "1", "--seed", seed, "--data-dir", mnist_dir, "--out-dir", str(root / name)]
+        assert senet_lenet.main(args) == 0
+    return root
+
+
+def compare(capsys, mnist_dir, run_a, run_b, batch):
+    """visualize.py --compare; returns the largest excitation difference it printed."""
+    args = ["--compare", str(run_a), str(run_b), "--batch", str(batch), "--data-dir", mnist_dir]
+    assert visualize.main(args) == 0
     out = capsys.readouterr().out
-    pattern = r"^Epoch 1, Loss: \d+\.\d{4}, Accuracy: \d+\.\d{2}, Test Loss: \d+\.\d{4}, Test Accuracy: \d+\.\d{2}$"
-    assert len(re.findall(pattern, out, flags=re.MULTILINE)) == 1, out
+    return float(re.search(r"Max \|excitation difference\| over 500 test images: (\S+)", out).group(1))
 
 
-def test_without_graphviz_the_run_writes_dot_and_succeeds(tmp_path, mnist_dir):
-    """PATH without Graphviz's dot: SELeNet.dot instead of the PNG, one warning, exit 0."""
-    python_only = tmp_path / "bin"
-    python_only.mkdir()
-    os.symlink(os.path.realpath(sys.executable), python_only / "python")
-    out_dir = tmp_path / "out"
-    result = run_script(
-        "senet_lenet.py", *QUICK, "--epochs", "1", "--data-dir", mnist_dir, "--out-dir", out_dir,
-        env={"PATH": str(python_only)},
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert (out_dir / "SELeNet.dot").read_text().startswith("digraph")
-    assert "se_expand" in (out_dir / "SELeNet.dot").read_text()
-    assert not (out_dir / "SELeNet.png").exists()
-    assert (out_dir / "training_curves.png").exists() and (out_dir / "selenet.weights.h5").exists()
-    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 1 and "apt-get install graphviz" in warnings[0]
+@pytest.mark.e2e
+def test_same_seed_gives_identical_bits(twin_runs, mnist_dir, capsys):
+    """The assignment's extended experiment: same seed, same weights, history and feature maps."""
+    a, b = twin_runs / "a", twin_runs / "b"
+    model_a, model_b = senet_lenet.build_model(), senet_lenet.build_model()
+    model_a.load_weights(str(a / runs.WEIGHTS_FILE))
+    model_b.load_weights(str(b / runs.WEIGHTS_FILE))
+    for weights_a, weights_b in zip(model_a.get_weights(), model_b.get_weights()):
+        np.testing.assert_array_equal(weights_a, weights_b)
+    history_a, history_b = (runs.read_run(d)["history"] for d in (a, b))
+    assert without_seconds(history_a) == without_seconds(history_b)
+    assert compare(capsys, mnist_dir, a, b, 2) == 0.0
+    assert (b / "compare_2.png").exists()
+
+
+@pytest.mark.e2e
+def test_different_seeds_give_different_excitations(twin_runs, mnist_dir, capsys):
+    assert compare(capsys, mnist_dir, twin_runs / "a", twin_runs / "c", 0) > 0.01
+    assert (twin_runs / "c" / "compare_0.png").exists()

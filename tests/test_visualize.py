@@ -1,14 +1,12 @@
-"""visualize.py: the data drawn, the files written, the two-run comparison."""
+"""visualize.py: the data drawn and the files written (the two-run comparison: test_train.py)."""
 
 import os
 import re
-import shutil
 
 import numpy as np
-import pytest
 
 import visualize
-from conftest import train_quick
+from helpers import synthetic_digits
 
 
 def test_heatmap_draws_the_batch_sorted_by_label():
@@ -30,8 +28,10 @@ def test_heatmap_draws_the_batch_sorted_by_label():
     tick_labels = [t.get_text() for t in axes.get_yticklabels()]
     sorted_labels = labels[order]
     assert tick_labels == [str(d) for d in np.unique(labels)] and "6" not in tick_labels
-    assert all(sorted_labels[int(t)] == int(d) and (t == 0 or sorted_labels[int(t) - 1] != int(d))
-               for t, d in zip(ticks, tick_labels))  # fmt: skip
+    assert all(
+        sorted_labels[int(t)] == int(d) and (t == 0 or sorted_labels[int(t) - 1] != int(d))
+        for t, d in zip(ticks, tick_labels)
+    )
     assert axes.get_title() == "SE excitations, test batch 3"
     assert axes.images[0].get_cmap().name == "hot"
     assert axes.images[0].get_clim() == (0.0, 1.0)
@@ -65,54 +65,36 @@ def test_class_mean_summary_finds_the_distinct_digit():
     assert "most distinct digit 3 (channels 7," in line
 
 
-def test_visualize_a_run(quick_run, mnist_dir, mnist, capsys):
-    stale = quick_run / "se_features" / "99_se_feature.png"
+def test_visualize_a_run(synthetic_run, synthetic_mnist_dir, capsys):
+    stale = synthetic_run / "se_features" / "99_se_feature.png"
     stale.parent.mkdir(exist_ok=True)
     stale.write_bytes(b"from an earlier run with more batches")
-    assert visualize.main(["--run-dir", str(quick_run), "--data-dir", mnist_dir]) == 0
+    assert visualize.main(["--run-dir", str(synthetic_run), "--data-dir", synthetic_mnist_dir]) == 0
     out = capsys.readouterr().out
     assert re.search(r"test accuracy (\d+\.\d\d) % \(recorded in run.json: \1 %\)", out), out
 
-    heatmaps = sorted(os.listdir(quick_run / "se_features"))
-    assert heatmaps == sorted(f"{i}_se_feature.png" for i in range(5))  # 500 test images, batches of 100
-    assert (quick_run / "se_class_mean.png").stat().st_size > 0
-    with np.load(quick_run / "se_features.npz") as saved:
-        assert saved["excitation"].shape == (500, 16)
+    heatmaps = sorted(os.listdir(synthetic_run / "se_features"))
+    assert heatmaps == sorted(f"{i}_se_feature.png" for i in range(3))  # 300 test images, batches of 100
+    assert (synthetic_run / "se_class_mean.png").stat().st_size > 0
+    with np.load(synthetic_run / "se_features.npz") as saved:
+        assert saved["excitation"].shape == (300, 16)
         assert ((saved["excitation"] > 0) & (saved["excitation"] < 1)).all()
-        np.testing.assert_array_equal(saved["label"], mnist[1][1][:500])
-        assert saved["prediction"].shape == (500,)
+        np.testing.assert_array_equal(saved["label"], synthetic_digits(10000, seed=1)[1][:300])
+        assert saved["prediction"].shape == (300,)
         accuracy = 100 * np.mean(saved["prediction"] == saved["label"])
     assert f"test accuracy {accuracy:.2f} %" in out
 
 
-def test_max_batches_and_batch_size(quick_run, mnist_dir, tmp_path):
-    run = shutil.copytree(quick_run, tmp_path / "run")
-    args = ["--run-dir", str(run), "--data-dir", mnist_dir, "--batch-size", "64", "--max-batches", "3"]
+def test_max_batches_and_batch_size(synthetic_run, synthetic_mnist_dir):
+    args = [
+        "--run-dir",
+        str(synthetic_run),
+        "--data-dir",
+        synthetic_mnist_dir,
+        "--batch-size",
+        "64",
+        "--max-batches",
+        "3",
+    ]
     assert visualize.main(args) == 0
-    assert sorted(os.listdir(run / "se_features")) == [f"{i}_se_feature.png" for i in range(3)]
-
-
-@pytest.fixture(scope="module")
-def twin_runs(tmp_path_factory, mnist_dir):
-    """Two quick runs with seed 0 and one with seed 1."""
-    root = tmp_path_factory.mktemp("twins")
-    for name, seed in (("a", "0"), ("b", "0"), ("c", "1")):
-        assert train_quick(root / name, mnist_dir, "--seed", seed, "--epochs", "1") == 0
-    return root
-
-
-def compare(capsys, mnist_dir, run_a, run_b, batch):
-    args = ["--compare", str(run_a), str(run_b), "--batch", str(batch), "--data-dir", mnist_dir]
-    assert visualize.main(args) == 0
-    out = capsys.readouterr().out
-    return float(re.search(r"Max \|excitation difference\| over 500 test images: (\S+)", out).group(1))
-
-
-def test_compare_same_seed_is_identical(twin_runs, mnist_dir, capsys):
-    assert compare(capsys, mnist_dir, twin_runs / "a", twin_runs / "b", 2) == 0.0
-    assert (twin_runs / "b" / "compare_2.png").exists()
-
-
-def test_compare_different_seeds_differ(twin_runs, mnist_dir, capsys):
-    assert compare(capsys, mnist_dir, twin_runs / "a", twin_runs / "c", 0) > 0.01
-    assert (twin_runs / "c" / "compare_0.png").exists()
+    assert sorted(os.listdir(synthetic_run / "se_features")) == [f"{i}_se_feature.png" for i in range(3)]

@@ -1,21 +1,13 @@
-"""MNIST readers: valid files read back exactly; every damage gives a one-line error naming the file."""
+"""mnist.py's readers: valid files read back exactly; every damage gives a one-line error naming the file."""
 
 import gzip
 import os
-import struct
 
 import numpy as np
 import pytest
 
-import senet_lenet as selenet
-from conftest import assert_one_line_error, run_script
-
-
-def idx_bytes(array, magic=None):
-    """An IDX file's bytes for a uint8 array (the header from its shape)."""
-    if magic is None:
-        magic = 0x800 + array.ndim
-    return struct.pack(f">{1 + array.ndim}I", magic, *array.shape) + array.tobytes()
+import mnist
+from helpers import assert_one_line_error, idx_bytes, run_script
 
 
 def write(path, data, compress=None):
@@ -39,70 +31,70 @@ def labels():
 def test_idx_round_trip(tmp_path, images, labels, suffix):
     image_path = write(tmp_path / f"images{suffix}", idx_bytes(images))
     label_path = write(tmp_path / f"labels{suffix}", idx_bytes(labels))
-    np.testing.assert_array_equal(selenet.read_idx_images(image_path), images)
-    np.testing.assert_array_equal(selenet.read_idx_labels(label_path), labels)
-    assert selenet.read_idx_images(image_path, expected_records=7).dtype == np.uint8
+    np.testing.assert_array_equal(mnist.read_idx_images(image_path), images)
+    np.testing.assert_array_equal(mnist.read_idx_labels(label_path), labels)
+    assert mnist.read_idx_images(image_path, expected_records=7).dtype == np.uint8
 
 
 def test_bad_magic(tmp_path, images):
     path = write(tmp_path / "images", idx_bytes(images, magic=0x0801))
-    with pytest.raises(selenet.MNISTDataError, match=r"images: bad magic number 0x00000801"):
-        selenet.read_idx_images(path)
+    with pytest.raises(mnist.MNISTDataError, match=r"images: bad magic number 0x00000801"):
+        mnist.read_idx_images(path)
 
 
 def test_labels_file_given_as_images(tmp_path, labels):
     path = write(tmp_path / "labels", idx_bytes(labels))
-    with pytest.raises(selenet.MNISTDataError, match="bad magic number"):
-        selenet.read_idx_images(path)
+    with pytest.raises(mnist.MNISTDataError, match="bad magic number"):
+        mnist.read_idx_images(path)
 
 
 def test_wrong_image_size(tmp_path):
     path = write(tmp_path / "images", idx_bytes(np.zeros((2, 32, 32), np.uint8)))
-    with pytest.raises(selenet.MNISTDataError, match=r"items are \(32, 32\), expected \(28, 28\)"):
-        selenet.read_idx_images(path)
+    with pytest.raises(mnist.MNISTDataError, match=r"items are \(32, 32\), expected \(28, 28\)"):
+        mnist.read_idx_images(path)
 
 
 def test_truncated_payload(tmp_path, images):
     path = write(tmp_path / "images", idx_bytes(images)[:-10])
-    with pytest.raises(selenet.MNISTDataError, match="truncated or padded"):
-        selenet.read_idx_images(path)
+    with pytest.raises(mnist.MNISTDataError, match="truncated or padded"):
+        mnist.read_idx_images(path)
 
 
 def test_padded_payload(tmp_path, labels):
     path = write(tmp_path / "labels", idx_bytes(labels) + b"\0")
-    with pytest.raises(selenet.MNISTDataError, match="truncated or padded"):
-        selenet.read_idx_labels(path)
+    with pytest.raises(mnist.MNISTDataError, match="truncated or padded"):
+        mnist.read_idx_labels(path)
 
 
 def test_truncated_header(tmp_path):
     path = write(tmp_path / "labels", b"\0\0\x08")
-    with pytest.raises(selenet.MNISTDataError, match="too short for an IDX header"):
-        selenet.read_idx_labels(path)
+    with pytest.raises(mnist.MNISTDataError, match="too short for an IDX header"):
+        mnist.read_idx_labels(path)
 
 
 def test_label_out_of_range(tmp_path):
     path = write(tmp_path / "labels", idx_bytes(np.array([1, 10, 2], np.uint8)))
-    with pytest.raises(selenet.MNISTDataError, match="label 10 is outside 0-9"):
-        selenet.read_idx_labels(path)
+    with pytest.raises(mnist.MNISTDataError, match="label 10 is outside 0-9"):
+        mnist.read_idx_labels(path)
 
 
 def test_wrong_record_count(tmp_path, labels):
     path = write(tmp_path / "labels", idx_bytes(labels))
-    with pytest.raises(selenet.MNISTDataError, match="header says 7 records, expected 60000"):
-        selenet.read_idx_labels(path, expected_records=60000)
+    with pytest.raises(mnist.MNISTDataError, match="header says 7 records, expected 60000"):
+        mnist.read_idx_labels(path, expected_records=60000)
 
 
 def test_truncated_gzip(tmp_path, images):
     whole = gzip.compress(idx_bytes(images))
     path = write(tmp_path / "images.gz", whole[: len(whole) // 2], compress=False)
-    with pytest.raises(selenet.MNISTDataError, match=r"images.gz: cannot read"):
-        selenet.read_idx_images(path)
+    with pytest.raises(mnist.MNISTDataError, match=r"images.gz: cannot read"):
+        mnist.read_idx_images(path)
 
 
 def test_not_gzip_at_all(tmp_path, images):
     path = write(tmp_path / "images.gz", idx_bytes(images), compress=False)
-    with pytest.raises(selenet.MNISTDataError, match=r"images.gz: cannot read"):
-        selenet.read_idx_images(path)
+    with pytest.raises(mnist.MNISTDataError, match=r"images.gz: cannot read"):
+        mnist.read_idx_images(path)
 
 
 def full_size_npz(path, **changes):
@@ -120,7 +112,7 @@ def full_size_npz(path, **changes):
 
 def test_npz_round_trip(tmp_path):
     path = full_size_npz(tmp_path / "mnist.npz")
-    (x_train, y_train), (x_test, y_test) = selenet.read_npz(path)
+    (x_train, y_train), (x_test, y_test) = mnist.read_npz(path)
     assert x_train.shape == (60000, 28, 28) and x_test.shape == (10000, 28, 28)
     assert y_train[:12].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
     assert x_test.max() == 1 and y_test.dtype == np.uint8
@@ -137,41 +129,42 @@ def test_npz_round_trip(tmp_path):
 )
 def test_npz_damage(tmp_path, changes, message):
     path = full_size_npz(tmp_path / "mnist.npz", **changes)
-    with pytest.raises(selenet.MNISTDataError, match=message):
-        selenet.read_npz(path)
+    with pytest.raises(mnist.MNISTDataError, match=message):
+        mnist.read_npz(path)
 
 
 def test_npz_not_a_zip(tmp_path):
     path = write(tmp_path / "mnist.npz", b"PK\x03\x04 not really a zip file", compress=False)
-    with pytest.raises(selenet.MNISTDataError, match="mnist.npz: not a readable .npz file"):
-        selenet.read_npz(path)
+    with pytest.raises(mnist.MNISTDataError, match="mnist.npz: not a readable .npz file"):
+        mnist.read_npz(path)
 
 
 def test_data_dir_errors(tmp_path, images):
-    with pytest.raises(selenet.MNISTDataError, match="does not exist"):
-        selenet.load_mnist(str(tmp_path / "nowhere"))
-    with pytest.raises(selenet.MNISTDataError, match="neither the four MNIST IDX files"):
-        selenet.load_mnist(str(tmp_path))
+    with pytest.raises(mnist.MNISTDataError, match="does not exist"):
+        mnist.load_mnist(str(tmp_path / "nowhere"))
+    with pytest.raises(mnist.MNISTDataError, match="neither the four MNIST IDX files"):
+        mnist.load_mnist(str(tmp_path))
     write(tmp_path / "train-images-idx3-ubyte.gz", idx_bytes(images))
-    with pytest.raises(selenet.MNISTDataError, match="missing MNIST files train-labels-idx1-ubyte, t10k"):
-        selenet.load_mnist(str(tmp_path))
+    with pytest.raises(mnist.MNISTDataError, match="missing MNIST files train-labels-idx1-ubyte, t10k"):
+        mnist.load_mnist(str(tmp_path))
 
 
 def test_data_dir_checks_record_counts(tmp_path, images, labels):
-    for role, name in selenet.IDX_FILES.items():
+    for role, name in mnist.IDX_FILES.items():
         write(tmp_path / name, idx_bytes(images if "images" in role else labels))
-    with pytest.raises(selenet.MNISTDataError, match="train-images-idx3-ubyte: header says 7 records, expected 60000"):
-        selenet.load_mnist(str(tmp_path))
+    with pytest.raises(mnist.MNISTDataError, match="train-images-idx3-ubyte: header says 7 records, expected 60000"):
+        mnist.load_mnist(str(tmp_path))
 
 
 def test_mnist_dir_environment_variable(tmp_path, monkeypatch):
     monkeypatch.setenv("MNIST_DIR", str(tmp_path / "from-env"))
-    with pytest.raises(selenet.MNISTDataError, match="from-env does not exist"):
-        selenet.load_mnist()
+    with pytest.raises(mnist.MNISTDataError, match="from-env does not exist"):
+        mnist.load_mnist()
 
 
-def test_real_mnist_is_read_whole(mnist):
-    (x_train, y_train), (x_test, y_test) = mnist
+@pytest.mark.e2e
+def test_real_mnist_is_read_whole(mnist_dir):
+    (x_train, y_train), (x_test, y_test) = mnist.load_mnist(mnist_dir)
     assert x_train.shape == (60000, 28, 28) and x_test.shape == (10000, 28, 28)
     assert np.bincount(y_train).tolist()[:3] == [5923, 6742, 5958]
     assert y_test[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]

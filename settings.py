@@ -1,0 +1,85 @@
+"""A run's settings: one frozen dataclass whose defaults are the assignment's.
+
+run.json stores them as a dict (`asdict`); `Settings.from_dict` reads one back
+and says in one line what is wrong with it.
+"""
+
+import dataclasses
+import math
+import numbers
+
+LEARNING_RATES = {"adam": 0.001, "sgd": 0.01}  # the assignment's learning rate per optimizer
+CONV2_FILTERS = 16  # channels the SE block recalibrates
+
+
+class SettingsError(ValueError):
+    """Settings that no run can have: reported as one line, exit code 2."""
+
+
+def se_hidden_units(reduction, channels=CONV2_FILTERS):
+    """Units of the SE bottleneck; ValueError if `reduction` leaves none."""
+    if isinstance(reduction, bool) or not isinstance(reduction, numbers.Integral) or reduction < 1:
+        raise ValueError(f"SE reduction must be a positive integer, got {reduction!r}")
+    if channels // reduction < 1:
+        raise ValueError(
+            f"SE reduction {reduction} leaves no hidden unit for {channels} channels "
+            f"({channels} // {reduction} = 0); use a reduction from 1 to {channels}"
+        )
+    return channels // reduction
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    epochs: int = 10  # passes over the 60,000 training images
+    batch_size: int = 100  # images per optimizer step
+    optimizer: str = "adam"  # "adam" or "sgd"
+    lr: float = None  # learning rate; None: LEARNING_RATES[optimizer]
+    reduction: int = 4  # SE bottleneck: 16 channels -> 16 // 4 hidden units
+    se: bool = True  # False: plain LeNet-5, the ablation's baseline
+    seed: int = 0  # seeds weights and data order; same seed => same bits
+    train_samples: int = None  # train on the first N training images; None: all
+    test_samples: int = None  # test on the first N test images; None: all
+
+    def __post_init__(self):
+        if self.optimizer not in LEARNING_RATES:
+            raise SettingsError(f"unknown optimizer {self.optimizer!r}; choose adam or sgd")
+        if self.lr is None:
+            object.__setattr__(self, "lr", LEARNING_RATES[self.optimizer])
+        for name in ("epochs", "batch_size", "train_samples", "test_samples"):
+            value = getattr(self, name)
+            if value is not None or name in ("epochs", "batch_size"):
+                _check_positive_int(name, value)
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not (0 < self.lr < math.inf):
+            raise SettingsError(f"lr must be a positive number, got {self.lr!r}")
+        if not isinstance(self.se, bool):
+            raise SettingsError(f"se must be true or false, got {self.se!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise SettingsError(f"seed must be a whole number from 0 to 2**32 - 1, got {self.seed!r}")
+        try:
+            se_hidden_units(self.reduction)
+        except ValueError as e:
+            raise SettingsError(str(e)) from e
+
+    @classmethod
+    def from_dict(cls, values):
+        """Settings from run.json's dict: every field, nothing else, each of the right type."""
+        if not isinstance(values, dict):
+            raise SettingsError(f"settings must be an object, got {type(values).__name__}")
+        names = [field.name for field in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        missing = [name for name in names if name not in values]
+        if unknown or missing:
+            problems = [f"unknown {', '.join(unknown)}"] if unknown else []
+            problems += [f"missing {', '.join(missing)}"] if missing else []
+            raise SettingsError(f"settings: {'; '.join(problems)}")
+        if values["lr"] is None:
+            raise SettingsError("lr must be a positive number, got None")
+        return cls(**values)
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SettingsError(f"{name} must be a positive whole number, got {value!r}")

@@ -1,0 +1,102 @@
+"""Helpers shared by the tests: running the scripts, one-line errors, synthetic MNIST and run folders."""
+
+import json
+import os
+import struct
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A quick run: a slice of real MNIST, enough to learn something in seconds.
+QUICK = ["--epochs", "2", "--train-samples", "3000", "--test-samples", "500"]
+
+
+def run_script(script, *args, env=None, timeout=900):
+    """Runs one of the project's scripts in a fresh interpreter; returns the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, script), *map(str, args)],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def assert_one_line_error(stderr, *fragments):
+    """stderr is one error line (TensorFlow's start-up notices aside) holding every fragment."""
+    lines = [
+        line
+        for line in stderr.splitlines()
+        if line.strip() and "absl::InitializeLog" not in line and not line.startswith("I0000")
+    ]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def without_seconds(history):
+    return [{k: v for k, v in record.items() if k != "seconds"} for record in history]
+
+
+def idx_bytes(array, magic=None):
+    """An IDX file's bytes for a uint8 array (the header from its shape)."""
+    if magic is None:
+        magic = 0x800 + array.ndim
+    return struct.pack(f">{1 + array.ndim}I", magic, *array.shape) + array.tobytes()
+
+
+def synthetic_digits(count, seed=0):
+    """(images uint8 (count, 28, 28), labels) that a model can learn: digit d is a bright
+    square at a place of its own, on noise."""
+    rng = np.random.default_rng(seed)
+    labels = (np.arange(count) % 10).astype(np.uint8)
+    images = rng.integers(0, 60, size=(count, 28, 28), dtype=np.uint8)
+    for digit in range(10):
+        row, column = 2 + 8 * (digit // 4), 2 + 6 * (digit % 4)
+        images[labels == digit, row : row + 6, column : column + 6] = 255
+    return images, labels
+
+
+def write_synthetic_mnist(directory):
+    """The four MNIST IDX files, full-sized, of synthetic digits; returns the directory."""
+    os.makedirs(directory, exist_ok=True)
+    from mnist import IDX_FILES, TEST_RECORDS, TRAIN_RECORDS
+
+    for split, count in (("train", TRAIN_RECORDS), ("test", TEST_RECORDS)):
+        images, labels = synthetic_digits(count, seed=split == "test")
+        for kind, array in (("images", images), ("labels", labels)):
+            with open(os.path.join(directory, IDX_FILES[f"{split}_{kind}"]), "wb") as f:
+                f.write(idx_bytes(array))
+    return str(directory)
+
+
+def write_synthetic_run(run_dir, data_dir, settings=None, epochs_done=None):
+    """A run folder as senet_lenet.py leaves it, without training: an untrained model's weights
+    (seeded) and a run.json whose accuracies are that model's on the test data. Returns run.json."""
+    import runs
+    import senet_lenet
+    from mnist import load_mnist, select
+    from settings import Settings
+
+    settings = settings or Settings(epochs=2, train_samples=300, test_samples=300)
+    epochs_done = settings.epochs if epochs_done is None else epochs_done
+    model = senet_lenet.seeded_model(settings)
+    _, test_data = load_mnist(data_dir, train=False)
+    _, _, accuracy = senet_lenet.predict_test_set(model, *select(test_data, settings.test_samples))
+    history = [
+        {"epoch": e, "loss": 2.3, "accuracy": 10.0, "test_loss": 2.3, "test_accuracy": accuracy, "seconds": 0.1}
+        for e in range(1, epochs_done + 1)
+    ]
+    os.makedirs(run_dir, exist_ok=True)
+    if epochs_done == settings.epochs:
+        model.save_weights(os.path.join(run_dir, runs.WEIGHTS_FILE))
+    else:
+        runs.save_checkpoint(run_dir, model, senet_lenet.make_optimizer(settings, model), history)
+    run = senet_lenet.run_record(model, settings, history)
+    runs.save_progress(run, run_dir)
+    return json.loads(open(os.path.join(run_dir, runs.RUN_FILE)).read())
