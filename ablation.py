@@ -70,21 +70,19 @@ def run_settings(args, model, optimizer, reduction, seed):
 
 
 def earlier_run(run_dir, settings):
-    """(run.json, checkpoint) left in run_dir by a run with exactly these settings.
+    """(run.json, resumable) of what a run with exactly these settings left in run_dir.
 
-    run.json is None unless that run finished; checkpoint is its newest
-    checkpoint when it did not finish (None when there is nothing to resume).
+    run.json is None unless that run finished; resumable: it did not finish and has a checkpoint.
     """
     try:
         run = runs.read_run(run_dir)
     except runs.UsageError:  # none there, or damaged: train it afresh
-        return None, None
+        return None, False
     if run["settings"] != settings:
-        return None, None
+        return None, False
     if run["finished"]:
-        return run, None
-    checkpoints = runs.checkpoint_dirs(run_dir)
-    return None, (checkpoints[-1] if checkpoints else None)
+        return run, False
+    return None, bool(runs.checkpoint_epochs(run_dir))
 
 
 def csv_row(name, model, run):
@@ -198,7 +196,7 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", type=runs.positive_int, default=3, help="seeds 0..N-1 per configuration")
     parser.add_argument("--epochs", type=runs.positive_int, default=Settings.epochs, help="epochs per run")
     runs.add_data_dir_flag(parser)
-    parser.add_argument("--out-dir", default=os.path.join(senet_lenet.OUT_DIR, "ablation"), help="where the study goes")
+    parser.add_argument("--out-dir", default=os.path.join(runs.OUT_DIR, "ablation"), help="where the study goes")
     parser.add_argument(
         "--optimizers",
         nargs="+",
@@ -232,10 +230,10 @@ def study(args, stop=None):
         name = f"{config_name(model, optimizer, reduction)}_seed{seed}"
         run_dir = os.path.join(args.out_dir, name)
         settings = run_settings(args, model, optimizer, reduction, seed)
-        run, checkpoint = earlier_run(run_dir, settings)
+        run, resumable = earlier_run(run_dir, settings)
         elapsed = time.strftime("%H:%M:%S", time.gmtime(time.perf_counter() - started))
         if run is None:
-            action = "resuming" if checkpoint else "training"
+            action = "resuming" if resumable else "training"
             print(
                 f"[{index}/{len(plan)}] {action} {name}; {len(plan) - index} to go after it; {elapsed} so far",
                 flush=True,
@@ -244,7 +242,7 @@ def study(args, stop=None):
                 train_data, test_data = load_mnist(args.data_dir)
                 data = select(train_data, args.train_samples), select(test_data, args.test_samples)
             runs.ensure_writable_dir(run_dir)
-            run = senet_lenet.train_run(settings, *data, run_dir, resume_from=checkpoint, stop=stop, verbose=False)
+            run = senet_lenet.train_run(settings, *data, run_dir, resume=resumable, stop=stop, verbose=False)
         else:
             print(f"[{index}/{len(plan)}] {name} already finished; {len(plan) - index} to go; {elapsed} so far")
         finished[name] = run
@@ -259,7 +257,6 @@ def study(args, stop=None):
         (sweep_figure(rows, sorted(set(args.reductions))), "reduction_sweep.png"),
     ):
         runs.save_figure(figure, os.path.join(args.out_dir, name))
-        plt.close(figure)
     print(markdown, end="")
     print(f"Wrote ablation.csv, ablation.md, ablation_curves.png and reduction_sweep.png to {args.out_dir}/")
 
@@ -271,6 +268,8 @@ def main(argv=None):
             study(args, stop)
     except runs.USER_ERRORS as e:
         return runs.report_error("ablation.py", e)
+    except senet_lenet.tf.errors.UnimplementedError as e:
+        return runs.report_error("ablation.py", runs.no_deterministic_kernel(e), 1)
     except runs.Interrupted as e:
         print(
             f"ablation.py: stopped by {e}; finished runs and the last completed epoch of the current one "

@@ -3,7 +3,7 @@ and the command-line pieces every script shares (one-line errors, argument types
 
     OUT/run.json          settings, per-epoch history, final accuracies (after every epoch)
     OUT/history.csv       the history as CSV (after every epoch)
-    OUT/checkpoints/      the state after each of the last two epochs, for --resume
+    OUT/checkpoints/      the state after each of the last two epochs, for --resume (checkpoints.py)
 """
 
 import argparse
@@ -13,24 +13,24 @@ import io
 import json
 import math
 import os
+import platform
 import shutil
 import signal
 import sys
 
-import numpy as np
-
 from mnist import MNISTDataError
 from settings import LEARNING_RATES, Settings, SettingsError, se_hidden_units
 
+OUT_DIR = "outputs"  # where a run's files go unless --out-dir says otherwise
 WEIGHTS_FILE = "selenet.weights.h5"
 RUN_FILE = "run.json"
 HISTORY_FILE = "history.csv"
 HISTORY_FIELDS = ["epoch", "loss", "accuracy", "test_loss", "test_accuracy", "seconds"]
-# Checkpoints: OUT/checkpoints/epoch_NNNN/ with the model's weights, the
-# optimizer's variables and the history. The data order of an epoch depends only
-# on the seed and the epoch, so nothing else is needed to continue bit for bit.
-CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_DIR = "checkpoints"  # OUT/checkpoints/epoch-N.*: see checkpoints.py
+CHECKPOINT_NAME = "epoch"
 KEEP_CHECKPOINTS = 2
+LOGS_DIR = "logs"  # OUT/logs/train and OUT/logs/test: TensorBoard's event files
+MODEL_FILE = "selenet.keras"  # the whole model, for keras.models.load_model without this project
 
 
 class UsageError(Exception):
@@ -44,10 +44,25 @@ class RunNotFound(UsageError):
 USER_ERRORS = (UsageError, MNISTDataError, SettingsError)  # each reported as one line, exit code 2
 
 
-def report_error(prog, error):
-    """Prints a user error as one line on stderr; returns the exit code 2."""
+def report_error(prog, error, code=2):
+    """Prints an error as one line on stderr; returns the exit code."""
     print(f"{prog}: error: {error}", file=sys.stderr)
-    return 2
+    return code
+
+
+def no_deterministic_kernel(error):
+    """The one line for an op that enable_op_determinism() refuses to run (on a GPU, TensorFlow #51466)."""
+    reason = "an op without a deterministic kernel here; bit-identical runs are verified on CPU"
+    return f"{first_line(error, limit=300)} ({reason})"
+
+
+def first_line(error, limit=160, type_name=False):
+    """An exception's message cut to one short line (Keras's and TensorFlow's can run to pages)."""
+    line = next((part for part in str(error).splitlines() if part.strip()), "")
+    if type_name:
+        line = f"{type(error).__name__}: {line}" if line else type(error).__name__
+    line = line or type(error).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 # ----------------------------------------------------------------------------
@@ -80,8 +95,12 @@ def write_text(path, text):
 
 
 def save_figure(figure, path):
+    """Writes a Matplotlib figure as a PNG and closes it."""
+    import matplotlib.pyplot as plt
+
     with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=100)
+    plt.close(figure)
 
 
 def ensure_writable_dir(path):
@@ -130,6 +149,30 @@ def read_run(run_dir):
     return run
 
 
+def run_record(model, settings, history):
+    """What run.json holds: enough to rebuild the model and to resume or judge the run."""
+    import keras  # loaded already: there is a model
+    import numpy as np
+    import tensorflow as tf
+
+    last = history[-1]
+    return {
+        "settings": settings,
+        "model": {"name": model.name, "parameters": model.count_params()},
+        "weights": WEIGHTS_FILE,
+        "final": {"train_accuracy": last["accuracy"], "test_accuracy": last["test_accuracy"]},
+        "history": history,
+        "finished": len(history) == settings.epochs,
+        "versions": {
+            "python": platform.python_version(),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "numpy": np.__version__,
+        },
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+    }
+
+
 def save_progress(run, out_dir):
     """run.json and history.csv, after every epoch (run["finished"] says whether it is the last)."""
     record = {**run, "settings": run["settings"].as_dict()}
@@ -167,55 +210,24 @@ def plot_training_curves(history, title):
 # ----------------------------------------------------------------------------
 
 
-def checkpoint_dirs(out_dir):
-    """The run's complete checkpoints, oldest first."""
-    root = os.path.join(out_dir, CHECKPOINT_DIR)
-    if not os.path.isdir(root):
+def checkpoint_epochs(out_dir):
+    """The epochs of the run's checkpoints (checkpoints.py writes them), oldest first."""
+    prefix = f"{CHECKPOINT_NAME}-"
+    try:
+        names = os.listdir(os.path.join(out_dir, CHECKPOINT_DIR))
+    except OSError:
         return []
-    names = sorted(n for n in os.listdir(root) if n.startswith("epoch_") and n[6:].isdigit())
-    return [os.path.join(root, n) for n in names]
+    return sorted(
+        int(n[len(prefix) : -6])
+        for n in names
+        if n.startswith(prefix) and n.endswith(".index") and n[len(prefix) : -6].isdigit()
+    )
 
 
-def save_checkpoint(out_dir, model, optimizer, history):
-    """Writes the state after history[-1]'s epoch into a folder renamed into place; keeps the newest two."""
-    root = os.path.join(out_dir, CHECKPOINT_DIR)
-    name = f"epoch_{history[-1]['epoch']:04d}"
-    temporary = os.path.join(root, f".{name}.tmp{os.getpid()}")
-    shutil.rmtree(temporary, ignore_errors=True)
-    os.makedirs(temporary)
-    try:
-        model.save_weights(os.path.join(temporary, "model.weights.h5"))
-        with open(os.path.join(temporary, "optimizer.npz"), "wb") as f:
-            np.savez(f, *[variable.numpy() for variable in optimizer.variables])
-        with open(os.path.join(temporary, "history.json"), "w", encoding="utf-8") as f:
-            json.dump(history, f)
-        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
-        os.replace(temporary, os.path.join(root, name))
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
-    for old in checkpoint_dirs(out_dir)[:-KEEP_CHECKPOINTS]:
-        shutil.rmtree(old)
-
-
-def restore_checkpoint(path, model, optimizer):
-    """Loads a checkpoint into model and optimizer; returns the history up to it."""
-    try:
-        model.load_weights(os.path.join(path, "model.weights.h5"))
-        with np.load(os.path.join(path, "optimizer.npz")) as saved:
-            values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
-        if [v.shape for v in values] != [tuple(v.shape) for v in optimizer.variables]:
-            raise ValueError("optimizer state does not fit the optimizer run.json names")
-        for variable, value in zip(optimizer.variables, values):
-            variable.assign(value)
-        with open(os.path.join(path, "history.json"), encoding="utf-8") as f:
-            return json.load(f)
-    except Exception as e:  # h5py, numpy and Keras raise many types for a damaged file
-        raise UsageError(f"checkpoint {path} cannot be loaded: {type(e).__name__}: {e}") from e
-
-
-def discard_checkpoints(out_dir):
-    """Removes an earlier run's checkpoints before a new run starts in out_dir."""
-    shutil.rmtree(os.path.join(out_dir, CHECKPOINT_DIR), ignore_errors=True)
+def discard_earlier_run(out_dir):
+    """Removes an earlier run's checkpoints and TensorBoard logs before a new run starts in out_dir."""
+    for name in (CHECKPOINT_DIR, LOGS_DIR):
+        shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------
@@ -264,7 +276,7 @@ class StopOnSignal:
 
 
 def run_to_resume(out_dir, given):
-    """(run.json, newest checkpoint) of the run in out_dir; the checkpoint is None if the run finished.
+    """run.json of the run in out_dir, which has a checkpoint to resume from unless it finished.
 
     given: the settings typed as flags, {name: value}. UsageError if there is no run to resume,
     a given setting contradicts it or its checkpoints are gone.
@@ -284,20 +296,17 @@ def run_to_resume(out_dir, given):
                 f"{recorded[name]!r} in {os.path.join(out_dir, RUN_FILE)}; --resume continues a run with its "
                 "recorded settings"
             )
-    if run["finished"]:
-        return run, None
-    checkpoints = checkpoint_dirs(out_dir)
-    if not checkpoints:
+    if not run["finished"] and not checkpoint_epochs(out_dir):
         raise UsageError(f"no checkpoint in {os.path.join(out_dir, CHECKPOINT_DIR)} to resume from")
-    return run, checkpoints[-1]
+    return run
 
 
 def interrupted_message(prog, interrupted, out_dir):
     """The one line that says where a stopped run can be resumed from."""
-    saved = checkpoint_dirs(out_dir)
+    saved = checkpoint_epochs(out_dir)
     if not saved:
         return f"{prog}: stopped by {interrupted} before the first epoch ended; nothing to resume"
-    epoch = int(os.path.basename(saved[-1])[6:])
+    epoch = saved[-1]
     return (
         f"{prog}: stopped by {interrupted}; epoch {epoch} is the last one saved. "
         f"Resume with: python {prog} --out-dir {out_dir} --resume"

@@ -17,7 +17,6 @@ same bits as an uninterrupted run.
 """
 
 import os
-import platform
 import shutil
 import sys
 import time
@@ -31,10 +30,11 @@ import numpy as np
 import tensorflow as tf
 
 import runs
+from checkpoints import Checkpoints
 from mnist import IMAGE_SIZE, NUM_CLASSES, load_mnist, select, to_model_input
 from settings import CONV2_FILTERS, Settings, se_hidden_units
+from tensorboard_logs import EpochLogs
 
-OUT_DIR = "outputs"  # where a run's files go
 # Speed knobs that do not change results.
 STEPS_PER_CALL = 50  # training steps per tf.function call (and per progress-bar update)
 EVAL_BATCH_SIZE = 1000  # test images per test_step call
@@ -209,7 +209,7 @@ def train(
             )
             if stop is not None:
                 stop.check()
-        evaluate(test_step, x_test, y_test)
+        _, excitations = evaluate(test_step, x_test, y_test)
         record = {  # accuracies in percent: 4 decimals hold one test image (0.01)
             "epoch": epoch,
             "loss": round(float(train_loss.result()), 6),
@@ -224,7 +224,7 @@ def train(
             f"Test Loss: {record['test_loss']:.4f}, Test Accuracy: {record['test_accuracy']:.2f}"
         )
         if on_epoch_end is not None:
-            on_epoch_end(history)
+            on_epoch_end(history, excitations)
     return history
 
 
@@ -257,58 +257,37 @@ def save_model_diagram(model, out_dir, warn=print):
     return dot_path
 
 
-def run_record(model, settings, history):
-    """What run.json holds: enough to rebuild the model and to resume or judge the run."""
-    last = history[-1]
-    return {
-        "settings": settings,
-        "model": {"name": model.name, "parameters": model.count_params()},
-        "weights": runs.WEIGHTS_FILE,
-        "final": {"train_accuracy": last["accuracy"], "test_accuracy": last["test_accuracy"]},
-        "history": history,
-        "finished": len(history) == settings.epochs,
-        "versions": {
-            "python": platform.python_version(),
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-            "numpy": np.__version__,
-        },
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-    }
-
-
 def save_run(model, settings, history, out_dir, warn=print):
     """Writes every file of a finished run to out_dir, each atomically; returns run.json's contents."""
-    import matplotlib.pyplot as plt
-
     with runs.atomic_path(os.path.join(out_dir, runs.WEIGHTS_FILE)) as temporary:
         model.save_weights(temporary)
-    run = run_record(model, settings, history)
+    with runs.atomic_path(os.path.join(out_dir, runs.MODEL_FILE)) as temporary:
+        model.save(temporary)  # built-in layers only: loads without this project's code
+    run = runs.run_record(model, settings, history)
     runs.save_progress(run, out_dir)
     runs.write_text(os.path.join(out_dir, "model_summary.txt"), model_summary_text(model))
     save_model_diagram(model, out_dir, warn=warn)
-    figure = runs.plot_training_curves(history, f"{model.name} on MNIST")
-    runs.save_figure(figure, os.path.join(out_dir, "training_curves.png"))
-    plt.close(figure)
+    runs.save_figure(
+        runs.plot_training_curves(history, f"{model.name} on MNIST"), os.path.join(out_dir, "training_curves.png")
+    )
     return run
 
 
-def train_run(
-    settings, train_data, test_data, out_dir, resume_from=None, stop=None, log=print, warn=print, verbose=True
-):
+def train_run(settings, train_data, test_data, out_dir, resume=False, stop=None, log=print, warn=print, verbose=True):
     """Builds, trains and saves one run as `settings` say, into a writable out_dir; returns its run.json contents.
 
-    resume_from: a checkpoint folder to continue from. stop: a runs.StopOnSignal.
+    resume: continue from the newest usable checkpoint in out_dir. stop: a runs.StopOnSignal.
     verbose: print the model summary and a progress bar per epoch.
     """
     model = seeded_model(settings)
     optimizer = make_optimizer(settings, model)
+    checkpoints = Checkpoints(out_dir, model, optimizer)
     history = []
-    if resume_from is not None:
-        history = runs.restore_checkpoint(resume_from, model, optimizer)
+    if resume:
+        history = checkpoints.restore_newest(warn)
         log(f"Resuming {out_dir} after epoch {len(history)} of {settings.epochs}")
     else:
-        runs.discard_checkpoints(out_dir)
+        runs.discard_earlier_run(out_dir)
     if verbose:
         log(model_summary_text(model).rstrip("\n"))
         log(
@@ -316,15 +295,20 @@ def train_run(
             f"{settings.optimizer} lr {settings.lr}, batch {settings.batch_size}, "
             f"{settings.epochs} epochs, seed {settings.seed}"
         )
+    logs = EpochLogs(out_dir)
 
-    def on_epoch_end(history):
-        runs.save_checkpoint(out_dir, model, optimizer, history)
+    def on_epoch_end(history, excitations):
+        logs.write(history[-1], excitations)
+        checkpoints.save(history)
         if len(history) < settings.epochs:
-            runs.save_progress(run_record(model, settings, history), out_dir)
+            runs.save_progress(runs.run_record(model, settings, history), out_dir)
 
-    history = train(
-        model, optimizer, settings, train_data, test_data, history, on_epoch_end, stop, log=log, progress=verbose
-    )
+    try:
+        history = train(
+            model, optimizer, settings, train_data, test_data, history, on_epoch_end, stop, log=log, progress=verbose
+        )
+    finally:
+        logs.close()
     return save_run(model, settings, history, out_dir, warn=warn)
 
 
@@ -337,7 +321,7 @@ def parse_args(argv=None):
     )
     runs.add_setting_flags(parser)
     runs.add_data_dir_flag(parser)
-    parser.add_argument("--out-dir", default=OUT_DIR, help=f"where the run's files go (default: {OUT_DIR})")
+    parser.add_argument("--out-dir", default=runs.OUT_DIR, help=f"where the run's files go (default: {runs.OUT_DIR})")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out-dir from its last epoch")
     return parser.parse_args(argv)
 
@@ -351,19 +335,21 @@ def main(argv=None):
     try:
         with runs.StopOnSignal() as stop:
             given = runs.given_settings(args)
-            settings, checkpoint = Settings(**given), None
+            settings = Settings(**given)
             if args.resume:
-                run, checkpoint = runs.run_to_resume(args.out_dir, given)
+                run = runs.run_to_resume(args.out_dir, given)
                 settings = run["settings"]
-                if checkpoint is None:
+                if run["finished"]:
                     print(f"{args.out_dir} already finished all {settings.epochs} epochs: nothing to resume")
                     return 0
             runs.ensure_writable_dir(args.out_dir)
             train_data, test_data = load_mnist(args.data_dir)
             train_data, test_data = select(train_data, settings.train_samples), select(test_data, settings.test_samples)
-            train_run(settings, train_data, test_data, args.out_dir, resume_from=checkpoint, stop=stop, warn=warn)
+            train_run(settings, train_data, test_data, args.out_dir, resume=args.resume, stop=stop, warn=warn)
     except runs.USER_ERRORS as e:
         return runs.report_error("senet_lenet.py", e)
+    except tf.errors.UnimplementedError as e:
+        return runs.report_error("senet_lenet.py", runs.no_deterministic_kernel(e), 1)
     except runs.Interrupted as e:
         print(flush=True)  # ends the progress bar's line
         warn(runs.interrupted_message("senet_lenet.py", e, args.out_dir))

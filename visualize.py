@@ -16,17 +16,15 @@ same seed on the same machine (the assignment's extended experiment).
 """
 
 import argparse
-import glob
-import multiprocessing
 import os
 import sys
 
 import matplotlib
 import numpy as np
-import PIL.Image
 
+import heatmaps
 import runs
-import senet_lenet
+from heatmaps import COLOR_MAP, HEATMAP_DIR, first_of_each_label, label_sorted
 from mnist import NUM_CLASSES, load_mnist, select
 from settings import Settings
 
@@ -34,8 +32,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the Agg backend)
 
 ACCURACY_TOLERANCE = 0.1  # percentage points between recorded and re-evaluated test accuracy
-HEATMAP_DIR = "se_features"
-COLOR_MAP = "hot"
 
 
 # ----------------------------------------------------------------------------
@@ -61,14 +57,10 @@ def load_run(run_dir):
     return run
 
 
-def first_line(error, limit=160):
-    """An exception's message cut to one short line (Keras's can run to pages)."""
-    line = next((part for part in str(error).splitlines() if part.strip()), type(error).__name__)
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
 def restore_model(run_dir, run):
     """The model run.json describes, with the run's weights loaded."""
+    import senet_lenet  # here, not on top: the heatmap worker imports this file and must not load TensorFlow
+
     path = os.path.join(run_dir, run.get("weights", runs.WEIGHTS_FILE))
     if not os.path.isfile(path):
         raise runs.UsageError(f"weights file {path} is missing")
@@ -78,7 +70,7 @@ def restore_model(run_dir, run):
     except Exception as e:  # h5py and Keras raise several types for a wrong or damaged file
         raise runs.UsageError(
             f"weights {path} do not fit the model {run_dir}/run.json describes "
-            f"(reduction {run['settings'].reduction}): {first_line(e)}"
+            f"(reduction {run['settings'].reduction}): {runs.first_line(e)}"
         ) from e
     return model
 
@@ -92,100 +84,6 @@ def load_test_data(run, data_dir):
 # ----------------------------------------------------------------------------
 # Figures
 # ----------------------------------------------------------------------------
-
-
-def label_sorted(features, labels):
-    """The batch's rows stably sorted by label: (features, labels)."""
-    order = np.argsort(labels, kind="stable")
-    return features[order], labels[order]
-
-
-def first_of_each_label(sorted_labels):
-    """Row positions and digits where each label's block starts in sorted labels."""
-    digits, starts = np.unique(sorted_labels, return_index=True)
-    return starts, digits
-
-
-class HeatmapFigure:
-    """One figure reused for every batch. Only the heatmap, the y axis and the title
-    change, so the rest is drawn once and copied back as pixels for each batch
-    (blitting): a full redraw costs most of the time of 100 figures."""
-
-    def __init__(self, rows, channels):
-        # Fixed margins: a layout engine would re-run at each of the 100 saves.
-        self.figure = plt.figure(figsize=(6, 7))
-        self.axes = self.figure.add_axes((0.12, 0.07, 0.68, 0.88))
-        colorbar_axes = self.figure.add_axes((0.84, 0.07, 0.035, 0.88))
-        self.image = self.axes.imshow(
-            np.zeros((rows, channels)), cmap=COLOR_MAP, vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest"
-        )
-        self.figure.colorbar(self.image, cax=colorbar_axes, label="excitation")
-        self.axes.set_xticks(range(channels))
-        self.axes.set_xlabel("SE channel")
-        self.axes.set_ylabel("test sample, sorted by label (tick: first of each digit)")
-        self.changing = (self.image, self.axes.yaxis, self.axes.title)
-        for artist in self.changing:
-            artist.set_animated(True)  # left out of the background drawn below
-        self.figure.canvas.draw()
-        self.background = self.figure.canvas.copy_from_bbox(self.figure.bbox)
-
-    def draw(self, features, labels, title):
-        """Sets up a batch, rows sorted by label; returns the figure."""
-        features, labels = label_sorted(features, labels)
-        rows, channels = features.shape
-        self.image.set_data(features)
-        self.image.set_extent((-0.5, channels - 0.5, rows - 0.5, -0.5))
-        self.axes.set_ylim(rows - 0.5, -0.5)
-        starts, digits = first_of_each_label(labels)
-        self.axes.set_yticks(starts, [str(d) for d in digits])
-        self.axes.set_title(title)
-        return self.figure
-
-    def save(self, path):
-        """Writes the batch set up by draw() as a PNG: the background plus what changed."""
-        canvas = self.figure.canvas
-        canvas.restore_region(self.background)
-        for artist in self.changing:
-            self.figure.draw_artist(artist)
-        rgb = np.asarray(canvas.buffer_rgba())[..., :3]
-        with runs.atomic_path(path) as temporary:
-            PIL.Image.fromarray(rgb).save(temporary, format="png", compress_level=3)
-
-
-def draw_heatmaps(features, labels, heatmap_dir, batch_size, indices):
-    """Writes the heatmaps of the given batch indices."""
-    heatmap = HeatmapFigure(min(batch_size, len(labels)), features.shape[1])
-    for i in indices:
-        batch = slice(i * batch_size, (i + 1) * batch_size)
-        heatmap.draw(features[batch], labels[batch], f"SE excitations, test batch {i}")
-        heatmap.save(os.path.join(heatmap_dir, f"{i}_se_feature.png"))
-    plt.close(heatmap.figure)
-
-
-def save_heatmaps(features, labels, out_dir, batch_size, max_batches=None):
-    """se_features/{i}_se_feature.png for each test batch i; returns how many were written.
-
-    On Linux a forked process draws every other batch: the other core is idle
-    otherwise, and the child touches only NumPy and Matplotlib, never TensorFlow.
-    """
-    heatmap_dir = os.path.join(out_dir, HEATMAP_DIR)
-    os.makedirs(heatmap_dir, exist_ok=True)
-    batches = -(-len(labels) // batch_size)
-    if max_batches is not None:
-        batches = min(batches, max_batches)
-    work = (features, labels, heatmap_dir, batch_size)
-    if sys.platform == "linux" and (os.cpu_count() or 1) > 1 and batches > 1:
-        with multiprocessing.get_context("fork").Pool(1) as pool:
-            child = pool.apply_async(draw_heatmaps, (*work, range(1, batches, 2)))
-            draw_heatmaps(*work, range(0, batches, 2))
-            child.get()
-    else:
-        draw_heatmaps(*work, range(batches))
-    for stale in glob.glob(os.path.join(heatmap_dir, "*_se_feature.png")):  # from an earlier, longer run
-        index = os.path.basename(stale).split("_", 1)[0]
-        if not index.isdigit() or int(index) >= batches:
-            os.remove(stale)
-    return batches
 
 
 def class_means(features, labels):
@@ -268,9 +166,7 @@ def parse_args(argv=None):
         description="Draw SE excitations of a trained SE-LeNet run, or compare two runs.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument(
-        "--run-dir", default=senet_lenet.OUT_DIR, help="the run to visualize (senet_lenet.py --out-dir)"
-    )
+    parser.add_argument("--run-dir", default=runs.OUT_DIR, help="the run to visualize (senet_lenet.py --out-dir)")
     runs.add_data_dir_flag(parser)
     parser.add_argument(
         "--batch-size", type=runs.positive_int, default=Settings.batch_size, help="test images per heatmap"
@@ -290,6 +186,8 @@ def parse_args(argv=None):
 def checked_excitations(run_dir, run, test_data):
     """Re-evaluates a run; UsageError if the accuracy is not the one recorded."""
     model = restore_model(run_dir, run)
+    import senet_lenet
+
     predictions, features, accuracy = senet_lenet.predict_test_set(model, *test_data)
     recorded = run["final"]["test_accuracy"]
     print(f"{run_dir}: test accuracy {accuracy:.2f} % (recorded in run.json: {recorded:.2f} %)")
@@ -304,15 +202,14 @@ def checked_excitations(run_dir, run, test_data):
 def visualize(args):
     run = load_run(args.run_dir)
     runs.ensure_writable_dir(args.run_dir)
-    test_data = load_test_data(run, args.data_dir)
-    predictions, features = checked_excitations(args.run_dir, run, test_data)
-    labels = test_data[1]
-    count = save_heatmaps(features, labels, args.run_dir, args.batch_size, args.max_batches)
+    with heatmaps.worker() as pool:  # starting while the test set is evaluated
+        test_data = load_test_data(run, args.data_dir)
+        predictions, features = checked_excitations(args.run_dir, run, test_data)
+        labels = test_data[1]
+        count = heatmaps.save_heatmaps(features, labels, args.run_dir, args.batch_size, args.max_batches, pool)
     save_features(os.path.join(args.run_dir, "se_features.npz"), features, labels, predictions)
     means = class_means(features, labels)
-    figure = class_mean_figure(means)
-    runs.save_figure(figure, os.path.join(args.run_dir, "se_class_mean.png"))
-    plt.close(figure)
+    runs.save_figure(class_mean_figure(means), os.path.join(args.run_dir, "se_class_mean.png"))
     print(class_mean_summary(means, features))
     print(
         f"Wrote {count} heatmaps to {os.path.join(args.run_dir, HEATMAP_DIR)}/, "
@@ -338,7 +235,6 @@ def compare(args):
     figure = comparison_figure(features_a[batch], features_b[batch], test_data[1][batch], names, args.batch)
     path = os.path.join(dir_b, f"compare_{args.batch}.png")
     runs.save_figure(figure, path)
-    plt.close(figure)
     print(f"Wrote {path}")
     print(f"Max |excitation difference| over {len(features_a)} test images: {largest:.6g}")
 

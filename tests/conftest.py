@@ -56,3 +56,12 @@ def unfinished_synthetic_run(tmp_path, synthetic_mnist_dir):
     """A run folder stopped after epoch 1 of 2, with its checkpoint."""
     write_synthetic_run(tmp_path / "unfinished", synthetic_mnist_dir, epochs_done=1)
     return tmp_path / "unfinished"
+
+
+@pytest.fixture(scope="session")
+def trained_synthetic_run(tmp_path_factory, synthetic_mnist_dir):
+    """A run of two epochs on 500 synthetic digits, trained by senet_lenet.py's main: every file a run writes."""
+    out_dir = tmp_path_factory.mktemp("trained_synthetic_run")
+    args = ["--epochs", "2", "--train-samples", "500", "--test-samples", "200", "--seed", "3"]
+    assert senet_lenet.main([*args, "--data-dir", synthetic_mnist_dir, "--out-dir", str(out_dir)]) == 0
+    return out_dir

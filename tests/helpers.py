@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -37,6 +38,19 @@ def assert_one_line_error(stderr, *fragments):
     assert "Traceback" not in stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+class StopAfterEpoch:
+    """Acts as a signal arriving once the given epoch's checkpoint exists (a runs.StopOnSignal stand-in)."""
+
+    def __init__(self, out_dir, epoch):
+        self.out_dir, self.epoch = out_dir, epoch
+
+    def check(self):
+        import runs
+
+        if self.epoch in runs.checkpoint_epochs(self.out_dir):
+            raise runs.Interrupted(signal.SIGINT)
 
 
 def without_seconds(history):
@@ -80,6 +94,7 @@ def write_synthetic_run(run_dir, data_dir, settings=None, epochs_done=None):
     (seeded) and a run.json whose accuracies are that model's on the test data. Returns run.json."""
     import runs
     import senet_lenet
+    from checkpoints import Checkpoints
     from mnist import load_mnist, select
     from settings import Settings
 
@@ -96,7 +111,7 @@ def write_synthetic_run(run_dir, data_dir, settings=None, epochs_done=None):
     if epochs_done == settings.epochs:
         model.save_weights(os.path.join(run_dir, runs.WEIGHTS_FILE))
     else:
-        runs.save_checkpoint(run_dir, model, senet_lenet.make_optimizer(settings, model), history)
-    run = senet_lenet.run_record(model, settings, history)
+        Checkpoints(run_dir, model, senet_lenet.make_optimizer(settings, model)).save(history)
+    run = runs.run_record(model, settings, history)
     runs.save_progress(run, run_dir)
     return json.loads(open(os.path.join(run_dir, runs.RUN_FILE)).read())

@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+import tensorflow as tf
 
 import runs
 import senet_lenet
@@ -113,3 +114,16 @@ def test_visualize_bad_flags(capsys):
 def test_compare_batch_out_of_range(synthetic_run, capsys, synthetic_mnist_dir):
     args = ["--compare", synthetic_run, synthetic_run, "--batch", 3, "--data-dir", synthetic_mnist_dir]
     assert_one_line_error(visualize_error(capsys, *args), "--batch 3 is out of range: batches are 0 to 2")
+
+
+def test_an_op_without_a_deterministic_kernel_is_one_line(tmp_path, synthetic_mnist_dir, monkeypatch, capsys):
+    """What a GPU user meets (TensorFlow #51466): one line naming the op, exit 1, no traceback."""
+    message = "Deterministic GPU implementation of unsorted segment reduction op not available."
+
+    def train_run(*args, **kwargs):
+        raise tf.errors.UnimplementedError(None, None, message + "\n[[{{node UnsortedSegmentSum}}]]")
+
+    monkeypatch.setattr(senet_lenet, "train_run", train_run)
+    args = ["--epochs", "1", "--train-samples", "100", "--data-dir", synthetic_mnist_dir, "--out-dir", str(tmp_path)]
+    assert senet_lenet.main(args) == 1
+    assert_one_line_error(capsys.readouterr().err, "senet_lenet.py: error: " + message, "verified on CPU")

@@ -15,7 +15,7 @@ import ablation
 import runs
 import senet_lenet
 import visualize
-from helpers import ROOT, assert_one_line_error, without_seconds
+from helpers import ROOT, StopAfterEpoch, assert_one_line_error, without_seconds
 
 # Long enough that a signal sent after epoch 2's checkpoint lands before the last epoch.
 RESUMABLE = ["--epochs", "6", "--train-samples", "6000", "--test-samples", "500"]
@@ -45,7 +45,7 @@ def interrupt(out_dir, mnist_dir, signum):
         text=True,
     )
     deadline = time.monotonic() + 300
-    while not (out_dir / "checkpoints" / "epoch_0002").exists():
+    while 2 not in runs.checkpoint_epochs(out_dir):
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "no checkpoint of epoch 2 within 300 s"
         time.sleep(0.02)
@@ -62,8 +62,8 @@ def test_interrupt_then_resume_gives_the_same_bits(tmp_path, mnist_dir, referenc
     assert returncode == code, stderr
     assert_one_line_error(stderr, f"stopped by {signal.Signals(signum).name}", f"--out-dir {out_dir} --resume")
 
-    checkpoints = sorted(os.listdir(out_dir / "checkpoints"))
-    last = int(checkpoints[-1][6:])
+    checkpoints = runs.checkpoint_epochs(out_dir)
+    last = checkpoints[-1]
     assert 2 <= last < 6 and len(checkpoints) <= 2
     run = json.loads((out_dir / "run.json").read_text())
     assert run["finished"] is False and len(run["history"]) == last
@@ -82,11 +82,9 @@ def test_interrupt_then_resume_gives_the_same_bits(tmp_path, mnist_dir, referenc
 
 @pytest.mark.e2e
 def test_checkpoints_keep_the_newest_two(reference_run):
-    assert sorted(os.listdir(reference_run / "checkpoints")) == ["epoch_0005", "epoch_0006"]
-    assert sorted(os.listdir(reference_run / "checkpoints" / "epoch_0006")) == [
-        "history.json",
-        "model.weights.h5",
-        "optimizer.npz",
+    assert sorted(os.listdir(reference_run / "checkpoints")) == [
+        "checkpoint",  # the CheckpointManager's list
+        *("epoch-5.data-00000-of-00001", "epoch-5.index", "epoch-6.data-00000-of-00001", "epoch-6.index"),
     ]
 
 
@@ -94,7 +92,8 @@ def test_checkpoints_keep_the_newest_two(reference_run):
 def unfinished_run(reference_run, tmp_path):
     """The reference run as it stood after epoch 4 (its checkpoints hold epochs 5 and 6)."""
     out_dir = shutil.copytree(reference_run, tmp_path / "unfinished")
-    shutil.rmtree(out_dir / "checkpoints" / "epoch_0006")
+    for path in (out_dir / "checkpoints").glob("epoch-6.*"):
+        path.unlink()
     run = json.loads((out_dir / "run.json").read_text())
     run["finished"], run["history"] = False, run["history"][:5]
     (out_dir / "run.json").write_text(json.dumps(run))
@@ -161,17 +160,6 @@ def test_resume_a_hand_edited_run_json(unfinished_synthetic_run, key, value, fra
 def test_visualize_refuses_an_unfinished_run(unfinished_synthetic_run, capsys):
     assert visualize.main(["--run-dir", str(unfinished_synthetic_run)]) == 2
     assert_one_line_error(capsys.readouterr().err, "is unfinished (1 of 2 epochs)", "--resume")
-
-
-class StopAfterEpoch:
-    """Acts as a signal arriving once the given epoch's checkpoint exists."""
-
-    def __init__(self, out_dir, epoch):
-        self.marker = os.path.join(out_dir, "checkpoints", f"epoch_{epoch:04d}")
-
-    def check(self):
-        if os.path.isdir(self.marker):
-            raise runs.Interrupted(signal.SIGINT)
 
 
 @pytest.mark.e2e

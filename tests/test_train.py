@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import re
+import subprocess
 import sys
 
 import keras
@@ -14,7 +15,7 @@ import runs
 import senet_lenet
 import visualize
 from helpers import QUICK, run_script, synthetic_digits, without_seconds
-from mnist import select, to_model_input
+from mnist import load_mnist, select, to_model_input
 from settings import Settings
 
 
@@ -162,3 +163,34 @@ def test_same_seed_gives_identical_bits(twin_runs, mnist_dir, capsys):
 def test_different_seeds_give_different_excitations(twin_runs, mnist_dir, capsys):
     assert compare(capsys, mnist_dir, twin_runs / "a", twin_runs / "c", 0) > 0.01
     assert (twin_runs / "c" / "compare_0.png").exists()
+
+
+LOAD_WITHOUT_THE_PROJECT = """
+import importlib.util, sys
+import keras, numpy as np
+assert importlib.util.find_spec("senet_lenet") is None, "the project is importable here"
+model = keras.models.load_model(sys.argv[1])
+predictions, excitation = model(np.load(sys.argv[2]), training=False)
+np.savez(sys.argv[3], predictions=np.asarray(predictions), excitation=np.asarray(excitation))
+"""
+
+
+def test_the_keras_file_loads_without_the_project(trained_synthetic_run, synthetic_mnist_dir, tmp_path):
+    """selenet.keras in a fresh interpreter that cannot import this project: the project's outputs."""
+    run = runs.read_run(trained_synthetic_run)
+    images, labels = select(load_mnist(synthetic_mnist_dir, train=False)[1], run["settings"].test_samples)
+    np.save(tmp_path / "images.npy", to_model_input(images))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    args = [trained_synthetic_run / runs.MODEL_FILE, tmp_path / "images.npy", tmp_path / "outputs.npz"]
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_WITHOUT_THE_PROJECT, *map(str, args)], cwd=tmp_path, env=env, capture_output=True
+    )
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+
+    model = senet_lenet.build_model()
+    model.load_weights(str(trained_synthetic_run / runs.WEIGHTS_FILE))
+    predictions, excitations, accuracy = senet_lenet.predict_test_set(model, images, labels)
+    assert accuracy == run["final"]["test_accuracy"]
+    with np.load(tmp_path / "outputs.npz") as loaded:
+        np.testing.assert_allclose(loaded["predictions"], predictions, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(loaded["excitation"], excitations, rtol=0, atol=1e-6)

@@ -1,12 +1,16 @@
 """visualize.py: the data drawn and the files written (the two-run comparison: test_train.py)."""
 
+import glob
 import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 
+import heatmaps
 import visualize
-from helpers import synthetic_digits
+from helpers import ROOT, synthetic_digits
 
 
 def test_heatmap_draws_the_batch_sorted_by_label():
@@ -14,7 +18,7 @@ def test_heatmap_draws_the_batch_sorted_by_label():
     labels = rng.integers(0, 10, size=100).astype(np.uint8)
     labels[labels == 6] = 7  # a digit missing from the batch gets no tick
     features = rng.random((100, 16)).astype(np.float32)
-    figure = visualize.HeatmapFigure(100, 16).draw(features, labels, "SE excitations, test batch 3")
+    figure = heatmaps.HeatmapFigure(100, 16).draw(features, labels, "SE excitations, test batch 3")
     axes = figure.axes[0]
     drawn = np.asarray(axes.images[0].get_array())
 
@@ -38,7 +42,7 @@ def test_heatmap_draws_the_batch_sorted_by_label():
 
 
 def test_heatmap_figure_is_reused_without_leftovers():
-    heatmap = visualize.HeatmapFigure(4, 16)
+    heatmap = heatmaps.HeatmapFigure(4, 16)
     heatmap.draw(np.zeros((4, 16)), np.array([0, 1, 2, 3]), "first")
     figure = heatmap.draw(np.ones((4, 16)), np.array([5, 5, 5, 5]), "second")
     assert [t.get_text() for t in figure.axes[0].get_yticklabels()] == ["5"]
@@ -98,3 +102,12 @@ def test_max_batches_and_batch_size(synthetic_run, synthetic_mnist_dir):
     ]
     assert visualize.main(args) == 0
     assert sorted(os.listdir(synthetic_run / "se_features")) == [f"{i}_se_feature.png" for i in range(3)]
+
+
+def test_the_drawing_worker_never_loads_tensorflow():
+    """The spawned worker runs visualize.py's top level: it must not import TensorFlow. Nor is anything forked."""
+    code = "import sys; sys.argv = ['visualize.py']; import visualize; print('tensorflow' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr
+    sources = [*glob.glob(os.path.join(ROOT, "*.py")), *glob.glob(os.path.join(ROOT, "benchmarks", "*.py"))]
+    assert not [path for path in sources if '"fork"' in open(path).read()]

@@ -1,0 +1,126 @@
+"""Heatmaps of SE excitations, one PNG per test batch, rows sorted by label.
+
+This module imports no TensorFlow: visualize.py draws half of the batches in a worker
+process started with the spawn method, which imports only drawing code.
+"""
+
+import contextlib
+import glob
+import multiprocessing
+import os
+
+import matplotlib
+import numpy as np
+import PIL.Image
+
+import runs
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the Agg backend)
+
+HEATMAP_DIR = "se_features"  # RUN/se_features/{i}_se_feature.png
+COLOR_MAP = "hot"  # the assignment's
+
+
+def label_sorted(features, labels):
+    """The batch's rows stably sorted by label: (features, labels)."""
+    order = np.argsort(labels, kind="stable")
+    return features[order], labels[order]
+
+
+def first_of_each_label(sorted_labels):
+    """Row positions and digits where each label's block starts in sorted labels."""
+    digits, starts = np.unique(sorted_labels, return_index=True)
+    return starts, digits
+
+
+class HeatmapFigure:
+    """One figure reused for every batch. Only the heatmap, the y axis and the title
+    change, so the rest is drawn once and copied back as pixels for each batch
+    (blitting): a full redraw costs most of the time of 100 figures."""
+
+    def __init__(self, rows, channels):
+        # Fixed margins: a layout engine would re-run at each of the 100 saves.
+        self.figure = plt.figure(figsize=(6, 7))
+        self.axes = self.figure.add_axes((0.12, 0.07, 0.68, 0.88))
+        colorbar_axes = self.figure.add_axes((0.84, 0.07, 0.035, 0.88))
+        self.image = self.axes.imshow(
+            np.zeros((rows, channels)), cmap=COLOR_MAP, vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest"
+        )
+        self.figure.colorbar(self.image, cax=colorbar_axes, label="excitation")
+        self.axes.set_xticks(range(channels))
+        self.axes.set_xlabel("SE channel")
+        self.axes.set_ylabel("test sample, sorted by label (tick: first of each digit)")
+        self.changing = (self.image, self.axes.yaxis, self.axes.title)
+        for artist in self.changing:
+            artist.set_animated(True)  # left out of the background drawn below
+        self.figure.canvas.draw()
+        self.background = self.figure.canvas.copy_from_bbox(self.figure.bbox)
+
+    def draw(self, features, labels, title):
+        """Sets up a batch, rows sorted by label; returns the figure."""
+        features, labels = label_sorted(features, labels)
+        rows, channels = features.shape
+        self.image.set_data(features)
+        self.image.set_extent((-0.5, channels - 0.5, rows - 0.5, -0.5))
+        self.axes.set_ylim(rows - 0.5, -0.5)
+        starts, digits = first_of_each_label(labels)
+        self.axes.set_yticks(starts, [str(d) for d in digits])
+        self.axes.set_title(title)
+        return self.figure
+
+    def save(self, path):
+        """Writes the batch set up by draw() as a PNG: the background plus what changed."""
+        canvas = self.figure.canvas
+        canvas.restore_region(self.background)
+        for artist in self.changing:
+            self.figure.draw_artist(artist)
+        rgb = np.asarray(canvas.buffer_rgba())[..., :3]
+        with runs.atomic_path(path) as temporary:
+            PIL.Image.fromarray(rgb).save(temporary, format="png", compress_level=3)
+
+
+def draw_heatmaps(features, labels, heatmap_dir, batch_size, indices):
+    """Writes the heatmaps of the given batch indices."""
+    heatmap = HeatmapFigure(min(batch_size, len(labels)), features.shape[1])
+    for i in indices:
+        batch = slice(i * batch_size, (i + 1) * batch_size)
+        heatmap.draw(features[batch], labels[batch], f"SE excitations, test batch {i}")
+        heatmap.save(os.path.join(heatmap_dir, f"{i}_se_feature.png"))
+    plt.close(heatmap.figure)
+
+
+@contextlib.contextmanager
+def worker():
+    """A process that draws heatmaps beside this one (None on one core), started now so that its
+    start-up overlaps the caller's work. It is spawned, not forked: a fork of a process whose
+    TensorFlow threads hold a lock would inherit that lock, held forever."""
+    if (os.cpu_count() or 1) < 2:
+        yield None
+        return
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        yield pool
+
+
+def save_heatmaps(features, labels, out_dir, batch_size, max_batches=None, pool=None):
+    """se_features/{i}_se_feature.png for each test batch i; returns how many were written.
+
+    pool: a worker() to draw every other batch.
+    """
+    heatmap_dir = os.path.join(out_dir, HEATMAP_DIR)
+    os.makedirs(heatmap_dir, exist_ok=True)
+    batches = -(-len(labels) // batch_size)
+    if max_batches is not None:
+        batches = min(batches, max_batches)
+    work = (features, labels, heatmap_dir, batch_size)
+    if pool is not None and batches > 1:
+        child = pool.apply_async(draw_heatmaps, (*work, range(1, batches, 2)))
+        draw_heatmaps(*work, range(0, batches, 2))
+        child.get()
+    else:
+        draw_heatmaps(*work, range(batches))
+    for stale in glob.glob(os.path.join(heatmap_dir, "*_se_feature.png")):  # from an earlier, longer run
+        index = os.path.basename(stale).split("_", 1)[0]
+        if not index.isdigit() or int(index) >= batches:
+            os.remove(stale)
+    return batches

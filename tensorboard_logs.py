@@ -1,0 +1,35 @@
+"""TensorBoard logs of a run, one step per epoch: `tensorboard --logdir OUT/logs`.
+
+OUT/logs/train   loss, accuracy (the training batches of the epoch)
+OUT/logs/test    loss, accuracy, and a histogram of each SE channel's excitation over the test set
+"""
+
+import os
+
+import tensorflow as tf
+
+import runs
+
+
+class EpochLogs:
+    def __init__(self, out_dir):
+        logs = os.path.join(out_dir, runs.LOGS_DIR)
+        self.train = tf.summary.create_file_writer(os.path.join(logs, "train"))
+        self.test = tf.summary.create_file_writer(os.path.join(logs, "test"))
+
+    def write(self, record, excitations=None):
+        """One epoch's record (as in history.csv) and the test set's excitations (N, C), or None without SE."""
+        with self.train.as_default(step=record["epoch"]):
+            tf.summary.scalar("loss", record["loss"])
+            tf.summary.scalar("accuracy", record["accuracy"])
+        with self.test.as_default(step=record["epoch"]):
+            tf.summary.scalar("loss", record["test_loss"])
+            tf.summary.scalar("accuracy", record["test_accuracy"])
+            for channel in range(0 if excitations is None else excitations.shape[1]):
+                tf.summary.histogram(f"excitation/channel_{channel:02d}", excitations[:, channel])
+        self.train.flush()
+        self.test.flush()
+
+    def close(self):
+        self.train.close()
+        self.test.close()

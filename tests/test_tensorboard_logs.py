@@ -1,0 +1,56 @@
+"""TensorBoard logs: the history's numbers and 16 excitation histograms per epoch; no change to the bits."""
+
+import glob
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import runs
+import senet_lenet
+from helpers import synthetic_digits
+from settings import Settings
+
+
+def read_events(log_dir):
+    """{(tag, step): value} of every event file in log_dir; a histogram's value is its (buckets, 3) array."""
+    values = {}
+    for path in glob.glob(os.path.join(log_dir, "events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(path):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                values[(value.tag, event.step)] = tf.make_ndarray(value.tensor)
+    return values
+
+
+def test_event_files_hold_the_history_and_the_excitations(trained_synthetic_run):
+    history = runs.read_run(trained_synthetic_run)["history"]
+    train = read_events(trained_synthetic_run / "logs" / "train")
+    test = read_events(trained_synthetic_run / "logs" / "test")
+    assert {step for _, step in train} == {step for _, step in test} == {1, 2}
+    for record in history:
+        epoch = record["epoch"]
+        assert train[("loss", epoch)] == pytest.approx(record["loss"], rel=1e-6)
+        assert train[("accuracy", epoch)] == pytest.approx(record["accuracy"], rel=1e-6)
+        assert test[("loss", epoch)] == pytest.approx(record["test_loss"], rel=1e-6)
+        assert test[("accuracy", epoch)] == pytest.approx(record["test_accuracy"], rel=1e-6)
+        histograms = sorted(tag for tag, step in test if step == epoch and tag.startswith("excitation/"))
+        assert histograms == [f"excitation/channel_{c:02d}" for c in range(16)]
+        counts = [test[(tag, epoch)][:, 2].sum() for tag in histograms]
+        assert counts == [200] * 16  # every test image in every channel's histogram
+
+
+def test_logs_do_not_change_the_trained_bits(tmp_path):
+    settings = Settings(epochs=2, train_samples=400, test_samples=100, seed=4)
+    data = synthetic_digits(400), synthetic_digits(100, seed=1)
+    quiet = dict(log=lambda line: None, warn=lambda line: None, verbose=False)
+    senet_lenet.train_run(settings, *data, str(tmp_path), **quiet)  # with logs
+    assert os.listdir(tmp_path / "logs") and os.listdir(tmp_path / "logs" / "test")
+    model = senet_lenet.seeded_model(settings)
+    optimizer = senet_lenet.make_optimizer(settings, model)
+    senet_lenet.train(model, optimizer, settings, *data, log=lambda line: None, progress=False)  # without
+    logged = senet_lenet.build_model()
+    logged.load_weights(str(tmp_path / runs.WEIGHTS_FILE))
+    for a, b in zip(logged.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
