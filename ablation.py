@@ -20,6 +20,7 @@ import time
 import matplotlib
 import numpy as np
 
+import cli
 import runs
 import senet_lenet
 from mnist import load_mnist, select
@@ -188,14 +189,14 @@ def sweep_figure(rows, reductions):
 
 
 def parse_args(argv=None):
-    parser = runs.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="ablation.py",
         description="Train SE-LeNet with and without SE, Adam and SGD, and a reduction sweep, over seeds.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--seeds", type=runs.positive_int, default=3, help="seeds 0..N-1 per configuration")
-    parser.add_argument("--epochs", type=runs.positive_int, default=Settings.epochs, help="epochs per run")
-    runs.add_data_dir_flag(parser)
+    parser.add_argument("--seeds", type=cli.positive_int, default=3, help="seeds 0..N-1 per configuration")
+    parser.add_argument("--epochs", type=cli.positive_int, default=Settings.epochs, help="epochs per run")
+    cli.add_data_dir_flag(parser)
     parser.add_argument("--out-dir", default=os.path.join(runs.OUT_DIR, "ablation"), help="where the study goes")
     parser.add_argument(
         "--optimizers",
@@ -207,12 +208,12 @@ def parse_args(argv=None):
     parser.add_argument(
         "--reductions",
         nargs="+",
-        type=runs.reduction_arg,
+        type=cli.reduction_arg,
         default=[1, 2, 4, 8, 16],
         help="reduction ratios of the sweep",
     )
-    parser.add_argument("--train-samples", type=runs.positive_int, default=None, help="first N training images only")
-    parser.add_argument("--test-samples", type=runs.positive_int, default=None, help="first N test images only")
+    parser.add_argument("--train-samples", type=cli.positive_int, default=None, help="first N training images only")
+    parser.add_argument("--test-samples", type=cli.positive_int, default=None, help="first N test images only")
     return parser.parse_args(argv)
 
 
@@ -266,10 +267,10 @@ def main(argv=None):
     try:
         with runs.StopOnSignal() as stop:
             study(args, stop)
-    except runs.USER_ERRORS as e:
-        return runs.report_error("ablation.py", e)
+    except cli.USER_ERRORS as e:
+        return cli.report_error("ablation.py", e)
     except senet_lenet.tf.errors.UnimplementedError as e:
-        return runs.report_error("ablation.py", runs.no_deterministic_kernel(e), 1)
+        return cli.report_error("ablation.py", cli.no_deterministic_kernel(e), 1)
     except runs.Interrupted as e:
         print(
             f"ablation.py: stopped by {e}; finished runs and the last completed epoch of the current one "

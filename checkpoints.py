@@ -11,6 +11,7 @@ import os
 
 import tensorflow as tf
 
+import cli
 import runs
 
 
@@ -45,7 +46,7 @@ class Checkpoints:
                     raise ValueError(f"its history has {len(history)} epochs")
                 return history
             except Exception as e:  # DataLossError, NotFoundError, IndexError, ...: TensorFlow's many ways
-                warn(f"skipped checkpoint {prefix}: {runs.first_line(e, type_name=True)}")
+                warn(f"skipped checkpoint {prefix}: {cli.first_line(e, type_name=True)}")
         if not epochs:
             raise runs.UsageError(f"no checkpoint in {self.directory} to resume from")
         raise runs.UsageError(f"no usable checkpoint in {self.directory} to resume from")

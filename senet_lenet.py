@@ -29,6 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import cli
 import runs
 from checkpoints import Checkpoints
 from mnist import IMAGE_SIZE, NUM_CLASSES, load_mnist, select, to_model_input
@@ -316,11 +317,11 @@ def train_run(settings, train_data, test_data, out_dir, resume=False, stop=None,
 
 
 def parse_args(argv=None):
-    parser = runs.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="senet_lenet.py", description="Train SE-LeNet (LeNet-5 with a Squeeze-and-Excitation block) on MNIST."
     )
-    runs.add_setting_flags(parser)
-    runs.add_data_dir_flag(parser)
+    cli.add_setting_flags(parser)
+    cli.add_data_dir_flag(parser)
     parser.add_argument("--out-dir", default=runs.OUT_DIR, help=f"where the run's files go (default: {runs.OUT_DIR})")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out-dir from its last epoch")
     return parser.parse_args(argv)
@@ -334,10 +335,10 @@ def main(argv=None):
 
     try:
         with runs.StopOnSignal() as stop:
-            given = runs.given_settings(args)
+            given = cli.given_settings(args)
             settings = Settings(**given)
             if args.resume:
-                run = runs.run_to_resume(args.out_dir, given)
+                run = cli.run_to_resume(args.out_dir, given)
                 settings = run["settings"]
                 if run["finished"]:
                     print(f"{args.out_dir} already finished all {settings.epochs} epochs: nothing to resume")
@@ -346,10 +347,10 @@ def main(argv=None):
             train_data, test_data = load_mnist(args.data_dir)
             train_data, test_data = select(train_data, settings.train_samples), select(test_data, settings.test_samples)
             train_run(settings, train_data, test_data, args.out_dir, resume=args.resume, stop=stop, warn=warn)
-    except runs.USER_ERRORS as e:
-        return runs.report_error("senet_lenet.py", e)
+    except cli.USER_ERRORS as e:
+        return cli.report_error("senet_lenet.py", e)
     except tf.errors.UnimplementedError as e:
-        return runs.report_error("senet_lenet.py", runs.no_deterministic_kernel(e), 1)
+        return cli.report_error("senet_lenet.py", cli.no_deterministic_kernel(e), 1)
     except runs.Interrupted as e:
         print(flush=True)  # ends the progress bar's line
         warn(runs.interrupted_message("senet_lenet.py", e, args.out_dir))

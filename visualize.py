@@ -22,6 +22,7 @@ import sys
 import matplotlib
 import numpy as np
 
+import cli
 import heatmaps
 import runs
 from heatmaps import COLOR_MAP, HEATMAP_DIR, first_of_each_label, label_sorted
@@ -70,7 +71,7 @@ def restore_model(run_dir, run):
     except Exception as e:  # h5py and Keras raise several types for a wrong or damaged file
         raise runs.UsageError(
             f"weights {path} do not fit the model {run_dir}/run.json describes "
-            f"(reduction {run['settings'].reduction}): {runs.first_line(e)}"
+            f"(reduction {run['settings'].reduction}): {cli.first_line(e)}"
         ) from e
     return model
 
@@ -161,18 +162,18 @@ def comparison_figure(features_a, features_b, labels, names, batch_index):
 
 
 def parse_args(argv=None):
-    parser = runs.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="visualize.py",
         description="Draw SE excitations of a trained SE-LeNet run, or compare two runs.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--run-dir", default=runs.OUT_DIR, help="the run to visualize (senet_lenet.py --out-dir)")
-    runs.add_data_dir_flag(parser)
+    cli.add_data_dir_flag(parser)
     parser.add_argument(
-        "--batch-size", type=runs.positive_int, default=Settings.batch_size, help="test images per heatmap"
+        "--batch-size", type=cli.positive_int, default=Settings.batch_size, help="test images per heatmap"
     )
     parser.add_argument(
-        "--max-batches", type=runs.positive_int, default=None, help="draw only the first N batches (default: all)"
+        "--max-batches", type=cli.positive_int, default=None, help="draw only the first N batches (default: all)"
     )
     parser.add_argument(
         "--compare", nargs=2, metavar=("RUN_A", "RUN_B"), default=None, help="compare the excitations of two runs"
@@ -246,8 +247,8 @@ def main(argv=None):
             compare(args)
         else:
             visualize(args)
-    except runs.USER_ERRORS as e:
-        return runs.report_error("visualize.py", e)
+    except cli.USER_ERRORS as e:
+        return cli.report_error("visualize.py", e)
     return 0
 
 

@@ -137,6 +137,7 @@ def main(argv=None):
         print("python visualize.py ...", flush=True)
         visualize_wall, visualize_rss = run_measured([sys.executable, "visualize.py", "--run-dir", out_dir], env)
 
+    import cli
     import runs
     import senet_lenet  # TensorFlow from here on
     from mnist import MNISTDataError, load_mnist
@@ -146,7 +147,7 @@ def main(argv=None):
     try:
         train_data, test_data = load_mnist(args.data_dir)
     except MNISTDataError as e:
-        return runs.report_error("bench_train.py", e)
+        return cli.report_error("bench_train.py", e)
     settings = Settings(epochs=args.epochs)  # the assignment's: Adam, lr 0.001, batch 100, seed 0
     images = len(train_data[1])
     print(f"Training loop, {args.epochs} epochs ...", flush=True)

@@ -1,0 +1,137 @@
+"""The command-line pieces every script shares: flags and their types, one-line errors, the resume rules."""
+
+import argparse
+import math
+import os
+import re
+import sys
+
+import runs
+from mnist import MNISTDataError
+from settings import LEARNING_RATES, Settings, SettingsError, se_hidden_units
+
+USER_ERRORS = (runs.UsageError, MNISTDataError, SettingsError)  # each reported as one line, exit code 2
+
+
+def report_error(prog, error, code=2):
+    """Prints an error as one line on stderr; returns the exit code."""
+    print(f"{prog}: error: {error}", file=sys.stderr)
+    return code
+
+
+def no_deterministic_kernel(error):
+    """The one line for an op that enable_op_determinism() refuses to run (on a GPU, TensorFlow #51466)."""
+    reason = "an op without a deterministic kernel here; bit-identical runs are verified on CPU"
+    return f"{first_line(error, limit=300)} ({reason})"
+
+
+def first_line(error, limit=160, type_name=False):
+    """An exception's message cut to one short line (Keras's and TensorFlow's can run to pages)."""
+    line = next((part for part in str(error).splitlines() if part.strip()), "")
+    line = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", line)  # TensorFlow's prefix naming its graph node
+    if type_name:
+        line = f"{type(error).__name__}: {line}" if line else type(error).__name__
+    line = line or type(error).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one line, exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def reduction_arg(text):
+    value = positive_int(text)
+    try:
+        se_hidden_units(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return value
+
+
+# setting -> (flag, argparse options, help); the defaults are Settings'
+SETTING_FLAGS = {
+    "epochs": ("--epochs", {"type": positive_int}, "passes over the training set"),
+    "batch_size": ("--batch-size", {"type": positive_int}, "images per training step"),
+    "optimizer": ("--optimizer", {"choices": sorted(LEARNING_RATES)}, "the optimizer"),
+    "lr": ("--lr", {"type": positive_float}, "learning rate"),
+    "reduction": ("--reduction", {"type": reduction_arg}, "SE reduction ratio r: 16 // r hidden units"),
+    "se": ("--no-se", {"action": "store_false"}, "plain LeNet-5 without the SE block (for comparison)"),
+    "seed": ("--seed", {"type": int}, "seeds weights and data order; same seed, same machine => same bits"),
+    "train_samples": ("--train-samples", {"type": positive_int}, "train on the first N training images only"),
+    "test_samples": ("--test-samples", {"type": positive_int}, "test on the first N test images only"),
+}
+
+
+def add_setting_flags(parser, names=tuple(SETTING_FLAGS)):
+    """A flag per setting, in the namespace only when given, so that --resume can tell them from defaults."""
+    defaults = Settings().as_dict()
+    defaults["lr"] = ", ".join(f"{lr} for {name}" for name, lr in LEARNING_RATES.items())
+    for name in names:
+        flag, options, text = SETTING_FLAGS[name]
+        default = "all" if defaults[name] is None else defaults[name]
+        if name != "se":
+            text = f"{text} (default: {default})"
+        parser.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=text, **options)
+
+
+def given_settings(args):
+    """The settings typed as flags: {name: value}."""
+    return {name: value for name, value in vars(args).items() if name in SETTING_FLAGS}
+
+
+def add_data_dir_flag(parser):
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with the four MNIST IDX files (.gz or plain) or mnist.npz "
+        "(default: $MNIST_DIR, else download with keras.datasets.mnist)",
+    )
+
+
+def run_to_resume(out_dir, given):
+    """run.json of the run in out_dir, which has a checkpoint to resume from unless it finished.
+
+    given: the settings typed as flags, {name: value}. UsageError if there is no run to resume,
+    a given setting contradicts it or its checkpoints are gone.
+    """
+    try:
+        run = runs.read_run(out_dir)
+    except runs.RunNotFound:
+        raise runs.UsageError(
+            f"nothing to resume in {out_dir}: no {runs.RUN_FILE}, so no epoch was completed there; "
+            "start the run without --resume"
+        ) from None
+    recorded = run["settings"].as_dict()
+    for name, value in sorted(given.items()):
+        if value != recorded[name]:
+            raise runs.UsageError(
+                f"{SETTING_FLAGS[name][0]} conflicts with the run being resumed, which has {name} = "
+                f"{recorded[name]!r} in {os.path.join(out_dir, runs.RUN_FILE)}; --resume continues a run with its "
+                "recorded settings"
+            )
+    if not run["finished"] and not runs.checkpoint_epochs(out_dir):
+        raise runs.UsageError(f"no checkpoint in {os.path.join(out_dir, runs.CHECKPOINT_DIR)} to resume from")
+    return run
