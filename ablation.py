@@ -17,17 +17,22 @@ import statistics
 import sys
 import time
 
+import cli
+
+if __name__ == "__main__":  # before TensorFlow loads, which takes seconds
+    cli.quiet_ctrl_c("ablation.py")
+
 import matplotlib
 import numpy as np
 
-import cli
+import checkpoints
 import runs
 import senet_lenet
 from mnist import load_mnist, select
 from settings import LEARNING_RATES, Settings
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the Agg backend)
+import matplotlib.pyplot as plt  # after choosing the Agg backend
 
 GRID_REDUCTION = 4  # the SE model of the grid
 SWEEP_OPTIMIZER = "adam"
@@ -71,19 +76,27 @@ def run_settings(args, model, optimizer, reduction, seed):
 
 
 def earlier_run(run_dir, settings):
-    """(run.json, resumable) of what a run with exactly these settings left in run_dir.
-
-    run.json is None unless that run finished; resumable: it did not finish and has a checkpoint.
-    """
+    """(run.json, resumable) of what run_dir holds: run.json if a run with these settings finished there;
+    resumable if one stopped there. UsageError if the folder holds a run with other settings."""
+    holds = runs.run_in(run_dir) if os.path.isdir(run_dir) else None
+    if holds is None:
+        return None, False
     try:
         run = runs.read_run(run_dir)
-    except runs.UsageError:  # none there, or damaged: train it afresh
-        return None, False
-    if run["settings"] != settings:
-        return None, False
-    if run["finished"]:
+        recorded = run["settings"]
+    except runs.RunNotFound:  # checkpoints only
+        run, recorded = None, checkpoints.saved_settings(run_dir)
+    except runs.UsageError as e:
+        raise runs.UsageError(f"{run_dir} holds {holds}, not this study's run ({e})") from e
+    if recorded != settings:
+        ours = settings.as_dict()
+        differences = [f"{k} = {v!r} (this study: {ours[k]!r})" for k, v in recorded.as_dict().items() if v != ours[k]]
+        raise runs.UsageError(
+            f"{run_dir} holds a run with {', '.join(differences)}; a study with other settings needs another --out-dir"
+        )
+    if run is not None and run["finished"]:
         return run, False
-    return None, bool(runs.checkpoint_epochs(run_dir))
+    return None, True
 
 
 def csv_row(name, model, run):
@@ -222,16 +235,23 @@ def study(args, stop=None):
     # "retracing" warning about that would be noise here.
     senet_lenet.tf.get_logger().setLevel("ERROR")
     runs.ensure_writable_dir(args.out_dir)
+    with runs.folder_lock(args.out_dir, "ablation.py"):
+        run_study(args, stop)
+
+
+def run_study(args, stop):
     configs = configurations(args.optimizers, sorted(set(args.reductions)))
-    plan = [(c, seed) for c in configs for seed in range(args.seeds)]
+    plan = []  # (name, model, settings, finished run.json or None, resumable), every folder checked first
+    for model, optimizer, reduction in configs:
+        for seed in range(args.seeds):
+            name = f"{config_name(model, optimizer, reduction)}_seed{seed}"
+            settings = run_settings(args, model, optimizer, reduction, seed)
+            plan.append((name, model, settings, *earlier_run(os.path.join(args.out_dir, name), settings)))
     data = None
     started = time.perf_counter()
     finished, rows = {}, []
-    for index, ((model, optimizer, reduction), seed) in enumerate(plan, 1):
-        name = f"{config_name(model, optimizer, reduction)}_seed{seed}"
+    for index, (name, model, settings, run, resumable) in enumerate(plan, 1):
         run_dir = os.path.join(args.out_dir, name)
-        settings = run_settings(args, model, optimizer, reduction, seed)
-        run, resumable = earlier_run(run_dir, settings)
         elapsed = time.strftime("%H:%M:%S", time.gmtime(time.perf_counter() - started))
         if run is None:
             action = "resuming" if resumable else "training"
@@ -243,7 +263,9 @@ def study(args, stop=None):
                 train_data, test_data = load_mnist(args.data_dir)
                 data = select(train_data, args.train_samples), select(test_data, args.test_samples)
             runs.ensure_writable_dir(run_dir)
-            run = senet_lenet.train_run(settings, *data, run_dir, resume=resumable, stop=stop, verbose=False)
+            with runs.folder_lock(run_dir, "ablation.py"):
+                runs.remove_temporary_files(run_dir)
+                run = senet_lenet.train_run(settings, *data, run_dir, resume=resumable, stop=stop, verbose=False)
         else:
             print(f"[{index}/{len(plan)}] {name} already finished; {len(plan) - index} to go; {elapsed} so far")
         finished[name] = run
@@ -269,6 +291,8 @@ def main(argv=None):
             study(args, stop)
     except cli.USER_ERRORS as e:
         return cli.report_error("ablation.py", e)
+    except (runs.Diverged, runs.WriteError) as e:
+        return cli.report_error("ablation.py", e, 1)
     except senet_lenet.tf.errors.UnimplementedError as e:
         return cli.report_error("ablation.py", cli.no_deterministic_kernel(e), 1)
     except runs.Interrupted as e:

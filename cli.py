@@ -1,6 +1,7 @@
 """The command-line pieces every script shares: flags and their types, one-line errors, the resume rules."""
 
 import argparse
+import dataclasses
 import math
 import os
 import re
@@ -11,6 +12,20 @@ from mnist import MNISTDataError
 from settings import LEARNING_RATES, Settings, SettingsError, se_hidden_units
 
 USER_ERRORS = (runs.UsageError, MNISTDataError, SettingsError)  # each reported as one line, exit code 2
+
+
+def quiet_ctrl_c(prog):
+    """Ctrl-C outside the training loop (while TensorFlow loads, data is read, figures are drawn):
+    one line and exit code 130, not a traceback. Files are written atomically, so none is half-written."""
+
+    def hook(kind, value, traceback):
+        if not issubclass(kind, KeyboardInterrupt):
+            return sys.__excepthook__(kind, value, traceback)
+        sys.stdout.flush()
+        print(f"{prog}: stopped by SIGINT; every file written so far is whole", file=sys.stderr, flush=True)
+        os._exit(130)
+
+    sys.excepthook = hook
 
 
 def report_error(prog, error, code=2):
@@ -62,6 +77,16 @@ def positive_float(text):
     return value
 
 
+def seed_arg(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to 2**32 - 1, got {value}")
+    return value
+
+
 def reduction_arg(text):
     value = positive_int(text)
     try:
@@ -79,7 +104,7 @@ SETTING_FLAGS = {
     "lr": ("--lr", {"type": positive_float}, "learning rate"),
     "reduction": ("--reduction", {"type": reduction_arg}, "SE reduction ratio r: 16 // r hidden units"),
     "se": ("--no-se", {"action": "store_false"}, "plain LeNet-5 without the SE block (for comparison)"),
-    "seed": ("--seed", {"type": int}, "seeds weights and data order; same seed, same machine => same bits"),
+    "seed": ("--seed", {"type": seed_arg}, "seeds weights and data order; same seed, same machine => same bits"),
     "train_samples": ("--train-samples", {"type": positive_int}, "train on the first N training images only"),
     "test_samples": ("--test-samples", {"type": positive_int}, "test on the first N test images only"),
 }
@@ -111,27 +136,41 @@ def add_data_dir_flag(parser):
     )
 
 
-def run_to_resume(out_dir, given):
-    """run.json of the run in out_dir, which has a checkpoint to resume from unless it finished.
-
-    given: the settings typed as flags, {name: value}. UsageError if there is no run to resume,
-    a given setting contradicts it or its checkpoints are gone.
+def run_to_resume(out_dir, given, log=print):
+    """(settings, anything to do) for --resume in out_dir: UsageError if there is no run to resume or
+    a given flag contradicts it. --epochs may change (not below the epochs done); a finished run with
+    a file missing is something to do (it is saved again), a whole one is not.
     """
+    saved = runs.checkpoint_epochs(out_dir)
     try:
         run = runs.read_run(out_dir)
+        settings, done, source = run["settings"], len(run["history"]), os.path.join(out_dir, runs.RUN_FILE)
     except runs.RunNotFound:
-        raise runs.UsageError(
-            f"nothing to resume in {out_dir}: no {runs.RUN_FILE}, so no epoch was completed there; "
-            "start the run without --resume"
-        ) from None
-    recorded = run["settings"].as_dict()
+        if not saved:
+            raise runs.UsageError(
+                f"nothing to resume in {out_dir}: no {runs.RUN_FILE} and no checkpoint, so no epoch was completed "
+                "there; start the run without --resume"
+            ) from None
+        from checkpoints import saved_settings  # TensorFlow reads them
+
+        settings, done, source = saved_settings(out_dir), 0, f"the newest checkpoint in {out_dir}"
+    done = max([done, *saved])
+    recorded = settings.as_dict()
     for name, value in sorted(given.items()):
-        if value != recorded[name]:
+        if value != recorded[name] and name != "epochs":
             raise runs.UsageError(
                 f"{SETTING_FLAGS[name][0]} conflicts with the run being resumed, which has {name} = "
-                f"{recorded[name]!r} in {os.path.join(out_dir, runs.RUN_FILE)}; --resume continues a run with its "
-                "recorded settings"
+                f"{recorded[name]!r} in {source}; --resume continues a run with its recorded settings"
             )
-    if not run["finished"] and not runs.checkpoint_epochs(out_dir):
+    epochs = given.get("epochs", settings.epochs)
+    if epochs != settings.epochs:
+        if epochs < done:
+            raise runs.UsageError(f"--epochs {epochs} is fewer than the {done} epochs done in {out_dir}")
+        log(f"The run in {out_dir} now has {epochs} epochs instead of {settings.epochs}")
+        settings = dataclasses.replace(settings, epochs=epochs)
+    missing = runs.missing_run_files(out_dir, settings) if done == settings.epochs else ["epochs"]
+    if missing and not saved:
         raise runs.UsageError(f"no checkpoint in {os.path.join(out_dir, runs.CHECKPOINT_DIR)} to resume from")
-    return run
+    if missing and done == settings.epochs:
+        log(f"{out_dir} finished all {settings.epochs} epochs but lacks {', '.join(missing)}: saving them again")
+    return settings, bool(missing)

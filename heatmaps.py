@@ -8,6 +8,7 @@ import contextlib
 import glob
 import multiprocessing
 import os
+import signal
 
 import matplotlib
 import numpy as np
@@ -16,7 +17,7 @@ import PIL.Image
 import runs
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the Agg backend)
+import matplotlib.pyplot as plt  # after choosing the Agg backend
 
 HEATMAP_DIR = "se_features"  # RUN/se_features/{i}_se_feature.png
 COLOR_MAP = "hot"  # the assignment's
@@ -98,7 +99,8 @@ def worker():
     if (os.cpu_count() or 1) < 2:
         yield None
         return
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
+    # Ctrl-C reaches the whole process group: this process reports it, the worker is just ended.
+    with multiprocessing.get_context("spawn").Pool(1, signal.signal, (signal.SIGINT, signal.SIG_IGN)) as pool:
         yield pool
 
 
@@ -119,8 +121,9 @@ def save_heatmaps(features, labels, out_dir, batch_size, max_batches=None, pool=
         child.get()
     else:
         draw_heatmaps(*work, range(batches))
-    for stale in glob.glob(os.path.join(heatmap_dir, "*_se_feature.png")):  # from an earlier, longer run
-        index = os.path.basename(stale).split("_", 1)[0]
-        if not index.isdigit() or int(index) >= batches:
-            os.remove(stale)
+    if max_batches is None:  # every batch drawn: the rest are an earlier, longer run's
+        for stale in glob.glob(os.path.join(heatmap_dir, "*_se_feature.png")):
+            index = os.path.basename(stale).split("_", 1)[0]
+            if not index.isdigit() or int(index) >= batches:
+                os.remove(stale)
     return batches

@@ -7,12 +7,15 @@ OUT/checkpoints/      the state after each of the last two epochs, for --resume 
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
 import platform
+import shlex
 import shutil
 import signal
+import tempfile
 
 from settings import Settings
 
@@ -26,6 +29,14 @@ CHECKPOINT_NAME = "epoch"
 KEEP_CHECKPOINTS = 2
 LOGS_DIR = "logs"  # OUT/logs/train and OUT/logs/test: TensorBoard's event files
 MODEL_FILE = "selenet.keras"  # the whole model, for keras.models.load_model without this project
+LOCK_FILE = ".lock"  # held (flock) by the one process that writes the folder
+TEMPORARY_MARK = ".tmp"  # .NAME.tmpPID.EXT: a file being written
+# What one run leaves in its folder: removed together by --overwrite, so that no two runs mix.
+RUN_FILES = (
+    *(WEIGHTS_FILE, MODEL_FILE, RUN_FILE, HISTORY_FILE, "model_summary.txt", "training_curves.png"),
+    *("SELeNet.png", "SELeNet.dot", "LeNet5.png", "LeNet5.dot", "se_features.npz", "se_class_mean.png"),
+)
+RUN_DIRS = (CHECKPOINT_DIR, LOGS_DIR, "se_features")
 
 
 class UsageError(Exception):
@@ -34,6 +45,24 @@ class UsageError(Exception):
 
 class RunNotFound(UsageError):
     """No run.json where a run was expected."""
+
+
+class Diverged(Exception):
+    """The training loss stopped being a finite number: one line, exit code 1."""
+
+
+class WriteError(Exception):
+    """A file that could not be written (a full disk, say): one line naming it, exit code 1."""
+
+
+def write_failure(path, error):
+    """The WriteError for `error` raised while writing `path`."""
+    text = str(error)
+    if getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in text:
+        reason = "no space left on device"
+    else:
+        reason = getattr(error, "strerror", None) or next((line for line in text.splitlines() if line), "")
+    return WriteError(f"cannot write {path}: {reason}; the files written before it are whole")
 
 
 # ----------------------------------------------------------------------------
@@ -50,13 +79,29 @@ def atomic_path(path):
     """
     directory, name = os.path.split(path)
     stem, dot, extensions = name.partition(".")
-    temporary = os.path.join(directory, f".{stem}.tmp{os.getpid()}{dot}{extensions}")
+    temporary = os.path.join(directory, f".{stem}{TEMPORARY_MARK}{os.getpid()}{dot}{extensions}")
     try:
         yield temporary
         os.replace(temporary, path)
+    except OSError as e:
+        raise write_failure(path, e) from e
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def write_via_memory(path, write):
+    """write(scratch_path) into a memory-backed folder, then the bytes to `path` atomically.
+
+    For libraries that write files themselves: h5py on a full disk can crash the process, so it
+    never writes to the run folder; the copy here fails with a plain OSError instead.
+    """
+    memory = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    with tempfile.TemporaryDirectory(dir=memory) as scratch:
+        scratch_path = os.path.join(scratch, os.path.basename(path))
+        write(scratch_path)
+        with atomic_path(path) as temporary:
+            shutil.copyfile(scratch_path, temporary)
 
 
 def write_text(path, text):
@@ -112,7 +157,16 @@ def read_run(run_dir):
         missing = [key for key in ("settings", "history", "final", "finished") if key not in run]
         if missing:
             raise KeyError(f"no {', '.join(missing)}")
-        run["settings"] = Settings.from_dict(run["settings"])
+        run["settings"] = settings = Settings.from_dict(run["settings"])
+        history = run["history"]
+        if not isinstance(history, list) or not all(isinstance(record, dict) for record in history):
+            raise TypeError("history is not a list of epochs")
+        if [record.get("epoch") for record in history] != list(range(1, len(history) + 1)):
+            raise ValueError("the history's epochs are not 1, 2, 3, ...")
+        if len(history) > settings.epochs:
+            raise ValueError(f"the history has {len(history)} epochs, more than epochs = {settings.epochs}")
+        if run["finished"] is not (len(history) == settings.epochs):
+            raise ValueError(f"finished = {run['finished']} with {len(history)} of {settings.epochs} epochs done")
     except FileNotFoundError:
         raise RunNotFound(f"{path} is missing") from None
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -196,9 +250,100 @@ def checkpoint_epochs(out_dir):
 
 
 def discard_earlier_run(out_dir):
-    """Removes an earlier run's checkpoints and TensorBoard logs before a new run starts in out_dir."""
+    """Removes the checkpoints and TensorBoard logs left by a run stopped before its first checkpoint."""
     for name in (CHECKPOINT_DIR, LOGS_DIR):
         shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------
+# One writer per folder; never replacing a run silently
+# ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def folder_lock(path, prog):
+    """Holds an exclusive lock on a run (or study) folder for the `with` block; UsageError naming
+    the process that holds it. The kernel drops the lock with the process, even on SIGKILL."""
+    import fcntl
+
+    try:
+        descriptor = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise UsageError(f"cannot write to output directory {path}: {e.strerror}") from e
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(descriptor, 200, 0).decode(errors="replace").strip() or "another process"
+            raise UsageError(f"{path} is in use by {holder}; wait for it to end, or use another folder") from None
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"{prog} (pid {os.getpid()})".encode(), 0)
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def remove_temporary_files(out_dir):
+    """Removes what a killed process left half-written in out_dir (call it holding the lock)."""
+    for directory in (out_dir, os.path.join(out_dir, "se_features"), os.path.join(out_dir, CHECKPOINT_DIR)):
+        for name in os.listdir(directory) if os.path.isdir(directory) else ():
+            path = os.path.join(directory, name)
+            if is_temporary(name):
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
+
+def is_temporary(name):
+    """.NAME.tmpPID.EXT (atomic_path), .write-test-PID (ensure_writable_dir), epoch-N_temp (TensorFlow)."""
+    return (
+        name.startswith(".") and (TEMPORARY_MARK in name or name.startswith(".write-test-")) or name.endswith("_temp")
+    )
+
+
+def run_in(out_dir):
+    """What out_dir holds of a run: None, or a phrase for messages ("a finished run", ...)."""
+    try:
+        run = read_run(out_dir)
+    except RunNotFound:
+        run = None
+    except UsageError:
+        return f"a damaged {RUN_FILE}"
+    epochs = checkpoint_epochs(out_dir)
+    if run is not None and run["finished"]:
+        return f"a finished run of {run['settings'].epochs} epochs"
+    if run is not None or epochs:
+        done = max([len(run["history"]) if run else 0, *epochs])
+        return f"an unfinished run (epoch {done} saved)"
+    return None
+
+
+def missing_run_files(out_dir, settings):
+    """The files a finished run writes that out_dir lacks."""
+    name = "SELeNet" if settings.se else "LeNet5"
+    wanted = [WEIGHTS_FILE, MODEL_FILE, HISTORY_FILE, "model_summary.txt", "training_curves.png"]
+    missing = [n for n in wanted if not os.path.isfile(os.path.join(out_dir, n))]
+    if not any(os.path.isfile(os.path.join(out_dir, f"{name}.{ext}")) for ext in ("png", "dot")):
+        missing.append(f"{name}.png")
+    return missing
+
+
+def make_room_for_a_new_run(out_dir, overwrite):
+    """Refuses (UsageError) to start a run where one is, unless overwrite: then removes its files first."""
+    existing = run_in(out_dir)
+    if existing is None:
+        return
+    if not overwrite:
+        resume = "continue it with --resume, " if "unfinished" in existing else ""
+        raise UsageError(
+            f"{out_dir} holds {existing}; {resume}replace it with --overwrite, or choose another --out-dir"
+        )
+    for name in RUN_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(out_dir, name))
+    for name in RUN_DIRS:
+        shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
+    for name in os.listdir(out_dir):
+        if name.startswith("compare_") and name.endswith(".png"):
+            os.remove(os.path.join(out_dir, name))
 
 
 # ----------------------------------------------------------------------------
@@ -254,5 +399,5 @@ def interrupted_message(prog, interrupted, out_dir):
     epoch = saved[-1]
     return (
         f"{prog}: stopped by {interrupted}; epoch {epoch} is the last one saved. "
-        f"Resume with: python {prog} --out-dir {out_dir} --resume"
+        f"Resume with: python {prog} --out-dir {shlex.quote(str(out_dir))} --resume"
     )

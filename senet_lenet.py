@@ -16,20 +16,24 @@ After Ctrl-C, `python senet_lenet.py --out-dir DIR --resume` continues to the
 same bits as an uninterrupted run.
 """
 
+import math
 import os
 import shutil
 import sys
 import time
 
+import cli
+
 # Hides TensorFlow's C++ info lines (CPU features); warnings and errors still
 # show. The oneDNN notice is logged before this setting is read and stays.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if __name__ == "__main__":  # before TensorFlow loads, which takes seconds
+    cli.quiet_ctrl_c("senet_lenet.py")
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-import cli
 import runs
 from checkpoints import Checkpoints
 from mnist import IMAGE_SIZE, NUM_CLASSES, load_mnist, select, to_model_input
@@ -205,9 +209,10 @@ def train(
         for first_step in range(0, steps_per_epoch, STEPS_PER_CALL):
             last_step = min(first_step + STEPS_PER_CALL, steps_per_epoch)
             train_steps(x_train, y_train, order[first_step * batch_size : last_step * batch_size])
-            progbar.update(
-                last_step, [("loss", float(train_loss.result())), ("accuracy", float(train_accuracy.result()))]
-            )
+            loss = float(train_loss.result())
+            if not math.isfinite(loss):  # no checkpoint of this epoch: the last one saved is finite
+                raise runs.Diverged(f"training diverged in epoch {epoch} by step {last_step}: loss {loss}; lower --lr")
+            progbar.update(last_step, [("loss", loss), ("accuracy", float(train_accuracy.result()))])
             if stop is not None:
                 stop.check()
         _, excitations = evaluate(test_step, x_test, y_test)
@@ -244,8 +249,7 @@ def save_model_diagram(model, out_dir, warn=print):
     png_path = os.path.join(out_dir, f"{model.name}.png")
     # With IPython importable, plot_model only prints its Graphviz message, so look for `dot` first.
     if shutil.which("dot"):
-        with runs.atomic_path(png_path) as temporary:
-            keras.utils.plot_model(model, to_file=temporary, **options)
+        runs.write_via_memory(png_path, lambda path: keras.utils.plot_model(model, to_file=path, **options))
         return png_path
     dot_path = os.path.join(out_dir, f"{model.name}.dot")
     runs.write_text(dot_path, keras.utils.model_to_dot(model, **options).to_string())
@@ -259,18 +263,18 @@ def save_model_diagram(model, out_dir, warn=print):
 
 
 def save_run(model, settings, history, out_dir, warn=print):
-    """Writes every file of a finished run to out_dir, each atomically; returns run.json's contents."""
-    with runs.atomic_path(os.path.join(out_dir, runs.WEIGHTS_FILE)) as temporary:
-        model.save_weights(temporary)
-    with runs.atomic_path(os.path.join(out_dir, runs.MODEL_FILE)) as temporary:
-        model.save(temporary)  # built-in layers only: loads without this project's code
-    run = runs.run_record(model, settings, history)
-    runs.save_progress(run, out_dir)
+    """Writes every file of a finished run to out_dir, each atomically; returns run.json's contents.
+
+    run.json saying "finished" comes last: a run stopped before it is resumed, and its files redrawn.
+    """
+    runs.write_via_memory(os.path.join(out_dir, runs.WEIGHTS_FILE), model.save_weights)
+    runs.write_via_memory(os.path.join(out_dir, runs.MODEL_FILE), model.save)  # built-in layers: loads anywhere
     runs.write_text(os.path.join(out_dir, "model_summary.txt"), model_summary_text(model))
     save_model_diagram(model, out_dir, warn=warn)
-    runs.save_figure(
-        runs.plot_training_curves(history, f"{model.name} on MNIST"), os.path.join(out_dir, "training_curves.png")
-    )
+    curves = runs.plot_training_curves(history, f"{model.name} on MNIST")
+    runs.save_figure(curves, os.path.join(out_dir, "training_curves.png"))
+    run = runs.run_record(model, settings, history)
+    runs.save_progress(run, out_dir)
     return run
 
 
@@ -282,13 +286,13 @@ def train_run(settings, train_data, test_data, out_dir, resume=False, stop=None,
     """
     model = seeded_model(settings)
     optimizer = make_optimizer(settings, model)
-    checkpoints = Checkpoints(out_dir, model, optimizer)
+    checkpoints = Checkpoints(out_dir, model, optimizer, settings)
     history = []
     if resume:
         history = checkpoints.restore_newest(warn)
         log(f"Resuming {out_dir} after epoch {len(history)} of {settings.epochs}")
     else:
-        runs.discard_earlier_run(out_dir)
+        runs.discard_earlier_run(out_dir)  # logs of a run stopped before its first checkpoint
     if verbose:
         log(model_summary_text(model).rstrip("\n"))
         log(
@@ -323,7 +327,10 @@ def parse_args(argv=None):
     cli.add_setting_flags(parser)
     cli.add_data_dir_flag(parser)
     parser.add_argument("--out-dir", default=runs.OUT_DIR, help=f"where the run's files go (default: {runs.OUT_DIR})")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out-dir from its last epoch")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --out-dir from its last epoch (--epochs may change)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace a run that --out-dir holds")
     return parser.parse_args(argv)
 
 
@@ -337,22 +344,33 @@ def main(argv=None):
         with runs.StopOnSignal() as stop:
             given = cli.given_settings(args)
             settings = Settings(**given)
-            if args.resume:
-                run = cli.run_to_resume(args.out_dir, given)
-                settings = run["settings"]
-                if run["finished"]:
-                    print(f"{args.out_dir} already finished all {settings.epochs} epochs: nothing to resume")
-                    return 0
             runs.ensure_writable_dir(args.out_dir)
-            train_data, test_data = load_mnist(args.data_dir)
-            train_data, test_data = select(train_data, settings.train_samples), select(test_data, settings.test_samples)
-            train_run(settings, train_data, test_data, args.out_dir, resume=args.resume, stop=stop, warn=warn)
+            with runs.folder_lock(args.out_dir, "senet_lenet.py"):
+                runs.remove_temporary_files(args.out_dir)
+                if args.resume:
+                    settings, missing = cli.run_to_resume(args.out_dir, given, log=print)
+                    if not missing:
+                        print(f"{args.out_dir} already finished all {settings.epochs} epochs: nothing to resume")
+                        return 0
+                else:
+                    runs.make_room_for_a_new_run(args.out_dir, args.overwrite)
+                train_data, test_data = load_mnist(args.data_dir)
+                train_data, test_data = (
+                    select(train_data, settings.train_samples),
+                    select(test_data, settings.test_samples),
+                )
+                stop.check()
+                train_run(settings, train_data, test_data, args.out_dir, resume=args.resume, stop=stop, warn=warn)
+                stop.check()  # a signal that came while the last files were written: reported, not lost
     except cli.USER_ERRORS as e:
         return cli.report_error("senet_lenet.py", e)
+    except (runs.Diverged, runs.WriteError) as e:
+        print(flush=True)  # ends the progress bar's line
+        return cli.report_error("senet_lenet.py", e, 1)
     except tf.errors.UnimplementedError as e:
         return cli.report_error("senet_lenet.py", cli.no_deterministic_kernel(e), 1)
     except runs.Interrupted as e:
-        print(flush=True)  # ends the progress bar's line
+        print(flush=True)
         warn(runs.interrupted_message("senet_lenet.py", e, args.out_dir))
         return 128 + e.signum
     print(f"Saved the run to {args.out_dir}/ (weights, run.json, history.csv, figures)")

@@ -4,6 +4,7 @@ OUT/logs/train   loss, accuracy (the training batches of the epoch)
 OUT/logs/test    loss, accuracy, and a histogram of each SE channel's excitation over the test set
 """
 
+import contextlib
 import os
 
 import tensorflow as tf
@@ -13,12 +14,20 @@ import runs
 
 class EpochLogs:
     def __init__(self, out_dir):
-        logs = os.path.join(out_dir, runs.LOGS_DIR)
+        self.directory = logs = os.path.join(out_dir, runs.LOGS_DIR)
         self.train = tf.summary.create_file_writer(os.path.join(logs, "train"))
         self.test = tf.summary.create_file_writer(os.path.join(logs, "test"))
 
     def write(self, record, excitations=None):
-        """One epoch's record (as in history.csv) and the test set's excitations (N, C), or None without SE."""
+        """One epoch's record (as in history.csv) and the test set's excitations (N, C), or None without SE.
+
+        runs.WriteError if the event files cannot be written."""
+        try:
+            self._write(record, excitations)
+        except tf.errors.OpError as e:  # a full disk: ResourceExhaustedError
+            raise runs.write_failure(self.directory, e) from e
+
+    def _write(self, record, excitations):
         with self.train.as_default(step=record["epoch"]):
             tf.summary.scalar("loss", record["loss"])
             tf.summary.scalar("accuracy", record["accuracy"])
@@ -31,5 +40,6 @@ class EpochLogs:
         self.test.flush()
 
     def close(self):
-        self.train.close()
-        self.test.close()
+        with contextlib.suppress(tf.errors.OpError):  # a failed write was reported already
+            self.train.close()
+            self.test.close()

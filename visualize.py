@@ -16,6 +16,7 @@ same seed on the same machine (the assignment's extended experiment).
 """
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -30,7 +31,7 @@ from mnist import NUM_CLASSES, load_mnist, select
 from settings import Settings
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the Agg backend)
+import matplotlib.pyplot as plt  # after choosing the Agg backend
 
 ACCURACY_TOLERANCE = 0.1  # percentage points between recorded and re-evaluated test accuracy
 
@@ -98,20 +99,21 @@ def class_means(features, labels):
 
 def class_mean_summary(means, features):
     """One line: how much the excitation varies between digits, against between channels."""
-    between_digits = np.nanstd(means, axis=0)  # per channel
+    digits = np.flatnonzero(~np.isnan(means).any(axis=1))  # the digits the test set holds
+    present = means[digits]
+    between_digits = present.std(axis=0)  # per channel
     between_channels = features.mean(axis=0).std()
-    distance = [
-        np.nanmean(np.abs(means[d] - np.nanmean(np.delete(means, d, axis=0), axis=0))) for d in range(len(means))
-    ]
-    digit = int(np.nanargmax(distance))
-    others = np.nanmean(np.delete(means, digit, axis=0), axis=0)
-    channels = np.argsort(-np.abs(means[digit] - others))[:3]
-    return (
+    line = (
         f"SE class means: std between digits {between_digits.mean():.3f} per channel on average "
         f"(max {between_digits.max():.3f}, channel {int(between_digits.argmax())}); "
-        f"std between channels {between_channels:.3f}; most distinct digit {digit} "
-        f"(channels {', '.join(str(c) for c in channels)})"
+        f"std between channels {between_channels:.3f}; "
     )
+    if len(digits) < 2:
+        return line + "most distinct digit: needs two digits in the test set"
+    others = [np.delete(present, i, axis=0).mean(axis=0) for i in range(len(digits))]
+    i = int(np.argmax([np.abs(present[i] - others[i]).mean() for i in range(len(digits))]))
+    channels = np.argsort(-np.abs(present[i] - others[i]))[:3]
+    return line + f"most distinct digit {digits[i]} (channels {', '.join(str(c) for c in channels)})"
 
 
 def class_mean_figure(means):
@@ -190,6 +192,11 @@ def checked_excitations(run_dir, run, test_data):
     import senet_lenet
 
     predictions, features, accuracy = senet_lenet.predict_test_set(model, *test_data)
+    if not (np.isfinite(predictions).all() and np.isfinite(features).all()):
+        raise runs.UsageError(
+            f"{run_dir}: the model's outputs are not finite (NaN or inf): the run diverged; "
+            "train it again with a lower --lr"
+        )
     recorded = run["final"]["test_accuracy"]
     print(f"{run_dir}: test accuracy {accuracy:.2f} % (recorded in run.json: {recorded:.2f} %)")
     if abs(accuracy - recorded) > ACCURACY_TOLERANCE:
@@ -200,9 +207,20 @@ def checked_excitations(run_dir, run, test_data):
     return predictions, features
 
 
+@contextlib.contextmanager
+def using(*run_dirs):
+    """Holds the run folders' locks (each folder once): UsageError if one is missing or in use."""
+    with contextlib.ExitStack() as stack:
+        for run_dir in {os.path.realpath(d): d for d in run_dirs}.values():
+            if not os.path.isdir(run_dir):
+                raise runs.UsageError(f"run directory {run_dir} does not exist; train first: python senet_lenet.py")
+            runs.ensure_writable_dir(run_dir)
+            stack.enter_context(runs.folder_lock(run_dir, "visualize.py"))
+        yield
+
+
 def visualize(args):
     run = load_run(args.run_dir)
-    runs.ensure_writable_dir(args.run_dir)
     with heatmaps.worker() as pool:  # starting while the test set is evaluated
         test_data = load_test_data(run, args.data_dir)
         predictions, features = checked_excitations(args.run_dir, run, test_data)
@@ -223,7 +241,6 @@ def compare(args):
     run_a, run_b = load_run(dir_a), load_run(dir_b)
     if run_a["settings"].test_samples != run_b["settings"].test_samples:
         raise runs.UsageError(f"{dir_a} and {dir_b} were tested on different test sets")
-    runs.ensure_writable_dir(dir_b)
     test_data = load_test_data(run_a, args.data_dir)
     batches = -(-len(test_data[1]) // args.batch_size)
     if not 0 <= args.batch < batches:
@@ -243,14 +260,18 @@ def compare(args):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        if args.compare:
-            compare(args)
-        else:
-            visualize(args)
+        with using(*(args.compare or [args.run_dir])):
+            if args.compare:
+                compare(args)
+            else:
+                visualize(args)
     except cli.USER_ERRORS as e:
         return cli.report_error("visualize.py", e)
+    except runs.WriteError as e:
+        return cli.report_error("visualize.py", e, 1)
     return 0
 
 
 if __name__ == "__main__":
+    cli.quiet_ctrl_c("visualize.py")
     sys.exit(main())

@@ -111,7 +111,7 @@ def write_synthetic_run(run_dir, data_dir, settings=None, epochs_done=None):
     if epochs_done == settings.epochs:
         model.save_weights(os.path.join(run_dir, runs.WEIGHTS_FILE))
     else:
-        Checkpoints(run_dir, model, senet_lenet.make_optimizer(settings, model)).save(history)
+        Checkpoints(run_dir, model, senet_lenet.make_optimizer(settings, model), settings).save(history)
     run = runs.run_record(model, settings, history)
     runs.save_progress(run, run_dir)
     return json.loads(open(os.path.join(run_dir, runs.RUN_FILE)).read())

@@ -15,7 +15,7 @@ from settings import Settings
 def model_and_optimizer(seed=1):
     settings = Settings(seed=seed)
     model = senet_lenet.seeded_model(settings)
-    return model, senet_lenet.make_optimizer(settings, model)
+    return model, senet_lenet.make_optimizer(settings, model), settings
 
 
 def history_of(epochs):
@@ -25,8 +25,8 @@ def history_of(epochs):
 @pytest.fixture
 def three_epochs(tmp_path):
     """A folder with checkpoints saved after epochs 1-3 (so 2 and 3 are kept); returns (model, optimizer)."""
-    model, optimizer = model_and_optimizer()
-    checkpoints = Checkpoints(str(tmp_path), model, optimizer)
+    model, optimizer, settings = model_and_optimizer()
+    checkpoints = Checkpoints(str(tmp_path), model, optimizer, settings)
     for epoch in (1, 2, 3):
         for variable in optimizer.variables:
             variable.assign(variable + epoch)  # a different state per epoch
@@ -36,8 +36,8 @@ def three_epochs(tmp_path):
 
 
 def restore(out_dir, warnings):
-    model, optimizer = model_and_optimizer(seed=2)
-    history = Checkpoints(str(out_dir), model, optimizer).restore_newest(warnings.append)
+    model, optimizer, settings = model_and_optimizer(seed=2)
+    history = Checkpoints(str(out_dir), model, optimizer, settings).restore_newest(warnings.append)
     return history, model, optimizer
 
 

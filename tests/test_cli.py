@@ -24,8 +24,8 @@ from helpers import assert_one_line_error, run_script
         (["--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
         (["--reduction", "0"], "--reduction: must be positive, got 0"),
         (["--reduction", "32"], "--reduction: SE reduction 32 leaves no hidden unit for 16 channels"),
-        (["--seed", "-1"], "seed must be a whole number from 0 to 2**32 - 1, got -1"),
-        (["--seed", str(2**32)], "seed must be a whole number from 0 to 2**32 - 1"),
+        (["--seed", "-1"], "--seed: must be a whole number from 0 to 2**32 - 1, got -1"),
+        (["--seed", str(2**32)], "--seed: must be a whole number from 0 to 2**32 - 1, got 4294967296"),
         (["--unknown"], "unrecognized arguments: --unknown"),
     ],
 )

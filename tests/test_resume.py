@@ -108,9 +108,7 @@ def test_resume_from_an_earlier_checkpoint(unfinished_run, reference_run, mnist_
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize(
-    "flag", [["--epochs", "9"], ["--seed", "1"], ["--optimizer", "sgd"], ["--no-se"], ["--epochs", "10"]]
-)
+@pytest.mark.parametrize("flag", [["--seed", "1"], ["--optimizer", "sgd"], ["--no-se"], ["--lr", "0.5"]])
 def test_resume_with_a_conflicting_flag(unfinished_synthetic_run, flag, capsys):
     assert senet_lenet.main(["--out-dir", str(unfinished_synthetic_run), "--resume", *flag]) == 2
     assert_one_line_error(capsys.readouterr().err, f"{flag[0]} conflicts with the run being resumed")
@@ -123,11 +121,46 @@ def test_resume_with_agreeing_flags(unfinished_synthetic_run, synthetic_mnist_di
     assert run["finished"] and [r["epoch"] for r in run["history"]] == [1, 2]
 
 
-def test_resume_a_finished_run(synthetic_run, capsys):
-    stamp = os.stat(synthetic_run / runs.WEIGHTS_FILE).st_mtime_ns
-    assert senet_lenet.main(["--out-dir", str(synthetic_run), "--resume"]) == 0
+@pytest.fixture
+def finished_run(trained_synthetic_run, tmp_path):
+    """A copy of a finished run that a test may change."""
+    return shutil.copytree(trained_synthetic_run, tmp_path / "finished")
+
+
+def test_resume_a_finished_run(finished_run, capsys):
+    stamp = os.stat(finished_run / runs.WEIGHTS_FILE).st_mtime_ns
+    assert senet_lenet.main(["--out-dir", str(finished_run), "--resume"]) == 0
     assert "already finished all 2 epochs: nothing to resume" in capsys.readouterr().out
-    assert os.stat(synthetic_run / runs.WEIGHTS_FILE).st_mtime_ns == stamp
+    assert os.stat(finished_run / runs.WEIGHTS_FILE).st_mtime_ns == stamp
+
+
+def test_resume_redraws_what_a_finished_run_lacks(finished_run, synthetic_mnist_dir, capsys):
+    """As if killed after run.json said finished but before the figures were drawn."""
+    weights = weights_of(finished_run)
+    for name in ("training_curves.png", "SELeNet.png", runs.MODEL_FILE):
+        os.remove(finished_run / name)
+    assert senet_lenet.main(["--out-dir", str(finished_run), "--resume", "--data-dir", synthetic_mnist_dir]) == 0
+    assert "lacks selenet.keras, training_curves.png, SELeNet.png: saving them again" in capsys.readouterr().out
+    for name in ("training_curves.png", "SELeNet.png", runs.MODEL_FILE):
+        assert (finished_run / name).stat().st_size > 0
+    for a, b in zip(weights_of(finished_run), weights):  # the same model, not trained further
+        np.testing.assert_array_equal(a, b)
+
+
+def test_resume_can_shorten_or_lengthen_a_run(finished_run, unfinished_synthetic_run, synthetic_mnist_dir, capsys):
+    assert senet_lenet.main(["--out-dir", str(finished_run), "--resume", "--epochs", "1"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "--epochs 1 is fewer than the 2 epochs done in")
+
+    data = ["--data-dir", synthetic_mnist_dir]
+    assert senet_lenet.main(["--out-dir", str(finished_run), "--resume", "--epochs", "3", *data]) == 0
+    assert "now has 3 epochs instead of 2" in capsys.readouterr().out
+    run = runs.read_run(finished_run)
+    assert run["finished"] and run["settings"].epochs == 3 and len(run["history"]) == 3
+
+    # a long run stopped early can be ended where it stands, and then be drawn
+    assert senet_lenet.main(["--out-dir", str(unfinished_synthetic_run), "--resume", "--epochs", "1", *data]) == 0
+    run = runs.read_run(unfinished_synthetic_run)
+    assert run["finished"] and run["settings"].epochs == 1 and len(run["history"]) == 1
 
 
 def test_resume_without_checkpoint(unfinished_synthetic_run, tmp_path, capsys):
