@@ -21,11 +21,16 @@ def quiet_ctrl_c(prog):
     def hook(kind, value, traceback):
         if not issubclass(kind, KeyboardInterrupt):
             return sys.__excepthook__(kind, value, traceback)
-        sys.stdout.flush()
-        print(f"{prog}: stopped by SIGINT; every file written so far is whole", file=sys.stderr, flush=True)
-        os._exit(130)
+        os._exit(stopped_by_ctrl_c(prog))  # at start-up: nothing to clean up
 
     sys.excepthook = hook
+
+
+def stopped_by_ctrl_c(prog):
+    """Reports a KeyboardInterrupt in one line; returns the exit code 130."""
+    sys.stdout.flush()
+    print(f"{prog}: stopped by SIGINT; every file written so far is whole", file=sys.stderr, flush=True)
+    return 130
 
 
 def report_error(prog, error, code=2):

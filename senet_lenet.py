@@ -210,8 +210,13 @@ def train(
             last_step = min(first_step + STEPS_PER_CALL, steps_per_epoch)
             train_steps(x_train, y_train, order[first_step * batch_size : last_step * batch_size])
             loss = float(train_loss.result())
-            if not math.isfinite(loss):  # no checkpoint of this epoch: the last one saved is finite
-                raise runs.Diverged(f"training diverged in epoch {epoch} by step {last_step}: loss {loss}; lower --lr")
+            if not (math.isfinite(loss) and all(np.isfinite(v.numpy()).all() for v in model.trainable_variables)):
+                # Raised before this epoch's checkpoint: the last one saved is finite. (The loss alone can stay
+                # finite while weights overflow: the cross-entropy clips the probabilities.)
+                raise runs.Diverged(
+                    f"training diverged in epoch {epoch} by step {last_step}: loss {loss:.4g}, and weights or loss "
+                    "are no longer finite numbers; lower --lr"
+                )
             progbar.update(last_step, [("loss", loss), ("accuracy", float(train_accuracy.result()))])
             if stop is not None:
                 stop.check()

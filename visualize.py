@@ -269,6 +269,8 @@ def main(argv=None):
         return cli.report_error("visualize.py", e)
     except runs.WriteError as e:
         return cli.report_error("visualize.py", e, 1)
+    except KeyboardInterrupt:
+        return cli.stopped_by_ctrl_c("visualize.py")
     return 0
 
 
