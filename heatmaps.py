@@ -19,7 +19,7 @@ import runs
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the Agg backend
 
-HEATMAP_DIR = "se_features"  # RUN/se_features/{i}_se_feature.png
+HEATMAP_DIR = "se_features"  # RUN/se_features/{i}_se_feature.png; another block's: se_features_conv1/...
 COLOR_MAP = "hot"  # the assignment's
 
 
@@ -40,13 +40,18 @@ class HeatmapFigure:
     change, so the rest is drawn once and copied back as pixels for each batch
     (blitting): a full redraw costs most of the time of 100 figures."""
 
-    def __init__(self, rows, channels):
+    def __init__(self, rows, channels, limits=(0.0, 1.0)):
         # Fixed margins: a layout engine would re-run at each of the 100 saves.
         self.figure = plt.figure(figsize=(6, 7))
         self.axes = self.figure.add_axes((0.12, 0.07, 0.68, 0.88))
         colorbar_axes = self.figure.add_axes((0.84, 0.07, 0.035, 0.88))
         self.image = self.axes.imshow(
-            np.zeros((rows, channels)), cmap=COLOR_MAP, vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest"
+            np.zeros((rows, channels)),
+            cmap=COLOR_MAP,
+            vmin=limits[0],
+            vmax=limits[1],
+            aspect="auto",
+            interpolation="nearest",
         )
         self.figure.colorbar(self.image, cax=colorbar_axes, label="excitation")
         self.axes.set_xticks(range(channels))
@@ -81,12 +86,23 @@ class HeatmapFigure:
             PIL.Image.fromarray(rgb).save(temporary, format="png", compress_level=3)
 
 
-def draw_heatmaps(features, labels, heatmap_dir, batch_size, indices):
+def block_suffix(block):
+    """ "" for the assignment's block after conv2 (today's file names), "_conv1" for the one after conv1."""
+    return "" if block == "conv2" else f"_{block}"
+
+
+def color_limits(gate, features):
+    """The colour scale: the gate's range (a ReLU gate's is open above: the largest excitation drawn)."""
+    return {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}.get(gate, (0.0, max(1.0, float(np.max(features)))))
+
+
+def draw_heatmaps(features, labels, heatmap_dir, batch_size, indices, block="conv2", limits=(0.0, 1.0)):
     """Writes the heatmaps of the given batch indices."""
-    heatmap = HeatmapFigure(min(batch_size, len(labels)), features.shape[1])
+    heatmap = HeatmapFigure(min(batch_size, len(labels)), features.shape[1], limits)
+    where = "" if block == "conv2" else f" after {block}"
     for i in indices:
         batch = slice(i * batch_size, (i + 1) * batch_size)
-        heatmap.draw(features[batch], labels[batch], f"SE excitations, test batch {i}")
+        heatmap.draw(features[batch], labels[batch], f"SE excitations{where}, test batch {i}")
         heatmap.save(os.path.join(heatmap_dir, f"{i}_se_feature.png"))
     plt.close(heatmap.figure)
 
@@ -104,23 +120,23 @@ def worker():
         yield pool
 
 
-def save_heatmaps(features, labels, out_dir, batch_size, max_batches=None, pool=None):
+def save_heatmaps(features, labels, out_dir, batch_size, max_batches=None, pool=None, block="conv2", limits=(0, 1)):
     """se_features/{i}_se_feature.png for each test batch i; returns how many were written.
 
     pool: a worker() to draw every other batch.
     """
-    heatmap_dir = os.path.join(out_dir, HEATMAP_DIR)
+    heatmap_dir = os.path.join(out_dir, HEATMAP_DIR + block_suffix(block))
     os.makedirs(heatmap_dir, exist_ok=True)
     batches = -(-len(labels) // batch_size)
     if max_batches is not None:
         batches = min(batches, max_batches)
     work = (features, labels, heatmap_dir, batch_size)
     if pool is not None and batches > 1:
-        child = pool.apply_async(draw_heatmaps, (*work, range(1, batches, 2)))
-        draw_heatmaps(*work, range(0, batches, 2))
+        child = pool.apply_async(draw_heatmaps, (*work, range(1, batches, 2), block, limits))
+        draw_heatmaps(*work, range(0, batches, 2), block, limits)
         child.get()
     else:
-        draw_heatmaps(*work, range(batches))
+        draw_heatmaps(*work, range(batches), block, limits)
     if max_batches is None:  # every batch drawn: the rest are an earlier, longer run's
         for stale in glob.glob(os.path.join(heatmap_dir, "*_se_feature.png")):
             index = os.path.basename(stale).split("_", 1)[0]

@@ -37,7 +37,7 @@ import tensorflow as tf
 import runs
 from checkpoints import Checkpoints
 from mnist import IMAGE_SIZE, NUM_CLASSES, load_mnist, select, to_model_input
-from settings import CONV2_FILTERS, Settings, se_hidden_units
+from settings import BLOCK_CHANNELS, CONV1_FILTERS, CONV2_FILTERS, Settings, se_hidden_units
 from tensorboard_logs import EpochLogs
 
 # Speed knobs that do not change results.
@@ -48,53 +48,79 @@ EVAL_BATCH_SIZE = 1000  # test images per test_step call
 # ---- Model ---------------------------------------------------------------------
 
 
-def se_block(x, reduction=Settings.reduction, name="se"):
-    """Squeeze-and-Excitation on x (N, H, W, C). Returns (scaled x, excitation (N, C))."""
+SE_NAMES = {"conv1": "se_conv1", "conv2": "se"}  # each SE block's layer-name prefix (conv2's: the assignment's)
+SQUEEZE_LAYERS = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D}
+
+
+def se_block(x, reduction=Settings.reduction, name="se", squeeze="avg", gate="sigmoid", excitation=None):
+    """Squeeze-and-Excitation on x (N, H, W, C). Returns (scaled x, excitation (N, C)).
+
+    excitation: an (N, C) tensor to scale by instead of the block's own (to study what it does).
+    """
     channels = x.shape[-1]
-    hidden = se_hidden_units(reduction, channels)
-    squeezed = keras.layers.GlobalAveragePooling2D(name=f"{name}_squeeze")(x)  # (N, C)
-    reduced = keras.layers.Dense(hidden, activation="relu", use_bias=False, name=f"{name}_reduce")(squeezed)
-    excitation = keras.layers.Dense(channels, activation="sigmoid", use_bias=False, name=f"{name}_expand")(reduced)
+    if excitation is None:
+        hidden = se_hidden_units(reduction, channels)
+        if squeeze not in SQUEEZE_LAYERS:
+            raise ValueError(f"unknown squeeze {squeeze!r}; choose {', '.join(SQUEEZE_LAYERS)}")
+        squeezed = SQUEEZE_LAYERS[squeeze](name=f"{name}_squeeze")(x)  # (N, C)
+        reduced = keras.layers.Dense(hidden, activation="relu", use_bias=False, name=f"{name}_reduce")(squeezed)
+        excitation = keras.layers.Dense(channels, activation=gate, use_bias=False, name=f"{name}_expand")(reduced)
     scale = keras.layers.Reshape((1, 1, channels), name=f"{name}_excite")(excitation)  # (N, 1, 1, C)
     scaled = keras.layers.Multiply(name=f"{name}_scale")([x, scale])  # (N, H, W, C)
-    return scaled, excitation  # excitation: (N, C), each in (0, 1)
+    return scaled, excitation  # excitation: (N, C), each in (0, 1) with the sigmoid gate
 
 
-def build_model(reduction=Settings.reduction, se=True):
-    """LeNet-5 with an SE block after conv2; outputs [predictions (N, 10), excitation (N, 16)].
+def build_model(settings=None, excitation_inputs=False):
+    """LeNet-5 with SE blocks where settings say (the assignment: after conv2).
 
-    With se=False, plain LeNet-5 (the ablation's baseline): predictions only.
+    Outputs [predictions (N, 10), excitation (N, C) of each SE block in depth order]; without SE,
+    plain LeNet-5 (the ablation's baseline): predictions only. excitation_inputs: the model takes
+    [image, excitation of each block] and scales by those (its weights come from a trained model).
     """
+    settings = settings or Settings()
     layers = keras.layers
-    inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), name="image")
-    x = layers.Conv2D(6, 5, activation="relu", name="conv1")(inputs)  # (N, 24, 24, 6)
+    image = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), name="image")
+    blocks = settings.se_blocks
+    given = {b: keras.Input((BLOCK_CHANNELS[b],), name=f"{SE_NAMES[b]}_given") for b in blocks if excitation_inputs}
+    excitations = []
+
+    def se_after(block, x):
+        if block not in blocks:
+            return x
+        x, excitation = se_block(
+            x, settings.reduction, SE_NAMES[block], settings.squeeze, settings.gate, given.get(block)
+        )
+        excitations.append(excitation)
+        return x
+
+    x = se_after("conv1", layers.Conv2D(CONV1_FILTERS, 5, activation="relu", name="conv1")(image))  # (N, 24, 24, 6)
     x = layers.MaxPooling2D(2, padding="same", name="pool1")(x)  # (N, 12, 12, 6)
     x = layers.Conv2D(CONV2_FILTERS, 5, activation="relu", name="conv2")(x)  # (N, 8, 8, 16)
-    if se:
-        x, excitation = se_block(x, reduction, name="se")
+    x = se_after("conv2", x)
     x = layers.MaxPooling2D(2, padding="same", name="pool2")(x)  # (N, 4, 4, 16)
     x = layers.Flatten(name="flatten")(x)  # (N, 256)
     x = layers.Dense(120, activation="relu", name="fc1")(x)
     x = layers.Dense(84, activation="relu", name="fc2")(x)
     predictions = layers.Dense(NUM_CLASSES, activation="softmax", name="predictions")(x)
-    if not se:
-        return keras.Model(inputs, predictions, name="LeNet5")
-    return keras.Model(inputs, [predictions, excitation], name="SELeNet")
+    name = "SELeNet" if blocks else "LeNet5"
+    if excitation_inputs:
+        return keras.Model([image, *given.values()], predictions, name=f"{name}_given_excitations")
+    return keras.Model(image, [predictions, *excitations] if blocks else predictions, name=name)
 
 
 def forward(model, images, training=False):
-    """(predictions, excitation) of either model; excitation is None without SE."""
+    """(predictions, [excitation of each SE block]) of any of the models."""
     outputs = model(images, training=training)
     if isinstance(outputs, (list, tuple)):
-        return outputs[0], outputs[1]
-    return outputs, None
+        return outputs[0], list(outputs[1:])
+    return outputs, []
 
 
 def seeded_model(settings):
     """Seeds Python, NumPy and TensorFlow, turns on deterministic ops, builds the model."""
     keras.utils.set_random_seed(settings.seed)
     tf.config.experimental.enable_op_determinism()
-    return build_model(settings.reduction, se=settings.se)
+    return build_model(settings)
 
 
 # ---- Training ------------------------------------------------------------------
@@ -116,29 +142,26 @@ def epoch_order(seed, epoch, size):
 def make_test_step(model, loss_fn, loss_metric, accuracy_metric):
     @tf.function
     def test_step(images, labels):
-        predictions, excitation = forward(model, images)
+        predictions, excitations = forward(model, images)
         loss_metric.update_state(loss_fn(labels, predictions))
         accuracy_metric.update_state(labels, predictions)
-        return predictions, excitation
+        return predictions, excitations
 
     return test_step
 
 
 def evaluate(test_step, images, labels, batch_size=EVAL_BATCH_SIZE):
-    """Runs test_step over the data in order; returns (predictions, excitations) as NumPy.
-
-    Excitations are None for a model without SE."""
+    """Runs test_step over the data in order; returns (predictions, [excitations of each SE block]) as NumPy."""
     predictions, excitations = [], []
     for start in range(0, len(images), batch_size):
         p, e = test_step(images[start : start + batch_size], labels[start : start + batch_size])
         predictions.append(p.numpy())
-        if e is not None:
-            excitations.append(e.numpy())
-    return np.concatenate(predictions), (np.concatenate(excitations) if excitations else None)
+        excitations.append([block.numpy() for block in e])
+    return np.concatenate(predictions), [np.concatenate(block) for block in zip(*excitations)]
 
 
 def predict_test_set(model, images, labels):
-    """(predictions (N, 10), excitations (N, 16) or None, accuracy %) of a trained model, in the data's order."""
+    """(predictions (N, 10), [excitations (N, C) of each SE block], accuracy %) of a trained model, in order."""
     accuracy = keras.metrics.SparseCategoricalAccuracy()
     test_step = make_test_step(model, keras.losses.SparseCategoricalCrossentropy(), keras.metrics.Mean(), accuracy)
     predictions, excitations = evaluate(test_step, to_model_input(images), labels)
@@ -308,7 +331,7 @@ def train_run(settings, train_data, test_data, out_dir, resume=False, stop=None,
     logs = EpochLogs(out_dir)
 
     def on_epoch_end(history, excitations):
-        logs.write(history[-1], excitations)
+        logs.write(history[-1], dict(zip(settings.se_blocks, excitations)))
         checkpoints.save(history)
         if len(history) < settings.epochs:
             runs.save_progress(runs.run_record(model, settings, history), out_dir)

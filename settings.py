@@ -9,7 +9,16 @@ import math
 import numbers
 
 LEARNING_RATES = {"adam": 0.001, "sgd": 0.01}  # the assignment's learning rate per optimizer
-CONV2_FILTERS = 16  # channels the SE block recalibrates
+CONV1_FILTERS = 6
+CONV2_FILTERS = 16  # channels the assignment's SE block recalibrates
+SE_POSITIONS = {"conv2": ("conv2",), "conv1": ("conv1",), "both": ("conv1", "conv2")}  # -> SE blocks, in depth order
+SQUEEZES = ("avg", "max")  # global average or global max pooling
+GATES = ("sigmoid", "tanh", "relu")  # the excitation's nonlinearity
+# Settings added after runs were first saved: a run.json without them had these values.
+LATER_SETTINGS = {"se_position": "conv2", "squeeze": "avg", "gate": "sigmoid"}
+
+
+BLOCK_CHANNELS = {"conv1": CONV1_FILTERS, "conv2": CONV2_FILTERS}
 
 
 class SettingsError(ValueError):
@@ -39,6 +48,9 @@ class Settings:
     seed: int = 0  # seeds weights and data order; same seed => same bits
     train_samples: int = None  # train on the first N training images; None: all
     test_samples: int = None  # test on the first N test images; None: all
+    se_position: str = "conv2"  # after which convolution(s) an SE block sits: conv2, conv1 or both
+    squeeze: str = "avg"  # the squeeze: global "avg" (the paper's) or "max" pooling
+    gate: str = "sigmoid"  # the excitation's nonlinearity: sigmoid (the paper's), tanh or relu
 
     def __post_init__(self):
         if self.optimizer not in LEARNING_RATES:
@@ -55,8 +67,12 @@ class Settings:
             raise SettingsError(f"se must be true or false, got {self.se!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
             raise SettingsError(f"seed must be a whole number from 0 to 2**32 - 1, got {self.seed!r}")
+        for name, choices in (("se_position", tuple(SE_POSITIONS)), ("squeeze", SQUEEZES), ("gate", GATES)):
+            if getattr(self, name) not in choices:
+                raise SettingsError(f"unknown {name} {getattr(self, name)!r}; choose {', '.join(choices)}")
         try:
-            se_hidden_units(self.reduction)
+            for block in self.se_blocks or ("conv2",):
+                se_hidden_units(self.reduction, BLOCK_CHANNELS[block])
         except ValueError as e:
             raise SettingsError(str(e)) from e
 
@@ -66,6 +82,7 @@ class Settings:
         if not isinstance(values, dict):
             raise SettingsError(f"settings must be an object, got {type(values).__name__}")
         names = [field.name for field in dataclasses.fields(cls)]
+        values = {**LATER_SETTINGS, **values}
         unknown = sorted(set(values) - set(names))
         missing = [name for name in names if name not in values]
         if unknown or missing:
@@ -78,6 +95,11 @@ class Settings:
 
     def as_dict(self):
         return dataclasses.asdict(self)
+
+    @property
+    def se_blocks(self):
+        """The convolutions followed by an SE block, in depth order: () without SE."""
+        return SE_POSITIONS[self.se_position] if self.se else ()
 
 
 def _check_positive_int(name, value):

@@ -19,7 +19,7 @@ class EpochLogs:
         self.test = tf.summary.create_file_writer(os.path.join(logs, "test"))
 
     def write(self, record, excitations=None):
-        """One epoch's record (as in history.csv) and the test set's excitations (N, C), or None without SE.
+        """One epoch's record (as in history.csv) and the test set's excitations {SE block: (N, C)}.
 
         runs.WriteError if the event files cannot be written."""
         try:
@@ -34,8 +34,10 @@ class EpochLogs:
         with self.test.as_default(step=record["epoch"]):
             tf.summary.scalar("loss", record["test_loss"])
             tf.summary.scalar("accuracy", record["test_accuracy"])
-            for channel in range(0 if excitations is None else excitations.shape[1]):
-                tf.summary.histogram(f"excitation/channel_{channel:02d}", excitations[:, channel])
+            for block, excitation in (excitations or {}).items():
+                group = "excitation" if block == "conv2" else f"excitation_{block}"  # conv2: the assignment's block
+                for channel in range(excitation.shape[1]):
+                    tf.summary.histogram(f"{group}/channel_{channel:02d}", excitation[:, channel])
         self.train.flush()
         self.test.flush()
 

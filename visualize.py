@@ -66,7 +66,7 @@ def restore_model(run_dir, run):
     path = os.path.join(run_dir, run.get("weights", runs.WEIGHTS_FILE))
     if not os.path.isfile(path):
         raise runs.UsageError(f"weights file {path} is missing")
-    model = senet_lenet.build_model(run["settings"].reduction, se=run["settings"].se)
+    model = senet_lenet.build_model(run["settings"])
     try:
         model.load_weights(path)
     except Exception as e:  # h5py and Keras raise several types for a wrong or damaged file
@@ -77,10 +77,11 @@ def restore_model(run_dir, run):
     return model
 
 
-def load_test_data(run, data_dir):
-    """The test images and labels the run was evaluated on."""
-    _, test_data = load_mnist(data_dir, train=False)
-    return select(test_data, run["settings"].test_samples)
+def load_data(run, data_dir, train=True):
+    """The training (None unless train) and test data the run used: ((images, labels), (images, labels))."""
+    train_data, test_data = load_mnist(data_dir, train=train)
+    settings = run["settings"]
+    return (select(train_data, settings.train_samples) if train else None), select(test_data, settings.test_samples)
 
 
 # ----------------------------------------------------------------------------
@@ -116,22 +117,48 @@ def class_mean_summary(means, features):
     return line + f"most distinct digit {digits[i]} (channels {', '.join(str(c) for c in channels)})"
 
 
-def class_mean_figure(means):
+def class_mean_figure(means, block="conv2", limits=(0.0, 1.0)):
     figure, axes = plt.subplots(figsize=(7, 4.5), layout="constrained")
-    image = axes.imshow(means, cmap=COLOR_MAP, vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+    image = axes.imshow(means, cmap=COLOR_MAP, vmin=limits[0], vmax=limits[1], aspect="auto", interpolation="nearest")
     figure.colorbar(image, ax=axes, label="mean excitation")
     axes.set_xticks(range(means.shape[1]))
     axes.set_yticks(range(means.shape[0]))
-    axes.set_xlabel("SE channel")
+    axes.set_xlabel("SE channel" if block == "conv2" else f"SE channel (after {block})")
     axes.set_ylabel("digit")
     axes.set_title("Mean SE excitation per digit (test set)")
     return figure
 
 
-def save_features(path, features, labels, predictions):
+def class_profile_figure(features, labels, block="conv2"):
+    """The SENet paper's Fig. 6 and 7 at LeNet scale: per channel, the mean excitation of each digit
+    (ten lines) and of all images; below, each digit's mean with its within-digit standard deviation."""
+    means = class_means(features, labels)
+    digits = np.flatnonzero(~np.isnan(means).any(axis=1))
+    channels = np.arange(features.shape[1])
+    figure, (lines, spread) = plt.subplots(2, 1, figsize=(9, 7), sharex=True, layout="constrained")
+    colors = plt.get_cmap("tab10")
+    for digit in digits:
+        lines.plot(channels, means[digit], "-", color=colors(digit), lw=1, label=str(digit))
+        std = features[labels == digit].std(axis=0)
+        spread.errorbar(channels + (digit - 4.5) * 0.07, means[digit], yerr=std, fmt=".", ms=3, color=colors(digit))
+    lines.plot(channels, features.mean(axis=0), "k-", lw=3, label="all")
+    lines.set_ylabel("mean excitation")
+    lines.legend(ncol=11, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 1.18))
+    spread.set_ylabel("mean ± std within digit")
+    spread.set_xlabel("SE channel" if block == "conv2" else f"SE channel (after {block})")
+    spread.set_xticks(channels)
+    for axes in (lines, spread):
+        axes.grid(alpha=0.3)
+    figure.suptitle(f"Excitation per digit, SE block after {block} (test set)")
+    return figure
+
+
+def save_features(path, excitations, labels, predictions):
+    """excitations: {block: (N, C)}; saved as excitation (the block after conv2) and excitation_conv1."""
+    arrays = {f"excitation{heatmaps.block_suffix(block)}": features for block, features in excitations.items()}
     with runs.atomic_path(path) as temporary:
         with open(temporary, "wb") as f:
-            np.savez(f, excitation=features, label=labels, prediction=predictions.argmax(axis=1))
+            np.savez(f, **arrays, label=labels, prediction=predictions.argmax(axis=1))
 
 
 def comparison_figure(features_a, features_b, labels, names, batch_index):
@@ -186,13 +213,14 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def checked_excitations(run_dir, run, test_data):
-    """Re-evaluates a run; UsageError if the accuracy is not the one recorded."""
-    model = restore_model(run_dir, run)
+def checked_excitations(run_dir, run, test_data, model=None):
+    """Re-evaluates a run: (predictions, {SE block: excitations}); UsageError if the outputs are not
+    finite or the accuracy is not the one recorded."""
     import senet_lenet
 
-    predictions, features, accuracy = senet_lenet.predict_test_set(model, *test_data)
-    if not (np.isfinite(predictions).all() and np.isfinite(features).all()):
+    model = model or restore_model(run_dir, run)
+    predictions, excitations, accuracy = senet_lenet.predict_test_set(model, *test_data)
+    if not (np.isfinite(predictions).all() and all(np.isfinite(e).all() for e in excitations)):
         raise runs.UsageError(
             f"{run_dir}: the model's outputs are not finite (NaN or inf): the run diverged; "
             "train it again with a lower --lr"
@@ -204,7 +232,7 @@ def checked_excitations(run_dir, run, test_data):
             f"{run_dir}: re-evaluated test accuracy {accuracy:.2f} % differs from the recorded "
             f"{recorded:.2f} % by more than {ACCURACY_TOLERANCE} point: wrong weights or wrong data?"
         )
-    return predictions, features
+    return predictions, dict(zip(run["settings"].se_blocks, excitations))
 
 
 @contextlib.contextmanager
@@ -220,19 +248,37 @@ def using(*run_dirs):
 
 
 def visualize(args):
+    import excitation_role  # TensorFlow: not on top (see restore_model)
+
     run = load_run(args.run_dir)
+    settings, out = run["settings"], args.run_dir
     with heatmaps.worker() as pool:  # starting while the test set is evaluated
-        test_data = load_test_data(run, args.data_dir)
-        predictions, features = checked_excitations(args.run_dir, run, test_data)
+        train_data, test_data = load_data(run, args.data_dir)
+        model = restore_model(out, run)
+        predictions, excitations = checked_excitations(out, run, test_data, model)
         labels = test_data[1]
-        count = heatmaps.save_heatmaps(features, labels, args.run_dir, args.batch_size, args.max_batches, pool)
-    save_features(os.path.join(args.run_dir, "se_features.npz"), features, labels, predictions)
-    means = class_means(features, labels)
-    runs.save_figure(class_mean_figure(means), os.path.join(args.run_dir, "se_class_mean.png"))
-    print(class_mean_summary(means, features))
+        for block, features in excitations.items():
+            limits = heatmaps.color_limits(settings.gate, features)
+            count = heatmaps.save_heatmaps(
+                features, labels, out, args.batch_size, args.max_batches, pool, block, limits
+            )
+    save_features(os.path.join(out, "se_features.npz"), excitations, labels, predictions)
+    for block, features in excitations.items():
+        suffix, means = heatmaps.block_suffix(block), class_means(features, labels)
+        limits = heatmaps.color_limits(settings.gate, features)
+        runs.save_figure(class_mean_figure(means, block, limits), os.path.join(out, f"se_class_mean{suffix}.png"))
+        runs.save_figure(
+            class_profile_figure(features, labels, block), os.path.join(out, f"se_class_profile{suffix}.png")
+        )
+        summary = class_mean_summary(means, features)
+        print(summary if block == "conv2" else summary.replace("SE class means:", f"SE class means after {block}:"))
+    role = excitation_role.excitation_role(model, settings, train_data, test_data)
+    excitation_role.save_role(out, role)
+    print(excitation_role.role_line(role))
+    heatmap_dirs = ", ".join(f"{HEATMAP_DIR}{heatmaps.block_suffix(b)}/" for b in excitations)
     print(
-        f"Wrote {count} heatmaps to {os.path.join(args.run_dir, HEATMAP_DIR)}/, "
-        f"se_features.npz and se_class_mean.png to {args.run_dir}/"
+        f"Wrote {count} heatmaps to {os.path.join(out, heatmap_dirs)}, se_features.npz, se_class_mean.png, "
+        f"se_class_profile.png and {excitation_role.ROLE_FILE} to {out}/"
     )
 
 
@@ -241,13 +287,17 @@ def compare(args):
     run_a, run_b = load_run(dir_a), load_run(dir_b)
     if run_a["settings"].test_samples != run_b["settings"].test_samples:
         raise runs.UsageError(f"{dir_a} and {dir_b} were tested on different test sets")
-    test_data = load_test_data(run_a, args.data_dir)
+    if run_a["settings"].se_blocks != run_b["settings"].se_blocks:
+        raise runs.UsageError(f"{dir_a} and {dir_b} have their SE blocks in different places (--se-position)")
+    _, test_data = load_data(run_a, args.data_dir, train=False)
     batches = -(-len(test_data[1]) // args.batch_size)
     if not 0 <= args.batch < batches:
         raise runs.UsageError(f"--batch {args.batch} is out of range: batches are 0 to {batches - 1}")
-    _, features_a = checked_excitations(dir_a, run_a, test_data)
-    _, features_b = checked_excitations(dir_b, run_b, test_data)
-    largest = float(np.abs(features_a - features_b).max())
+    _, excitations_a = checked_excitations(dir_a, run_a, test_data)
+    _, excitations_b = checked_excitations(dir_b, run_b, test_data)
+    largest = max(float(np.abs(excitations_a[b] - excitations_b[b]).max()) for b in excitations_a)
+    block = "conv2" if "conv2" in excitations_a else next(iter(excitations_a))  # the one drawn
+    features_a, features_b = excitations_a[block], excitations_b[block]
     batch = slice(args.batch * args.batch_size, (args.batch + 1) * args.batch_size)
     names = [f"{d} (seed {r['settings'].seed})" for d, r in ((dir_a, run_a), (dir_b, run_b))]
     figure = comparison_figure(features_a[batch], features_b[batch], test_data[1][batch], names, args.batch)

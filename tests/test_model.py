@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import senet_lenet
+from settings import Settings
 
 
 def se_numpy(x, w_reduce, w_expand):
@@ -82,7 +83,7 @@ def test_model_shapes_names_and_parameters():
 
 @pytest.mark.parametrize("reduction", [1, 2, 4, 8, 16])
 def test_se_parameters_follow_the_reduction(reduction):
-    model = senet_lenet.build_model(reduction)
+    model = senet_lenet.build_model(Settings(reduction=reduction))
     se_parameters = sum(model.get_layer(n).count_params() for n in ("se_reduce", "se_expand"))
     assert se_parameters == 2 * 16 * (16 // reduction)
     assert model.count_params() == 44554 - 128 + se_parameters
@@ -100,9 +101,9 @@ def test_excitation_is_the_scale_applied_to_conv2():
 
 
 def test_no_se_model_is_plain_lenet():
-    plain, se = senet_lenet.build_model(se=False), senet_lenet.build_model()
+    plain, se = senet_lenet.build_model(Settings(se=False)), senet_lenet.build_model()
     assert plain.count_params() == se.count_params() - 128 == 44426
     assert not any(layer.name.startswith("se_") for layer in plain.layers)
     images = np.random.default_rng(2).random((3, 28, 28, 1), dtype=np.float32)
-    predictions, excitation = senet_lenet.forward(plain, images)
-    assert predictions.shape == (3, 10) and excitation is None
+    predictions, excitations = senet_lenet.forward(plain, images)
+    assert predictions.shape == (3, 10) and excitations == []

@@ -18,6 +18,9 @@ def test_defaults_are_the_assignments():
         "seed": 0,
         "train_samples": None,
         "test_samples": None,
+        "se_position": "conv2",
+        "squeeze": "avg",
+        "gate": "sigmoid",
     }
 
 
@@ -53,6 +56,10 @@ def test_a_dict_round_trips():
         ({"seed": 2**32}, "seed must be a whole number from 0 to 2**32 - 1"),
         ({"reduction": 32}, "SE reduction 32 leaves no hidden unit for 16 channels"),
         ({"reduction": True}, "SE reduction must be a positive integer, got True"),
+        ({"se_position": "fc1"}, "unknown se_position 'fc1'; choose conv2, conv1, both"),
+        ({"squeeze": "median"}, "unknown squeeze 'median'; choose avg, max"),
+        ({"gate": "softmax"}, "unknown gate 'softmax'; choose sigmoid, tanh, relu"),
+        ({"se_position": "both", "reduction": 8}, "SE reduction 8 leaves no hidden unit for 6 channels"),
     ],
 )
 def test_bad_values_are_one_clear_error(changes, message):
@@ -60,6 +67,11 @@ def test_bad_values_are_one_clear_error(changes, message):
     with pytest.raises(SettingsError) as error:
         Settings.from_dict(values)
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_run_json_from_before_the_later_settings_reads_with_their_defaults():
+    values = {k: v for k, v in Settings().as_dict().items() if k not in ("se_position", "squeeze", "gate")}
+    assert Settings.from_dict(values) == Settings()
 
 
 def test_unknown_and_missing_keys_are_named():

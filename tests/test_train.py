@@ -85,9 +85,9 @@ def test_without_graphviz_the_run_writes_dot_and_succeeds(tmp_path, synthetic_mn
 def test_save_and_load_give_identical_outputs(quick_run, mnist):
     images = to_model_input(mnist[1][0][:200])
     run = runs.read_run(quick_run)
-    model = senet_lenet.build_model(run["settings"].reduction)
+    model = senet_lenet.build_model(run["settings"])
     model.load_weights(str(quick_run / runs.WEIGHTS_FILE))
-    again = senet_lenet.build_model(run["settings"].reduction)
+    again = senet_lenet.build_model(run["settings"])
     again.load_weights(str(quick_run / runs.WEIGHTS_FILE))
     for a, b in zip(model(images), again(images)):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -189,8 +189,8 @@ def test_the_keras_file_loads_without_the_project(trained_synthetic_run, synthet
 
     model = senet_lenet.build_model()
     model.load_weights(str(trained_synthetic_run / runs.WEIGHTS_FILE))
-    predictions, excitations, accuracy = senet_lenet.predict_test_set(model, images, labels)
+    predictions, (excitation,), accuracy = senet_lenet.predict_test_set(model, images, labels)
     assert accuracy == run["final"]["test_accuracy"]
     with np.load(tmp_path / "outputs.npz") as loaded:
         np.testing.assert_allclose(loaded["predictions"], predictions, rtol=0, atol=1e-6)
-        np.testing.assert_allclose(loaded["excitation"], excitations, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(loaded["excitation"], excitation, rtol=0, atol=1e-6)

@@ -1,0 +1,87 @@
+"""Does the excitation matter at inference? (SENet paper, section 7.2, "role of excitation")
+
+The test accuracy of a trained run with each SE block's excitation
+    learned      as the model computes it,
+    train_mean   replaced by each channel's mean over the training set (a fixed gain per channel),
+    ones         replaced by 1 (no recalibration at all),
+    shuffled     shuffled between test images (each image gets another's; seeded).
+If train_mean is as good as learned, the block acts as a fixed gain on this data.
+"""
+
+import csv
+import io
+import os
+
+import numpy as np
+
+import runs
+import senet_lenet
+from mnist import to_model_input
+
+VARIANTS = ("learned", "train_mean", "ones", "shuffled")
+ROLE_FILE = "excitation_role.csv"
+BATCH = 1000
+
+
+def with_given_excitations(model, settings):
+    """The same network, but scaling by excitations it is given: inputs [image, one per SE block]."""
+    given = senet_lenet.build_model(settings, excitation_inputs=True)
+    for layer in given.layers:
+        if layer.weights:
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    return given
+
+
+def accuracy_with(given, images, labels, excitations):
+    """Test accuracy in percent of `given` fed these excitations."""
+    correct = 0
+    for start in range(0, len(labels), BATCH):
+        batch = slice(start, start + BATCH)
+        predictions = given([images[batch], *(e[batch] for e in excitations)], training=False)
+        correct += int(np.sum(np.argmax(predictions, axis=1) == labels[batch]))
+    return round(100 * correct / len(labels), 4)
+
+
+def excitation_role(model, settings, train_data, test_data):
+    """{variant: test accuracy %} for the four VARIANTS."""
+    given = with_given_excitations(model, settings)
+    _, train_excitations, _ = senet_lenet.predict_test_set(model, *train_data)
+    _, learned, _ = senet_lenet.predict_test_set(model, *test_data)
+    order = np.random.default_rng(settings.seed).permutation(len(test_data[1]))
+    variants = {
+        "learned": learned,
+        "train_mean": [np.broadcast_to(t.mean(axis=0), e.shape) for t, e in zip(train_excitations, learned)],
+        "ones": [np.ones_like(e) for e in learned],
+        "shuffled": [e[order] for e in learned],
+    }
+    images, labels = to_model_input(test_data[0]), test_data[1]
+    return {name: accuracy_with(given, images, labels, variants[name]) for name in VARIANTS}
+
+
+def save_role(run_dir, role):
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["excitation", "test_accuracy"])
+    writer.writerows((name, role[name]) for name in VARIANTS)
+    runs.write_text(os.path.join(run_dir, ROLE_FILE), buffer.getvalue())
+
+
+def read_role(run_dir):
+    """The saved {variant: accuracy} of run_dir, or None if there is none as new as its weights."""
+    path, weights = os.path.join(run_dir, ROLE_FILE), os.path.join(run_dir, runs.WEIGHTS_FILE)
+    try:
+        if os.stat(path).st_mtime_ns < os.stat(weights).st_mtime_ns:
+            return None
+        with open(path, newline="", encoding="utf-8") as f:
+            role = {row["excitation"]: float(row["test_accuracy"]) for row in csv.DictReader(f)}
+    except (OSError, KeyError, ValueError):
+        return None
+    return role if set(role) == set(VARIANTS) else None
+
+
+def role_line(role):
+    return (
+        f"Excitation at inference, test accuracy: learned {role['learned']:.2f} %, each channel's training-set "
+        f"mean {role['train_mean']:.2f} %, all ones {role['ones']:.2f} %, shuffled between images "
+        f"{role['shuffled']:.2f} %"
+    )
