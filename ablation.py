@@ -1,14 +1,16 @@
-"""Does the SE block help LeNet-5 on MNIST? An ablation over several seeds.
+"""Does the SE block help LeNet-5 on MNIST, and what does it do? The SENet paper's ablations over seeds.
 
-    python ablation.py                      # 3 seeds, 10 epochs, into outputs/ablation
-    python ablation.py --seeds 5 --epochs 5 --data-dir ../shared/mnist
+    python ablation.py                      # 5 seeds, 10 epochs, into outputs/ablation
+    python ablation.py --seeds 3 --epochs 5 --data-dir ../shared/mnist
 
-It trains, in this process and with senet_lenet's own training code:
-  the grid    {SE (reduction 4), no SE} x {Adam lr 0.001, SGD lr 0.01} x seeds
-  the sweep   SE with Adam at reductions 1, 2, 4, 8, 16 x seeds (reduction 4 shared with the grid)
-Each run is a normal run folder; a finished one is not trained again, so an
-interrupted study continues where it stopped. Then it writes ablation.csv,
-ablation.md, ablation_curves.png and reduction_sweep.png.
+It trains, in this process and with senet_lenet's own training code, over seeds 0..N-1:
+  the grid    {SE (reduction 4), no SE} x {Adam lr 0.001, SGD lr 0.01}
+  the sweeps  SE with Adam: reductions 1, 2, 4, 8, 16; squeeze avg or max; gate sigmoid, tanh or relu;
+              position after conv2, conv1 or both (the assignment's block, r4 avg sigmoid conv2, shared)
+and measures each SE run's excitation at inference (excitation_role.py). Each run is a normal run
+folder; a finished one is not trained again, so an interrupted study continues where it stopped.
+Then it writes ablation.csv, ablation.md, ablation_curves.png, reduction_sweep.png and
+ablation_variants.png: means ± sample std, and paired differences with 95 % confidence intervals.
 """
 
 import argparse
@@ -22,56 +24,69 @@ import cli
 if __name__ == "__main__":  # before TensorFlow loads, which takes seconds
     cli.quiet_ctrl_c("ablation.py")
 
+import keras
 import matplotlib
 import numpy as np
 
 import checkpoints
+import excitation_role
 import runs
 import senet_lenet
 from mnist import load_mnist, select
-from settings import LEARNING_RATES, Settings
+from settings import GATES, LEARNING_RATES, SE_POSITIONS, SQUEEZES, Settings
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the Agg backend
 
 GRID_REDUCTION = 4  # the SE model of the grid
-SWEEP_OPTIMIZER = "adam"
+SWEEP_OPTIMIZER = "adam"  # every sweep trains with Adam at GRID_REDUCTION, but for the reduction sweep
+BASE = {"se_position": "conv2", "squeeze": "avg", "gate": "sigmoid"}  # the assignment's block
+ROLE_FIELDS = [f"role_{variant}" for variant in excitation_role.VARIANTS]
 CSV_FIELDS = [
-    "run",
-    "model",
-    "optimizer",
-    "lr",
-    "reduction",
-    "seed",
-    "parameters",
-    "final_test_accuracy",
-    "best_test_accuracy",
-    "final_train_accuracy",
-    "seconds_per_epoch",
+    *("run", "model", "optimizer", "lr", "reduction", "se_position", "squeeze", "gate", "seed", "parameters"),
+    *("final_test_accuracy", "best_test_accuracy", "final_train_accuracy", "seconds_per_epoch", *ROLE_FIELDS),
 ]
+# Two-sided 95 % quantiles of Student's t with df = n - 1 degrees of freedom (n seeds), df 1 to 30.
+T_975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131]
+T_975 += [2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
 
 
-def configurations(optimizers, reductions):
-    """(model, optimizer, reduction) of every configuration; reduction None means no SE."""
-    grid = [(model, opt) for model in ("se", "no-se") for opt in optimizers]
-    configs = [(m, opt, GRID_REDUCTION if m == "se" else None) for m, opt in grid]
-    configs += [("se", SWEEP_OPTIMIZER, r) for r in reductions if ("se", SWEEP_OPTIMIZER, r) not in configs]
-    return configs
+def configurations(optimizers, reductions, squeezes=(), gates=(), positions=()):
+    """Every configuration as a dict (model, optimizer, reduction, se_position, squeeze, gate), in order:
+    the grid {SE, no SE} x optimizers, then the sweeps of reduction, squeeze, gate and position."""
+    se = {"model": "se", "optimizer": SWEEP_OPTIMIZER, "reduction": GRID_REDUCTION, **BASE}
+    configs = [{**se, "optimizer": optimizer} for optimizer in optimizers]
+    configs += [{"model": "no-se", "optimizer": optimizer, "reduction": None, **BASE} for optimizer in optimizers]
+    configs += [{**se, "reduction": r} for r in reductions]
+    configs += [{**se, "squeeze": q} for q in squeezes]
+    configs += [{**se, "gate": g} for g in gates]
+    configs += [{**se, "se_position": p} for p in positions]
+    unique = []
+    for config in configs:
+        if config not in unique:
+            unique.append(config)
+    return unique
 
 
-def config_name(model, optimizer, reduction):
-    return f"se-r{reduction}_{optimizer}" if model == "se" else f"no-se_{optimizer}"
+def config_name(config):
+    """se-r4_adam for the assignment's block; variants add what differs (se-r4-max_adam, se-r4-conv1_adam)."""
+    if config["model"] == "no-se":
+        return f"no-se_{config['optimizer']}"
+    variant = "".join(f"-{config[key]}" for key in ("squeeze", "gate", "se_position") if config[key] != BASE[key])
+    return f"se-r{config['reduction']}{variant}_{config['optimizer']}"
 
 
-def run_settings(args, model, optimizer, reduction, seed):
+def run_settings(args, config, seed):
+    se = config["model"] == "se"
     return Settings(
         epochs=args.epochs,
-        optimizer=optimizer,
-        reduction=reduction if model == "se" else Settings.reduction,
-        se=model == "se",
+        optimizer=config["optimizer"],
+        reduction=config["reduction"] if se else Settings.reduction,
+        se=se,
         seed=seed,
         train_samples=args.train_samples,
         test_samples=args.test_samples,
+        **{key: config[key] for key in BASE},
     )
 
 
@@ -99,7 +114,7 @@ def earlier_run(run_dir, settings):
     return None, True
 
 
-def csv_row(name, model, run):
+def csv_row(name, model, run, role):
     settings, history = run["settings"], run["history"]
     steady = [r["seconds"] for r in history[1:]] or [history[0]["seconds"]]  # epoch 1 includes tracing
     return {
@@ -108,12 +123,14 @@ def csv_row(name, model, run):
         "optimizer": settings.optimizer,
         "lr": settings.lr,
         "reduction": settings.reduction if model == "se" else "",
+        **{key: getattr(settings, key) if model == "se" else "" for key in BASE},
         "seed": settings.seed,
         "parameters": run["model"]["parameters"],
         "final_test_accuracy": history[-1]["test_accuracy"],
         "best_test_accuracy": max(r["test_accuracy"] for r in history),
         "final_train_accuracy": history[-1]["accuracy"],
         "seconds_per_epoch": round(statistics.median(steady), 3),
+        **{field: role[variant] if role else "" for field, variant in zip(ROLE_FIELDS, excitation_role.VARIANTS)},
     }
 
 
@@ -124,32 +141,63 @@ def mean_std(values):
     return f"{mean:.2f} ± {spread}"
 
 
+def mean_ci(values):
+    """'mean [low, high]': the 95 % confidence interval of the mean (Student t over seeds); no CI for one value."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return f"{mean:+.2f} [–]"
+    half = T_975[min(len(values) - 2, len(T_975) - 1)] * statistics.stdev(values) / len(values) ** 0.5
+    return f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]"
+
+
+def by_seed(rows, name, field="final_test_accuracy"):
+    return {r["seed"]: r[field] for r in rows if r["run"].startswith(name + "_seed")}
+
+
+def paired(rows, name, other, field="final_test_accuracy", other_field=None):
+    """The per-seed differences name - other (seeds both have)."""
+    a, b = by_seed(rows, name, field), by_seed(rows, other, other_field or field)
+    return [a[s] - b[s] for s in sorted(a.keys() & b.keys())]
+
+
 def summary_markdown(rows, configs):
     lines = [
-        "| configuration | model | optimizer | reduction | seeds | test accuracy (%) | test error (%) "
-        "| parameters | seconds per epoch |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| configuration | model | optimizer | reduction | position | squeeze | gate | seeds | test accuracy (%) "
+        "| test error (%) | parameters | seconds per epoch |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for model, optimizer, reduction in configs:
-        name = config_name(model, optimizer, reduction)
+    for config in configs:
+        name = config_name(config)
         group = [r for r in rows if r["run"].startswith(name + "_seed")]
         accuracy = [r["final_test_accuracy"] for r in group]
+        se = config["model"] == "se"
+        position, squeeze, gate = (config[key] if se else "–" for key in BASE)
         lines.append(
-            f"| {name} | {model} | {optimizer} | {reduction or '–'} | {len(group)} | {mean_std(accuracy)} "
-            f"| {mean_std([100 - a for a in accuracy])} | {group[0]['parameters']:,} "
-            f"| {statistics.fmean(r['seconds_per_epoch'] for r in group):.2f} |"
+            f"| {name} | {config['model']} | {config['optimizer']} | {config['reduction'] or '–'} | {position} "
+            f"| {squeeze} | {gate} | {len(group)} | {mean_std(accuracy)} | {mean_std([100 - a for a in accuracy])} "
+            f"| {group[0]['parameters']:,} | {statistics.fmean(r['seconds_per_epoch'] for r in group):.2f} |"
         )
-    lines += ["", "Paired difference SE (reduction 4) − no SE, per seed, in test accuracy points:", ""]
-    lines += ["| optimizer | seeds | SE − no SE (mean ± std) |", "| --- | --- | --- |"]
-    for optimizer in dict.fromkeys(r["optimizer"] for r in rows if r["model"] == "no-se"):
-        se = {
-            r["seed"]: r["final_test_accuracy"]
-            for r in rows
-            if r["run"].startswith(f"se-r{GRID_REDUCTION}_{optimizer}_")
-        }
-        plain = {r["seed"]: r["final_test_accuracy"] for r in rows if r["run"].startswith(f"no-se_{optimizer}_")}
-        seeds = sorted(se.keys() & plain.keys())
-        lines.append(f"| {optimizer} | {len(seeds)} | {mean_std([se[s] - plain[s] for s in seeds])} |")
+    lines += ["", "Paired differences in test accuracy points, per seed: mean [95 % confidence interval]:", ""]
+    lines += ["| configuration | − se-r4 (same optimizer) | − no SE (same optimizer) |", "| --- | --- | --- |"]
+    for config in configs:
+        name = config_name(config)
+        base = f"se-r{GRID_REDUCTION}_{config['optimizer']}"
+        plain = f"no-se_{config['optimizer']}"
+        versus_base = mean_ci(paired(rows, name, base)) if name != base and config["model"] == "se" else "–"
+        versus_plain = mean_ci(paired(rows, name, plain)) if config["model"] == "se" else "–"
+        lines.append(f"| {name} | {versus_base} | {versus_plain} |")
+    lines += ["", "The excitation at inference: test accuracy (%) with it learned, replaced by each channel's"]
+    lines += ["training-set mean, by 1, shuffled between test images; and fixed gain − learned per seed:", ""]
+    lines += ["| configuration | learned | training-set mean | ones | shuffled | mean − learned |"]
+    lines += ["| --- | --- | --- | --- | --- | --- |"]
+    for config in configs:
+        name = config_name(config)
+        group = [r for r in rows if r["run"].startswith(name + "_seed") and r["role_learned"] != ""]
+        if config["model"] != "se" or not group:
+            continue
+        cells = [mean_std([r[field] for r in group]) for field in ROLE_FIELDS]
+        gain = mean_ci(paired(rows, name, name, "role_train_mean", "role_learned"))
+        lines.append(f"| {name} | {' | '.join(cells)} | {gain} |")
     return "\n".join(lines) + "\n"
 
 
@@ -201,13 +249,35 @@ def sweep_figure(rows, reductions):
     return figure
 
 
+def variants_figure(rows, configs):
+    """Each Adam variant against the assignment's SE block (se-r4_adam): mean paired difference and 95 % CI."""
+    base = f"se-r{GRID_REDUCTION}_{SWEEP_OPTIMIZER}"
+    names = [config_name(c) for c in configs if c["optimizer"] == SWEEP_OPTIMIZER and config_name(c) != base]
+    figure, axes = plt.subplots(figsize=(7, 0.45 * len(names) + 1.5), layout="constrained")
+    for y, name in enumerate(names):
+        differences = paired(rows, name, base)
+        mean = statistics.fmean(differences)
+        half = 0.0
+        if len(differences) > 1:
+            t = T_975[min(len(differences) - 2, len(T_975) - 1)]
+            half = t * statistics.stdev(differences) / len(differences) ** 0.5
+        axes.errorbar(mean, y, xerr=half, fmt="o", color="C3" if name.startswith("no-se") else "C0", capsize=4)
+    axes.axvline(0, color="k", lw=1)
+    axes.set_yticks(range(len(names)), names)
+    axes.invert_yaxis()
+    axes.set_xlabel(f"test accuracy − {base}, paired by seed (points): mean and 95 % CI")
+    axes.set_title("SE variants against the assignment's block")
+    axes.grid(alpha=0.3, axis="x")
+    return figure
+
+
 def parse_args(argv=None):
     parser = cli.ArgumentParser(
         prog="ablation.py",
         description="Train SE-LeNet with and without SE, Adam and SGD, and a reduction sweep, over seeds.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--seeds", type=cli.positive_int, default=3, help="seeds 0..N-1 per configuration")
+    parser.add_argument("--seeds", type=cli.positive_int, default=5, help="seeds 0..N-1 per configuration")
     parser.add_argument("--epochs", type=cli.positive_int, default=Settings.epochs, help="epochs per run")
     cli.add_data_dir_flag(parser)
     parser.add_argument("--out-dir", default=os.path.join(runs.OUT_DIR, "ablation"), help="where the study goes")
@@ -225,6 +295,15 @@ def parse_args(argv=None):
         default=[1, 2, 4, 8, 16],
         help="reduction ratios of the sweep",
     )
+    parser.add_argument("--squeezes", nargs="+", choices=SQUEEZES, default=list(SQUEEZES), help="squeezes of the sweep")
+    parser.add_argument("--gates", nargs="+", choices=GATES, default=list(GATES), help="excitation gates of the sweep")
+    parser.add_argument(
+        "--positions",
+        nargs="+",
+        choices=tuple(SE_POSITIONS),
+        default=list(SE_POSITIONS),
+        help="SE positions of the sweep",
+    )
     parser.add_argument("--train-samples", type=cli.positive_int, default=None, help="first N training images only")
     parser.add_argument("--test-samples", type=cli.positive_int, default=None, help="first N test images only")
     return parser.parse_args(argv)
@@ -240,21 +319,22 @@ def study(args, stop=None):
 
 
 def run_study(args, stop):
-    configs = configurations(args.optimizers, sorted(set(args.reductions)))
+    configs = configurations(args.optimizers, sorted(set(args.reductions)), args.squeezes, args.gates, args.positions)
     plan = []  # (name, model, settings, finished run.json or None, resumable), every folder checked first
-    for model, optimizer, reduction in configs:
+    for config in configs:
         for seed in range(args.seeds):
-            name = f"{config_name(model, optimizer, reduction)}_seed{seed}"
-            settings = run_settings(args, model, optimizer, reduction, seed)
-            plan.append((name, model, settings, *earlier_run(os.path.join(args.out_dir, name), settings)))
+            name = f"{config_name(config)}_seed{seed}"
+            settings = run_settings(args, config, seed)
+            plan.append((name, config["model"], settings, *earlier_run(os.path.join(args.out_dir, name), settings)))
     data = None
     started = time.perf_counter()
     finished, rows = {}, []
     for index, (name, model, settings, run, resumable) in enumerate(plan, 1):
         run_dir = os.path.join(args.out_dir, name)
         elapsed = time.strftime("%H:%M:%S", time.gmtime(time.perf_counter() - started))
-        if run is None:
-            action = "resuming" if resumable else "training"
+        role = excitation_role.read_role(run_dir) if settings.se else None
+        if run is None or (settings.se and role is None):
+            action = "resuming" if resumable else "training" if run is None else "evaluating the excitation of"
             print(
                 f"[{index}/{len(plan)}] {action} {name}; {len(plan) - index} to go after it; {elapsed} so far",
                 flush=True,
@@ -265,23 +345,38 @@ def run_study(args, stop):
             runs.ensure_writable_dir(run_dir)
             with runs.folder_lock(run_dir, "ablation.py"):
                 runs.remove_temporary_files(run_dir)
-                run = senet_lenet.train_run(settings, *data, run_dir, resume=resumable, stop=stop, verbose=False)
+                if run is None:
+                    run = senet_lenet.train_run(settings, *data, run_dir, resume=resumable, stop=stop, verbose=False)
+                if settings.se:
+                    role = study_role(run_dir, settings, data)
+            keras.backend.clear_session()  # a study of many runs in one process: memory stays flat
         else:
             print(f"[{index}/{len(plan)}] {name} already finished; {len(plan) - index} to go; {elapsed} so far")
         finished[name] = run
-        rows.append(csv_row(name, model, run))
+        rows.append(csv_row(name, model, run, role))
 
     runs.write_text(os.path.join(args.out_dir, "ablation.csv"), runs.csv_text(rows, CSV_FIELDS))
     markdown = summary_markdown(rows, configs)
     runs.write_text(os.path.join(args.out_dir, "ablation.md"), markdown)
-    grid_names = [config_name(*c) for c in configs[: 2 * len(args.optimizers)]]
-    for figure, name in (
-        (curves_figure(finished, grid_names), "ablation_curves.png"),
-        (sweep_figure(rows, sorted(set(args.reductions))), "reduction_sweep.png"),
-    ):
+    grid_names = [config_name(c) for c in configs[: 2 * len(args.optimizers)]]
+    figures = {
+        "ablation_curves.png": curves_figure(finished, grid_names),
+        "reduction_sweep.png": sweep_figure(rows, sorted(set(args.reductions))),
+        "ablation_variants.png": variants_figure(rows, configs),
+    }
+    for name, figure in figures.items():
         runs.save_figure(figure, os.path.join(args.out_dir, name))
     print(markdown, end="")
-    print(f"Wrote ablation.csv, ablation.md, ablation_curves.png and reduction_sweep.png to {args.out_dir}/")
+    print(f"Wrote ablation.csv, ablation.md and {', '.join(figures)} to {args.out_dir}/")
+
+
+def study_role(run_dir, settings, data):
+    """The excitation role of a finished SE run (excitation_role.csv in its folder)."""
+    model = senet_lenet.build_model(settings)
+    model.load_weights(os.path.join(run_dir, runs.WEIGHTS_FILE))
+    role = excitation_role.excitation_role(model, settings, *data)
+    excitation_role.save_role(run_dir, role)
+    return role
 
 
 def main(argv=None):

@@ -9,7 +9,7 @@ import sys
 
 import runs
 from mnist import MNISTDataError
-from settings import LEARNING_RATES, Settings, SettingsError, se_hidden_units
+from settings import GATES, LEARNING_RATES, SE_POSITIONS, SQUEEZES, Settings, SettingsError, se_hidden_units
 
 USER_ERRORS = (runs.UsageError, MNISTDataError, SettingsError)  # each reported as one line, exit code 2
 
@@ -112,6 +112,9 @@ SETTING_FLAGS = {
     "seed": ("--seed", {"type": seed_arg}, "seeds weights and data order; same seed, same machine => same bits"),
     "train_samples": ("--train-samples", {"type": positive_int}, "train on the first N training images only"),
     "test_samples": ("--test-samples", {"type": positive_int}, "test on the first N test images only"),
+    "se_position": ("--se-position", {"choices": tuple(SE_POSITIONS)}, "SE block after conv2, conv1 or both"),
+    "squeeze": ("--squeeze", {"choices": SQUEEZES}, "the squeeze: global average or max pooling"),
+    "gate": ("--gate", {"choices": GATES}, "the excitation's nonlinearity"),
 }
 
 

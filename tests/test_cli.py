@@ -26,6 +26,10 @@ from helpers import assert_one_line_error, run_script
         (["--reduction", "32"], "--reduction: SE reduction 32 leaves no hidden unit for 16 channels"),
         (["--seed", "-1"], "--seed: must be a whole number from 0 to 2**32 - 1, got -1"),
         (["--seed", str(2**32)], "--seed: must be a whole number from 0 to 2**32 - 1, got 4294967296"),
+        (["--se-position", "fc1"], "argument --se-position: invalid choice: 'fc1'"),
+        (["--squeeze", "median"], "argument --squeeze: invalid choice: 'median'"),
+        (["--gate", "softmax"], "argument --gate: invalid choice: 'softmax'"),
+        (["--se-position", "both", "--reduction", "8"], "SE reduction 8 leaves no hidden unit for 6 channels"),
         (["--unknown"], "unrecognized arguments: --unknown"),
     ],
 )

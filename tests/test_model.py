@@ -7,20 +7,26 @@ import pytest
 import senet_lenet
 from settings import Settings
 
+GATES = {"sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)), "tanh": np.tanh, "relu": lambda z: np.maximum(z, 0.0)}
 
-def se_numpy(x, w_reduce, w_expand):
+
+def se_numpy(x, w_reduce, w_expand, squeeze="avg", gate="sigmoid"):
     """The SE block written out in NumPy: squeeze, excite, rescale."""
-    squeezed = x.mean(axis=(1, 2))  # (N, C)
+    squeezed = x.mean(axis=(1, 2)) if squeeze == "avg" else x.max(axis=(1, 2))  # (N, C)
     hidden = np.maximum(squeezed @ w_reduce, 0.0)
-    excitation = 1.0 / (1.0 + np.exp(-(hidden @ w_expand)))  # (N, C)
+    excitation = GATES[gate](hidden @ w_expand)  # (N, C)
     return x * excitation[:, None, None, :], excitation
 
 
-@pytest.mark.parametrize("reduction", [1, 2, 4, 8, 16])
-def test_se_block_matches_numpy(reduction):
+@pytest.mark.parametrize(
+    "reduction, squeeze, gate",
+    [(1, "avg", "sigmoid"), (2, "avg", "sigmoid"), (4, "avg", "sigmoid"), (8, "avg", "sigmoid"), (16, "avg", "sigmoid")]
+    + [(4, "max", "sigmoid"), (4, "avg", "tanh"), (4, "avg", "relu"), (2, "max", "relu")],
+)
+def test_se_block_matches_numpy(reduction, squeeze, gate):
     rng = np.random.default_rng(reduction)
     inputs = keras.Input((6, 5, 16))
-    scaled, excitation = senet_lenet.se_block(inputs, reduction, name="se")
+    scaled, excitation = senet_lenet.se_block(inputs, reduction, name="se", squeeze=squeeze, gate=gate)
     block = keras.Model(inputs, [scaled, excitation])
     w_reduce = rng.normal(size=(16, 16 // reduction)).astype(np.float32)
     w_expand = rng.normal(size=(16 // reduction, 16)).astype(np.float32)
@@ -29,7 +35,7 @@ def test_se_block_matches_numpy(reduction):
     x = rng.normal(size=(3, 6, 5, 16)).astype(np.float32)
 
     got_scaled, got_excitation = (t.numpy() for t in block(x))
-    want_scaled, want_excitation = se_numpy(x.astype(np.float64), w_reduce, w_expand)
+    want_scaled, want_excitation = se_numpy(x.astype(np.float64), w_reduce, w_expand, squeeze, gate)
     np.testing.assert_allclose(got_excitation, want_excitation, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got_scaled, want_scaled, rtol=1e-5, atol=1e-5)
 
@@ -107,3 +113,52 @@ def test_no_se_model_is_plain_lenet():
     images = np.random.default_rng(2).random((3, 28, 28, 1), dtype=np.float32)
     predictions, excitations = senet_lenet.forward(plain, images)
     assert predictions.shape == (3, 10) and excitations == []
+
+
+@pytest.mark.parametrize(
+    "position, excitation_shapes, parameters",
+    [("conv2", [(4, 16)], 44554), ("conv1", [(4, 6)], 44426 + 2 * 6 * 1), ("both", [(4, 6), (4, 16)], 44566)],
+)
+def test_se_positions(position, excitation_shapes, parameters):
+    model = senet_lenet.build_model(Settings(se_position=position))
+    assert model.count_params() == parameters
+    images = np.random.default_rng(3).random((4, 28, 28, 1), dtype=np.float32)
+    predictions, excitations = senet_lenet.forward(model, images)
+    assert predictions.shape == (4, 10) and [tuple(e.shape) for e in excitations] == excitation_shapes
+    names = {layer.name for layer in model.layers}
+    assert ("se_conv1_expand" in names) == (position != "conv2") and ("se_expand" in names) == (position != "conv1")
+
+
+def test_squeeze_and_gate_keep_the_parameters_and_names():
+    for settings in (Settings(squeeze="max"), Settings(gate="tanh"), Settings(gate="relu")):
+        model = senet_lenet.build_model(settings)
+        assert model.count_params() == 44554
+        assert [layer.name for layer in model.layers] == [layer.name for layer in senet_lenet.build_model().layers]
+    assert type(senet_lenet.build_model(Settings(squeeze="max")).get_layer("se_squeeze")).__name__ == (
+        "GlobalMaxPooling2D"
+    )
+
+
+def copy_weights(source, target):
+    """Weights by layer name, for the layers both models have."""
+    for layer in target.layers:
+        if layer.weights:
+            layer.set_weights(source.get_layer(layer.name).get_weights())
+
+
+@pytest.mark.parametrize("position", ["conv2", "conv1", "both"])
+def test_given_excitations_replace_the_blocks_own(position):
+    """Fed its own excitations the model is unchanged; fed ones it is LeNet-5 with the same weights."""
+    settings = Settings(se_position=position)
+    model = senet_lenet.seeded_model(settings)
+    given = senet_lenet.build_model(settings, excitation_inputs=True)
+    copy_weights(model, given)
+    images = np.random.default_rng(4).random((5, 28, 28, 1), dtype=np.float32)
+    predictions, excitations = senet_lenet.forward(model, images)
+    excitations = [e.numpy() for e in excitations]
+    np.testing.assert_allclose(given([images, *excitations]).numpy(), predictions.numpy(), rtol=0, atol=1e-6)
+
+    plain = senet_lenet.build_model(Settings(se=False))
+    copy_weights(model, plain)
+    ones = [np.ones(e.shape, np.float32) for e in excitations]
+    np.testing.assert_allclose(given([images, *ones]).numpy(), plain(images).numpy(), rtol=0, atol=1e-6)

@@ -108,7 +108,11 @@ def test_resume_from_an_earlier_checkpoint(unfinished_run, reference_run, mnist_
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("flag", [["--seed", "1"], ["--optimizer", "sgd"], ["--no-se"], ["--lr", "0.5"]])
+@pytest.mark.parametrize(
+    "flag",
+    [["--seed", "1"], ["--optimizer", "sgd"], ["--no-se"], ["--lr", "0.5"], ["--gate", "tanh"], ["--squeeze", "max"]]
+    + [["--se-position", "both"]],
+)
 def test_resume_with_a_conflicting_flag(unfinished_synthetic_run, flag, capsys):
     assert senet_lenet.main(["--out-dir", str(unfinished_synthetic_run), "--resume", *flag]) == 2
     assert_one_line_error(capsys.readouterr().err, f"{flag[0]} conflicts with the run being resumed")
