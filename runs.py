@@ -206,8 +206,36 @@ def save_progress(run, out_dir):
 
 
 # ----------------------------------------------------------------------------
-# The training curves
+# The model's summary and diagram, the training curves
 # ----------------------------------------------------------------------------
+
+
+def model_summary_text(model):
+    """model.summary() as text: model_summary.txt."""
+    lines = []
+    model.summary(print_fn=lambda line, **kwargs: lines.append(line))
+    return "\n".join(lines) + "\n"
+
+
+def save_model_diagram(model, out_dir, warn=print):
+    """SELeNet.png via plot_model; without Graphviz, SELeNet.dot and a warning. Returns the path."""
+    import keras  # loaded already: there is a model
+
+    options = dict(show_shapes=True, show_layer_names=True, show_layer_activations=True, dpi=96)
+    png_path = os.path.join(out_dir, f"{model.name}.png")
+    # With IPython importable, plot_model only prints its Graphviz message, so look for `dot` first.
+    if shutil.which("dot"):
+        write_via_memory(png_path, lambda path: keras.utils.plot_model(model, to_file=path, **options))
+        return png_path
+    dot_path = os.path.join(out_dir, f"{model.name}.dot")
+    write_text(dot_path, keras.utils.model_to_dot(model, **options).to_string())
+    warn(
+        f"warning: Graphviz's `dot` program was not found, so {png_path} was not drawn; "
+        f"wrote the graph as {dot_path}. Install Graphviz (Debian/Ubuntu: apt-get install "
+        f"graphviz; macOS: brew install graphviz; Windows: winget install graphviz) and rerun, "
+        f"or render it with: dot -Tpng {dot_path} -o {png_path}"
+    )
+    return dot_path
 
 
 def plot_training_curves(history, title):

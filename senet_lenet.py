@@ -18,7 +18,6 @@ same bits as an uninterrupted run.
 
 import math
 import os
-import shutil
 import sys
 import time
 
@@ -265,31 +264,6 @@ def train(
 # ---- Saving --------------------------------------------------------------------
 
 
-def model_summary_text(model):
-    lines = []
-    model.summary(print_fn=lambda line, **kwargs: lines.append(line))
-    return "\n".join(lines) + "\n"
-
-
-def save_model_diagram(model, out_dir, warn=print):
-    """SELeNet.png via plot_model; without Graphviz, SELeNet.dot and a warning. Returns the path."""
-    options = dict(show_shapes=True, show_layer_names=True, show_layer_activations=True, dpi=96)
-    png_path = os.path.join(out_dir, f"{model.name}.png")
-    # With IPython importable, plot_model only prints its Graphviz message, so look for `dot` first.
-    if shutil.which("dot"):
-        runs.write_via_memory(png_path, lambda path: keras.utils.plot_model(model, to_file=path, **options))
-        return png_path
-    dot_path = os.path.join(out_dir, f"{model.name}.dot")
-    runs.write_text(dot_path, keras.utils.model_to_dot(model, **options).to_string())
-    warn(
-        f"warning: Graphviz's `dot` program was not found, so {png_path} was not drawn; "
-        f"wrote the graph as {dot_path}. Install Graphviz (Debian/Ubuntu: apt-get install "
-        f"graphviz; macOS: brew install graphviz; Windows: winget install graphviz) and rerun, "
-        f"or render it with: dot -Tpng {dot_path} -o {png_path}"
-    )
-    return dot_path
-
-
 def save_run(model, settings, history, out_dir, warn=print):
     """Writes every file of a finished run to out_dir, each atomically; returns run.json's contents.
 
@@ -297,8 +271,8 @@ def save_run(model, settings, history, out_dir, warn=print):
     """
     runs.write_via_memory(os.path.join(out_dir, runs.WEIGHTS_FILE), model.save_weights)
     runs.write_via_memory(os.path.join(out_dir, runs.MODEL_FILE), model.save)  # built-in layers: loads anywhere
-    runs.write_text(os.path.join(out_dir, "model_summary.txt"), model_summary_text(model))
-    save_model_diagram(model, out_dir, warn=warn)
+    runs.write_text(os.path.join(out_dir, "model_summary.txt"), runs.model_summary_text(model))
+    runs.save_model_diagram(model, out_dir, warn=warn)
     curves = runs.plot_training_curves(history, f"{model.name} on MNIST")
     runs.save_figure(curves, os.path.join(out_dir, "training_curves.png"))
     run = runs.run_record(model, settings, history)
@@ -322,7 +296,7 @@ def train_run(settings, train_data, test_data, out_dir, resume=False, stop=None,
     else:
         runs.discard_earlier_run(out_dir)  # logs of a run stopped before its first checkpoint
     if verbose:
-        log(model_summary_text(model).rstrip("\n"))
+        log(runs.model_summary_text(model).rstrip("\n"))
         log(
             f"Training on {len(train_data[1])} images, testing on {len(test_data[1])}: "
             f"{settings.optimizer} lr {settings.lr}, batch {settings.batch_size}, "
