@@ -14,12 +14,15 @@ ablation_variants.png: means ± sample std, and paired differences with 95 % con
 """
 
 import argparse
+import contextlib
+import ctypes
+import gc
 import os
 import statistics
 import sys
 import time
 
-import cli
+import cli  # first: it quiets TensorFlow's C++ info lines before TensorFlow loads
 
 if __name__ == "__main__":  # before TensorFlow loads, which takes seconds
     cli.quiet_ctrl_c("ablation.py")
@@ -350,6 +353,8 @@ def run_study(args, stop):
                 if settings.se:
                     role = study_role(run_dir, settings, data)
             keras.backend.clear_session()  # a study of many runs in one process: memory stays flat
+            gc.collect()  # the runs' tf.functions and models hold each other in cycles
+            release_freed_memory()
         else:
             print(f"[{index}/{len(plan)}] {name} already finished; {len(plan) - index} to go; {elapsed} so far")
         finished[name] = run
@@ -368,6 +373,12 @@ def run_study(args, stop):
         runs.save_figure(figure, os.path.join(args.out_dir, name))
     print(markdown, end="")
     print(f"Wrote ablation.csv, ablation.md and {', '.join(figures)} to {args.out_dir}/")
+
+
+def release_freed_memory():
+    """Hands memory freed by the last run back to the system (glibc keeps it otherwise)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def study_role(run_dir, settings, data):

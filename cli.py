@@ -9,6 +9,11 @@ import sys
 
 import runs
 from mnist import MNISTDataError
+
+# Hides TensorFlow's C++ info lines (CPU features) in every script: set here, in the module each script
+# imports before TensorFlow. Warnings and errors still show; the oneDNN notice is logged before this
+# setting is read, and stays.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from settings import GATES, LEARNING_RATES, SE_POSITIONS, SQUEEZES, Settings, SettingsError, se_hidden_units
 
 USER_ERRORS = (runs.UsageError, MNISTDataError, SettingsError)  # each reported as one line, exit code 2

@@ -133,7 +133,7 @@ def load_mnist(data_dir=None, train=True):
     data_dir = data_dir or os.environ.get("MNIST_DIR") or None
     if data_dir is None:
         try:
-            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # as senet_lenet.py: no C++ info lines
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # as cli.py does: no C++ info lines
             import keras  # only here: reading local files needs no TensorFlow
 
             return keras.datasets.mnist.load_data()
