@@ -194,7 +194,7 @@ def start(script, *args):
     )
 
 
-@pytest.mark.parametrize("delay", [0.3, 1.5])
+@pytest.mark.parametrize("delay", [0.6, 1.5])
 def test_ctrl_c_during_start_up_is_one_line(tmp_path, synthetic_mnist_dir, delay):
     process = start("senet_lenet.py", *SMALL, "--data-dir", synthetic_mnist_dir, "--out-dir", tmp_path / "out")
     time.sleep(delay)  # TensorFlow is loading
