@@ -10,9 +10,10 @@ import pytest
 import ablation
 import visualize
 
-QUICK_STUDY = (
-    "--seeds 2 --epochs 1 --train-samples 2000 --test-samples 500 --reductions 2 4 --optimizers adam sgd".split()
-)
+QUICK_STUDY = [
+    *"--seeds 2 --epochs 1 --train-samples 2000 --test-samples 500 --reductions 2 4 --optimizers adam sgd".split(),
+    *"--squeezes avg --gates sigmoid --positions conv2".split(),  # the other axes: test_a_study_of_every_axis
+]
 RUNS = ["se-r4_adam", "se-r4_sgd", "no-se_adam", "no-se_sgd", "se-r2_adam"]
 
 
