@@ -15,6 +15,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = ["--epochs", "2", "--train-samples", "3000", "--test-samples", "500"]
 
 
+def default_sigint():
+    """preexec_fn for a child that must answer Ctrl-C even where this process ignores it (a background job)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_script(script, *args, env=None, timeout=900):
     """Runs one of the project's scripts in a fresh interpreter; returns the CompletedProcess."""
     return subprocess.run(

@@ -16,7 +16,7 @@ import ablation
 import runs
 import senet_lenet
 import visualize
-from helpers import ROOT, assert_one_line_error, without_seconds, write_synthetic_run
+from helpers import ROOT, assert_one_line_error, default_sigint, without_seconds, write_synthetic_run
 from settings import Settings
 
 SMALL = ["--epochs", "2", "--train-samples", "300", "--test-samples", "100"]
@@ -188,6 +188,7 @@ def start(script, *args):
         [sys.executable, os.path.join(ROOT, script), *map(str, args)],
         cwd=ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=default_sigint,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

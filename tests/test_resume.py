@@ -15,7 +15,7 @@ import ablation
 import runs
 import senet_lenet
 import visualize
-from helpers import ROOT, StopAfterEpoch, assert_one_line_error, without_seconds
+from helpers import ROOT, StopAfterEpoch, assert_one_line_error, default_sigint, without_seconds
 
 # Long enough that a signal sent after epoch 2's checkpoint lands before the last epoch.
 RESUMABLE = ["--epochs", "6", "--train-samples", "6000", "--test-samples", "500"]
@@ -40,6 +40,7 @@ def interrupt(out_dir, mnist_dir, signum):
     process = subprocess.Popen(
         [sys.executable, "senet_lenet.py", *RESUMABLE, "--data-dir", mnist_dir, "--out-dir", str(out_dir)],
         cwd=ROOT,
+        preexec_fn=default_sigint,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
