@@ -10,10 +10,9 @@ and the 16-dim excitation, so it can be studied (see visualize.py).
     python senet_lenet.py --optimizer sgd      # SGD, lr 0.01
     python senet_lenet.py --data-dir ../shared/mnist
 
-Data comes from --data-dir or $MNIST_DIR (see mnist.py); the settings and their
-defaults are in settings.py; the run folder, checkpoints and resume in runs.py.
-After Ctrl-C, `python senet_lenet.py --out-dir DIR --resume` continues to the
-same bits as an uninterrupted run.
+Elsewhere: the data (mnist.py), the settings and their defaults (settings.py), the
+run folder (runs.py), checkpoints (checkpoints.py), TensorBoard logs (tensorboard_logs.py)
+and the command-line pieces (cli.py). After Ctrl-C, `--resume` continues to the same bits.
 """
 
 import math
