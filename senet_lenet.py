@@ -170,24 +170,12 @@ def predict_test_set(model, images, labels, chunk=10000):
     return predictions, excitations, round(100 * float(accuracy.result()), 4)
 
 
-def train(
-    model,
-    optimizer,
-    settings,
-    train_data,
-    test_data,
-    history=(),
-    on_epoch_end=None,
-    stop=None,
-    log=print,
-    progress=True,
-):
-    """Trains `model` from the epoch after `history` to settings.epochs; returns the history.
-
-    on_epoch_end(history) runs after each epoch; stop.check() between chunks of steps;
-    log(line) prints the epoch lines; progress: a progress bar per epoch.
+def train(model, optimizer, settings, data, history=(), on_epoch_end=None, stop=None, log=print, progress=True):
+    """Trains `model` on data = (train_data, test_data) from the epoch after `history` to settings.epochs;
+    returns the history. on_epoch_end(history, test excitations) runs after each epoch; stop.check()
+    between chunks of steps; log(line) prints the epoch lines; progress: a progress bar per epoch.
     """
-    batch_size = settings.batch_size
+    (train_data, test_data), batch_size = data, settings.batch_size
     loss_fn = keras.losses.SparseCategoricalCrossentropy()
     train_loss = keras.metrics.Mean(name="train_loss")
     train_accuracy = keras.metrics.SparseCategoricalAccuracy(name="train_accuracy")
@@ -318,9 +306,8 @@ def train_run(settings, train_data, test_data, out_dir, resume=False, stop=None,
             runs.save_progress(runs.run_record(model, settings, history), out_dir)
 
     try:
-        history = train(
-            model, optimizer, settings, train_data, test_data, history, on_epoch_end, stop, log=log, progress=verbose
-        )
+        data = train_data, test_data
+        history = train(model, optimizer, settings, data, history, on_epoch_end, stop, log=log, progress=verbose)
     finally:
         logs.close()
     return save_run(model, settings, history, out_dir, warn=warn)

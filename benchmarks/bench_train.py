@@ -59,9 +59,8 @@ def bench_loop(settings, train_data, test_data):
 
     model = senet_lenet.seeded_model(settings)
     optimizer = senet_lenet.make_optimizer(settings, model)
-    history = senet_lenet.train(
-        model, optimizer, settings, train_data, test_data, log=lambda line: None, progress=False
-    )
+    data = train_data, test_data
+    history = senet_lenet.train(model, optimizer, settings, data, log=lambda line: None, progress=False)
     return [record["seconds"] for record in history], history[-1]["test_accuracy"]
 
 

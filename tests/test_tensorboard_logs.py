@@ -49,7 +49,7 @@ def test_logs_do_not_change_the_trained_bits(tmp_path):
     assert os.listdir(tmp_path / "logs") and os.listdir(tmp_path / "logs" / "test")
     model = senet_lenet.seeded_model(settings)
     optimizer = senet_lenet.make_optimizer(settings, model)
-    senet_lenet.train(model, optimizer, settings, *data, log=lambda line: None, progress=False)  # without
+    senet_lenet.train(model, optimizer, settings, data, log=lambda line: None, progress=False)  # without
     logged = senet_lenet.build_model()
     logged.load_weights(str(tmp_path / runs.WEIGHTS_FILE))
     for a, b in zip(logged.get_weights(), model.get_weights()):

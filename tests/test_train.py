@@ -26,7 +26,7 @@ def train_synthetic(**changes):
     optimizer = senet_lenet.make_optimizer(settings, model)
     train_data = synthetic_digits(settings.train_samples)
     test_data = synthetic_digits(settings.test_samples, seed=1)
-    return senet_lenet.train(model, optimizer, settings, train_data, test_data, log=lambda line: None, progress=False)
+    return senet_lenet.train(model, optimizer, settings, (train_data, test_data), log=lambda line: None, progress=False)
 
 
 def test_epoch_order_depends_on_seed_and_epoch_only():
