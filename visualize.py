@@ -9,6 +9,9 @@ test set (and checks the accuracy against the one recorded), then writes to RUN:
   se_features/{i}_se_feature.png  excitations of test batch i, rows sorted by label
   se_features.npz                 every test image's excitation, label and prediction
   se_class_mean.png               mean excitation per digit
+  se_class_profile.png            per channel: each digit's mean, and the spread within digits
+  excitation_role.csv             test accuracy with the excitation learned, a fixed gain, 1, shuffled
+(an SE block after conv1 gets the same figures with _conv1 in their names).
 
 --compare draws one batch of two runs side by side with their difference and
 prints the largest difference over the whole test set: 0 for two runs with the
@@ -42,9 +45,7 @@ ACCURACY_TOLERANCE = 0.1  # percentage points between recorded and re-evaluated 
 
 
 def load_run(run_dir):
-    """run.json of run_dir as a dict; UsageError if it is missing or unreadable."""
-    if not os.path.isdir(run_dir):
-        raise runs.UsageError(f"run directory {run_dir} does not exist; train first: python senet_lenet.py")
+    """run.json of run_dir (an existing folder, see using) as a dict; UsageError if it is missing or unreadable."""
     try:
         run = runs.read_run(run_dir)
     except runs.RunNotFound as e:
