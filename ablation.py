@@ -14,9 +14,6 @@ ablation_variants.png: means ± sample std, and paired differences with 95 % con
 """
 
 import argparse
-import contextlib
-import ctypes
-import gc
 import os
 import statistics
 import sys
@@ -348,13 +345,13 @@ def run_study(args, stop):
             runs.ensure_writable_dir(run_dir)
             with runs.folder_lock(run_dir, "ablation.py"):
                 runs.remove_temporary_files(run_dir)
+                if run is None and not resumable:
+                    runs.make_room_for_a_new_run(run_dir, overwrite=False)  # holds no run: earlier_run said so
                 if run is None:
                     run = senet_lenet.train_run(settings, *data, run_dir, resume=resumable, stop=stop, verbose=False)
                 if settings.se:
                     role = study_role(run_dir, settings, data)
             keras.backend.clear_session()  # a study of many runs in one process: memory stays flat
-            gc.collect()  # the runs' tf.functions and models hold each other in cycles
-            release_freed_memory()
         else:
             print(f"[{index}/{len(plan)}] {name} already finished; {len(plan) - index} to go; {elapsed} so far")
         finished[name] = run
@@ -373,12 +370,6 @@ def run_study(args, stop):
         runs.save_figure(figure, os.path.join(args.out_dir, name))
     print(markdown, end="")
     print(f"Wrote ablation.csv, ablation.md and {', '.join(figures)} to {args.out_dir}/")
-
-
-def release_freed_memory():
-    """Hands memory freed by the last run back to the system (glibc keeps it otherwise)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def study_role(run_dir, settings, data):

@@ -277,12 +277,6 @@ def checkpoint_epochs(out_dir):
     )
 
 
-def discard_earlier_run(out_dir):
-    """Removes the checkpoints and TensorBoard logs left by a run stopped before its first checkpoint."""
-    for name in (CHECKPOINT_DIR, LOGS_DIR):
-        shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
-
-
 # ----------------------------------------------------------------------------
 # One writer per folder; never replacing a run silently
 # ----------------------------------------------------------------------------
@@ -355,9 +349,15 @@ def missing_run_files(out_dir, settings):
 
 
 def make_room_for_a_new_run(out_dir, overwrite):
-    """Refuses (UsageError) to start a run where one is, unless overwrite: then removes its files first."""
+    """Refuses (UsageError) to start a run where one is, unless overwrite: then removes its files first.
+
+    Where no run is, it still removes the logs (and checkpoint folder) of a run stopped before its first
+    checkpoint, so that TensorBoard shows the new run alone.
+    """
     existing = run_in(out_dir)
     if existing is None:
+        for name in (CHECKPOINT_DIR, LOGS_DIR):
+            shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
         return
     if not overwrite:
         resume = "continue it with --resume, " if "unfinished" in existing else ""

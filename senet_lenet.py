@@ -276,7 +276,8 @@ def save_run(model, settings, history, out_dir, warn=print):
 
 
 def train_run(settings, train_data, test_data, out_dir, resume=False, stop=None, log=print, warn=print, verbose=True):
-    """Builds, trains and saves one run as `settings` say, into a writable out_dir; returns its run.json contents.
+    """Builds, trains and saves one run as `settings` say, into a writable out_dir that holds no other run
+    (runs.make_room_for_a_new_run); returns its run.json contents.
 
     resume: continue from the newest usable checkpoint in out_dir. stop: a runs.StopOnSignal.
     verbose: print the model summary and a progress bar per epoch.
@@ -288,8 +289,6 @@ def train_run(settings, train_data, test_data, out_dir, resume=False, stop=None,
     if resume:
         history = checkpoints.restore_newest(warn)
         log(f"Resuming {out_dir} after epoch {len(history)} of {settings.epochs}")
-    else:
-        runs.discard_earlier_run(out_dir)  # logs of a run stopped before its first checkpoint
     if verbose:
         log(runs.model_summary_text(model).rstrip("\n"))
         log(

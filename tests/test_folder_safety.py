@@ -300,3 +300,11 @@ def test_visualize_on_a_full_disk_is_one_line(small_disk, trained_synthetic_run,
     assert_one_line_error(capsys.readouterr().err, "visualize.py: error: cannot write", "no space left on device")
     everything = [name for _, dirs, files in os.walk(run_dir) for name in dirs + files]
     assert not [name for name in everything if runs.is_temporary(name)]
+
+
+def test_logs_of_a_run_stopped_before_its_first_checkpoint_are_replaced(tmp_path, synthetic_mnist_dir):
+    stale = tmp_path / "logs" / "train" / "events.out.tfevents.stale"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"from a run killed during epoch 1")
+    assert train(tmp_path, synthetic_mnist_dir, "--epochs", "1") == 0
+    assert not stale.exists() and os.listdir(tmp_path / "logs" / "train")
