@@ -29,9 +29,12 @@ import matplotlib
 import numpy as np
 
 import checkpoints
+import errors
 import excitation_role
+import files
 import runs
 import senet_lenet
+from manifest import Manifest
 from mnist import load_mnist, select
 from settings import GATES, LEARNING_RATES, SE_POSITIONS, SQUEEZES, Settings
 
@@ -99,14 +102,14 @@ def earlier_run(run_dir, settings):
     try:
         run = runs.read_run(run_dir)
         recorded = run["settings"]
-    except runs.RunNotFound:  # checkpoints only
+    except errors.RunNotFound:  # checkpoints only
         run, recorded = None, checkpoints.saved_settings(run_dir)
-    except runs.UsageError as e:
-        raise runs.UsageError(f"{run_dir} holds {holds}, not this study's run ({e})") from e
+    except errors.UsageError as e:
+        raise errors.UsageError(f"{run_dir} holds {holds}, not this study's run ({e})") from e
     if recorded != settings:
         ours = settings.as_dict()
         differences = [f"{k} = {v!r} (this study: {ours[k]!r})" for k, v in recorded.as_dict().items() if v != ours[k]]
-        raise runs.UsageError(
+        raise errors.UsageError(
             f"{run_dir} holds a run with {', '.join(differences)}; a study with other settings needs another --out-dir"
         )
     if run is not None and run["finished"]:
@@ -177,15 +180,21 @@ def summary_markdown(rows, configs):
             f"| {squeeze} | {gate} | {len(group)} | {mean_std(accuracy)} | {mean_std([100 - a for a in accuracy])} "
             f"| {group[0]['parameters']:,} | {statistics.fmean(r['seconds_per_epoch'] for r in group):.2f} |"
         )
+    ran = {config_name(config) for config in configs}
     lines += ["", "Paired differences in test accuracy points, per seed: mean [95 % confidence interval]:", ""]
     lines += ["| configuration | − se-r4 (same optimizer) | − no SE (same optimizer) |", "| --- | --- | --- |"]
     for config in configs:
         name = config_name(config)
         base = f"se-r{GRID_REDUCTION}_{config['optimizer']}"
         plain = f"no-se_{config['optimizer']}"
-        versus_base = mean_ci(paired(rows, name, base)) if name != base and config["model"] == "se" else "–"
-        versus_plain = mean_ci(paired(rows, name, plain)) if config["model"] == "se" else "–"
+        se = config["model"] == "se"
+        versus_base = mean_ci(paired(rows, name, base)) if name != base and se and base in ran else "–"
+        versus_plain = mean_ci(paired(rows, name, plain)) if se and plain in ran else "–"
         lines.append(f"| {name} | {versus_base} | {versus_plain} |")
+    left_out = sorted({f"se-r{GRID_REDUCTION}_{c['optimizer']}" for c in configs} - ran)
+    left_out += sorted({f"no-se_{c['optimizer']}" for c in configs if c["model"] == "se"} - ran)
+    if left_out:
+        lines += ["", f"Not run in this study, so the comparisons with them are left out: {', '.join(left_out)}."]
     lines += ["", "The excitation at inference: test accuracy (%) with it learned, replaced by each channel's"]
     lines += ["training-set mean, by 1, shuffled between test images; and fixed gain − learned per seed:", ""]
     lines += ["| configuration | learned | training-set mean | ones | shuffled | mean − learned |"]
@@ -253,6 +262,7 @@ def variants_figure(rows, configs):
     """Each Adam variant against the assignment's SE block (se-r4_adam): mean paired difference and 95 % CI."""
     base = f"se-r{GRID_REDUCTION}_{SWEEP_OPTIMIZER}"
     names = [config_name(c) for c in configs if c["optimizer"] == SWEEP_OPTIMIZER and config_name(c) != base]
+    names = [name for name in names if paired(rows, name, base)]  # none where the base was not run
     figure, axes = plt.subplots(figsize=(7, 0.45 * len(names) + 1.5), layout="constrained")
     for y, name in enumerate(names):
         differences = paired(rows, name, base)
@@ -262,6 +272,8 @@ def variants_figure(rows, configs):
             t = T_975[min(len(differences) - 2, len(T_975) - 1)]
             half = t * statistics.stdev(differences) / len(differences) ** 0.5
         axes.errorbar(mean, y, xerr=half, fmt="o", color="C3" if name.startswith("no-se") else "C0", capsize=4)
+    if not names:
+        axes.text(0.5, 0.5, f"{base} was not run: nothing to compare with", ha="center", transform=axes.transAxes)
     axes.axvline(0, color="k", lw=1)
     axes.set_yticks(range(len(names)), names)
     axes.invert_yaxis()
@@ -309,13 +321,16 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def study(args, stop=None):
+def study(args, stop):
     # Every run builds a new model and new tf.functions by design; TensorFlow's
     # "retracing" warning about that would be noise here.
     senet_lenet.tf.get_logger().setLevel("ERROR")
-    runs.ensure_writable_dir(args.out_dir)
+    files.ensure_writable_dir(args.out_dir)
     with runs.folder_lock(args.out_dir, "ablation.py"):
         run_study(args, stop)
+
+
+STUDY_FILES = ("ablation.csv", "ablation.md", "ablation_curves.png", "reduction_sweep.png", "ablation_variants.png")
 
 
 def run_study(args, stop):
@@ -326,13 +341,16 @@ def run_study(args, stop):
             name = f"{config_name(config)}_seed{seed}"
             settings = run_settings(args, config, seed)
             plan.append((name, config["model"], settings, *earlier_run(os.path.join(args.out_dir, name), settings)))
+    # Recorded before anything is written; refused if a name holds something of the user's.
+    Manifest(args.out_dir, "study").claim(*STUDY_FILES, *(f"{name}/" for name, *_ in plan))
     data = None
     started = time.perf_counter()
     finished, rows = {}, []
     for index, (name, model, settings, run, resumable) in enumerate(plan, 1):
         run_dir = os.path.join(args.out_dir, name)
         elapsed = time.strftime("%H:%M:%S", time.gmtime(time.perf_counter() - started))
-        role = excitation_role.read_role(run_dir) if settings.se else None
+        weights = run and run["sha256"].get(runs.WEIGHTS_FILE)
+        role = excitation_role.read_role(run_dir, weights) if settings.se and run else None
         if run is None or (settings.se and role is None):
             action = "resuming" if resumable else "training" if run is None else "evaluating the excitation of"
             print(
@@ -342,24 +360,25 @@ def run_study(args, stop):
             if data is None:
                 train_data, test_data = load_mnist(args.data_dir)
                 data = select(train_data, args.train_samples), select(test_data, args.test_samples)
-            runs.ensure_writable_dir(run_dir)
+            files.ensure_writable_dir(run_dir)
             with runs.folder_lock(run_dir, "ablation.py"):
-                runs.remove_temporary_files(run_dir)
+                Manifest(run_dir, "run").remove_temporary_files()
                 if run is None and not resumable:
-                    runs.make_room_for_a_new_run(run_dir, overwrite=False)  # holds no run: earlier_run said so
+                    runs.make_room_for_a_new_run(run_dir, False, settings)  # holds no run: earlier_run said so
                 if run is None:
                     run = senet_lenet.train_run(settings, *data, run_dir, resume=resumable, stop=stop, verbose=False)
                 if settings.se:
-                    role = study_role(run_dir, settings, data)
+                    role = study_role(run_dir, run, data)
             keras.backend.clear_session()  # a study of many runs in one process: memory stays flat
+            stop.check()
         else:
             print(f"[{index}/{len(plan)}] {name} already finished; {len(plan) - index} to go; {elapsed} so far")
         finished[name] = run
         rows.append(csv_row(name, model, run, role))
 
-    runs.write_text(os.path.join(args.out_dir, "ablation.csv"), runs.csv_text(rows, CSV_FIELDS))
+    files.write_text(os.path.join(args.out_dir, "ablation.csv"), files.csv_text(rows, CSV_FIELDS))
     markdown = summary_markdown(rows, configs)
-    runs.write_text(os.path.join(args.out_dir, "ablation.md"), markdown)
+    files.write_text(os.path.join(args.out_dir, "ablation.md"), markdown)
     grid_names = [config_name(c) for c in configs[: 2 * len(args.optimizers)]]
     figures = {
         "ablation_curves.png": curves_figure(finished, grid_names),
@@ -367,17 +386,18 @@ def run_study(args, stop):
         "ablation_variants.png": variants_figure(rows, configs),
     }
     for name, figure in figures.items():
-        runs.save_figure(figure, os.path.join(args.out_dir, name))
+        files.save_figure(figure, os.path.join(args.out_dir, name))
     print(markdown, end="")
     print(f"Wrote ablation.csv, ablation.md and {', '.join(figures)} to {args.out_dir}/")
+    stop.check()  # a signal while the tables were written: they are whole, and the stop is reported
 
 
-def study_role(run_dir, settings, data):
+def study_role(run_dir, run, data):
     """The excitation role of a finished SE run (excitation_role.csv in its folder)."""
-    model = senet_lenet.build_model(settings)
+    model = senet_lenet.build_model(run["settings"])
     model.load_weights(os.path.join(run_dir, runs.WEIGHTS_FILE))
-    role = excitation_role.excitation_role(model, settings, *data)
-    excitation_role.save_role(run_dir, role)
+    role = excitation_role.excitation_role(model, run["settings"], *data)
+    excitation_role.save_role(run_dir, role, run["sha256"][runs.WEIGHTS_FILE])
     return role
 
 
@@ -388,11 +408,11 @@ def main(argv=None):
             study(args, stop)
     except cli.USER_ERRORS as e:
         return cli.report_error("ablation.py", e)
-    except (runs.Diverged, runs.WriteError) as e:
+    except (errors.Diverged, errors.WriteError) as e:
         return cli.report_error("ablation.py", e, 1)
     except senet_lenet.tf.errors.UnimplementedError as e:
         return cli.report_error("ablation.py", cli.no_deterministic_kernel(e), 1)
-    except runs.Interrupted as e:
+    except errors.Interrupted as e:
         print(
             f"ablation.py: stopped by {e}; finished runs and the last completed epoch of the current one "
             "are kept. Run the same command again to continue.",

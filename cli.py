@@ -4,9 +4,9 @@ import argparse
 import dataclasses
 import math
 import os
-import re
 import sys
 
+import errors
 import runs
 from mnist import MNISTDataError
 
@@ -16,7 +16,7 @@ from mnist import MNISTDataError
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from settings import GATES, LEARNING_RATES, SE_POSITIONS, SQUEEZES, Settings, SettingsError, se_hidden_units
 
-USER_ERRORS = (runs.UsageError, MNISTDataError, SettingsError)  # each reported as one line, exit code 2
+USER_ERRORS = (errors.UsageError, MNISTDataError, SettingsError)  # each reported as one line, exit code 2
 
 
 def quiet_ctrl_c(prog):
@@ -47,17 +47,7 @@ def report_error(prog, error, code=2):
 def no_deterministic_kernel(error):
     """The one line for an op that enable_op_determinism() refuses to run (on a GPU, TensorFlow #51466)."""
     reason = "an op without a deterministic kernel here; bit-identical runs are verified on CPU"
-    return f"{first_line(error, limit=300)} ({reason})"
-
-
-def first_line(error, limit=160, type_name=False):
-    """An exception's message cut to one short line (Keras's and TensorFlow's can run to pages)."""
-    line = next((part for part in str(error).splitlines() if part.strip()), "")
-    line = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", line)  # TensorFlow's prefix naming its graph node
-    if type_name:
-        line = f"{type(error).__name__}: {line}" if line else type(error).__name__
-    line = line or type(error).__name__
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+    return f"{errors.first_line(error, limit=300)} ({reason})"
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -153,15 +143,16 @@ def add_data_dir_flag(parser):
 def run_to_resume(out_dir, given, log=print):
     """(settings, anything to do) for --resume in out_dir: UsageError if there is no run to resume or
     a given flag contradicts it. --epochs may change (not below the epochs done); a finished run with
-    a file missing is something to do (it is saved again), a whole one is not.
+    a file missing or damaged (run.json included) is something to do (it is saved again from the newest
+    checkpoint), a whole one is not.
     """
-    saved = runs.checkpoint_epochs(out_dir)
+    saved, run = runs.checkpoint_epochs(out_dir), None
     try:
         run = runs.read_run(out_dir)
         settings, done, source = run["settings"], len(run["history"]), os.path.join(out_dir, runs.RUN_FILE)
-    except runs.RunNotFound:
+    except errors.RunNotFound:
         if not saved:
-            raise runs.UsageError(
+            raise errors.UsageError(
                 f"nothing to resume in {out_dir}: no {runs.RUN_FILE} and no checkpoint, so no epoch was completed "
                 "there; start the run without --resume"
             ) from None
@@ -172,19 +163,22 @@ def run_to_resume(out_dir, given, log=print):
     recorded = settings.as_dict()
     for name, value in sorted(given.items()):
         if value != recorded[name] and name != "epochs":
-            raise runs.UsageError(
+            raise errors.UsageError(
                 f"{SETTING_FLAGS[name][0]} conflicts with the run being resumed, which has {name} = "
                 f"{recorded[name]!r} in {source}; --resume continues a run with its recorded settings"
             )
     epochs = given.get("epochs", settings.epochs)
     if epochs != settings.epochs:
         if epochs < done:
-            raise runs.UsageError(f"--epochs {epochs} is fewer than the {done} epochs done in {out_dir}")
+            raise errors.UsageError(f"--epochs {epochs} is fewer than the {done} epochs done in {out_dir}")
         log(f"The run in {out_dir} now has {epochs} epochs instead of {settings.epochs}")
         settings = dataclasses.replace(settings, epochs=epochs)
-    missing = runs.missing_run_files(out_dir, settings) if done == settings.epochs else ["epochs"]
+    missing = runs.missing_run_files(out_dir, settings, run) if done == settings.epochs else ["epochs"]
     if missing and not saved:
-        raise runs.UsageError(f"no checkpoint in {os.path.join(out_dir, runs.CHECKPOINT_DIR)} to resume from")
+        raise errors.UsageError(f"no checkpoint in {os.path.join(out_dir, runs.CHECKPOINT_DIR)} to resume from")
     if missing and done == settings.epochs:
-        log(f"{out_dir} finished all {settings.epochs} epochs but lacks {', '.join(missing)}: saving them again")
+        log(
+            f"{out_dir} finished all {settings.epochs} epochs but lacks whole copies of {', '.join(missing)}: "
+            "writing them again from its newest checkpoint"
+        )
     return settings, bool(missing)

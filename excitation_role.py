@@ -14,12 +14,13 @@ import os
 
 import numpy as np
 
+import files
 import runs
 import senet_lenet
+from manifest import Manifest
 from mnist import to_model_input
 
 VARIANTS = ("learned", "train_mean", "ones", "shuffled")
-ROLE_FILE = "excitation_role.csv"
 BATCH = 1000
 
 
@@ -58,21 +59,22 @@ def excitation_role(model, settings, train_data, test_data):
     return {name: accuracy_with(given, images, labels, variants[name]) for name in VARIANTS}
 
 
-def save_role(run_dir, role):
+def save_role(run_dir, role, weights):
+    """excitation_role.csv, recorded as drawn from the weights whose SHA-256 is `weights`."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["excitation", "test_accuracy"])
     writer.writerows((name, role[name]) for name in VARIANTS)
-    runs.write_text(os.path.join(run_dir, ROLE_FILE), buffer.getvalue())
+    Manifest(run_dir, "run").claim(runs.ROLE_FILE, weights=weights)
+    files.write_text(os.path.join(run_dir, runs.ROLE_FILE), buffer.getvalue())
 
 
-def read_role(run_dir):
-    """The saved {variant: accuracy} of run_dir, or None if there is none as new as its weights."""
-    path, weights = os.path.join(run_dir, ROLE_FILE), os.path.join(run_dir, runs.WEIGHTS_FILE)
+def read_role(run_dir, weights):
+    """The saved {variant: accuracy} of run_dir, or None if there is none measured on these weights."""
+    if Manifest(run_dir).entries.get(runs.ROLE_FILE, {}).get("weights") != weights:
+        return None
     try:
-        if os.stat(path).st_mtime_ns < os.stat(weights).st_mtime_ns:
-            return None
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(os.path.join(run_dir, runs.ROLE_FILE), newline="", encoding="utf-8") as f:
             role = {row["excitation"]: float(row["test_accuracy"]) for row in csv.DictReader(f)}
     except (OSError, KeyError, ValueError):
         return None

@@ -5,7 +5,6 @@ process started with the spawn method, which imports only drawing code.
 """
 
 import contextlib
-import glob
 import multiprocessing
 import os
 import signal
@@ -14,7 +13,7 @@ import matplotlib
 import numpy as np
 import PIL.Image
 
-import runs
+import files
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the Agg backend
@@ -82,13 +81,17 @@ class HeatmapFigure:
         for artist in self.changing:
             self.figure.draw_artist(artist)
         rgb = np.asarray(canvas.buffer_rgba())[..., :3]
-        with runs.atomic_path(path) as temporary:
+        with files.atomic_path(path) as temporary:
             PIL.Image.fromarray(rgb).save(temporary, format="png", compress_level=3)
 
 
 def block_suffix(block):
     """ "" for the assignment's block after conv2 (today's file names), "_conv1" for the one after conv1."""
     return "" if block == "conv2" else f"_{block}"
+
+
+def heatmap_name(batch_index):
+    return f"{batch_index}_se_feature.png"
 
 
 def color_limits(gate, features):
@@ -103,7 +106,7 @@ def draw_heatmaps(features, labels, heatmap_dir, batch_size, indices, block="con
     for i in indices:
         batch = slice(i * batch_size, (i + 1) * batch_size)
         heatmap.draw(features[batch], labels[batch], f"SE excitations{where}, test batch {i}")
-        heatmap.save(os.path.join(heatmap_dir, f"{i}_se_feature.png"))
+        heatmap.save(os.path.join(heatmap_dir, heatmap_name(i)))
     plt.close(heatmap.figure)
 
 
@@ -121,7 +124,7 @@ def worker():
 
 
 def save_heatmaps(features, labels, out_dir, batch_size, max_batches=None, pool=None, block="conv2", limits=(0, 1)):
-    """se_features/{i}_se_feature.png for each test batch i; returns how many were written.
+    """se_features/{i}_se_feature.png for each test batch i (recorded by the caller); returns how many were written.
 
     pool: a worker() to draw every other batch.
     """
@@ -137,9 +140,4 @@ def save_heatmaps(features, labels, out_dir, batch_size, max_batches=None, pool=
         child.get()
     else:
         draw_heatmaps(*work, range(batches), block, limits)
-    if max_batches is None:  # every batch drawn: the rest are an earlier, longer run's
-        for stale in glob.glob(os.path.join(heatmap_dir, "*_se_feature.png")):
-            index = os.path.basename(stale).split("_", 1)[0]
-            if not index.isdigit() or int(index) >= batches:
-                os.remove(stale)
     return batches

@@ -1,22 +1,23 @@
-"""A run folder: its files, written atomically; its checkpoints' epochs; stopping on a signal.
+"""A run folder: what it holds (run.json, checkpoints), its one writer, stopping on a signal.
 
-OUT/run.json          settings, per-epoch history, final accuracies (after every epoch)
+OUT/manifest.json     every path the project wrote in OUT (manifest.py): only those are ever replaced
+OUT/run.json          settings, per-epoch history, final accuracies, the SHA-256 of the weights and model
 OUT/history.csv       the history as CSV (after every epoch)
 OUT/checkpoints/      the state after each of the last two epochs, for --resume (checkpoints.py)
 """
 
 import contextlib
-import csv
-import errno
-import io
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import signal
-import tempfile
 
+import files
+from errors import Interrupted, RunNotFound, UsageError
+from manifest import Manifest
 from settings import Settings
 
 OUT_DIR = "outputs"  # where a run's files go unless --out-dir says otherwise
@@ -29,115 +30,20 @@ CHECKPOINT_NAME = "epoch"
 KEEP_CHECKPOINTS = 2
 LOGS_DIR = "logs"  # OUT/logs/train and OUT/logs/test: TensorBoard's event files
 MODEL_FILE = "selenet.keras"  # the whole model, for keras.models.load_model without this project
-LOCK_FILE = ".lock"  # held (flock) by the one process that writes the folder
-TEMPORARY_MARK = ".tmp"  # .NAME.tmpPID.EXT: a file being written
-# What one run leaves in its folder: removed together by --overwrite, so that no two runs mix.
-RUN_FILES = (
-    *(WEIGHTS_FILE, MODEL_FILE, RUN_FILE, HISTORY_FILE, "model_summary.txt", "training_curves.png"),
-    *("SELeNet.png", "SELeNet.dot", "LeNet5.png", "LeNet5.dot", "se_features.npz", "se_class_mean.png"),
-)
-RUN_DIRS = (CHECKPOINT_DIR, LOGS_DIR, "se_features")
+SUMMARY_FILE = "model_summary.txt"
+CURVES_FILE = "training_curves.png"
+ROLE_FILE = "excitation_role.csv"  # visualize.py's and the study's measure of the excitation (excitation_role.py)
+CHECKSUMMED = (WEIGHTS_FILE, MODEL_FILE)  # run.json records their SHA-256
+LOCK_FILE = ".selenet.lock"  # held (flock) by the one process that writes the folder
 
 
-class UsageError(Exception):
-    """Bad input from the user: reported as one line, exit code 2."""
-
-
-class RunNotFound(UsageError):
-    """No run.json where a run was expected."""
-
-
-class Diverged(Exception):
-    """The training loss stopped being a finite number: one line, exit code 1."""
-
-
-class WriteError(Exception):
-    """A file that could not be written (a full disk, say): one line naming it, exit code 1."""
-
-
-def write_failure(path, error):
-    """The WriteError for `error` raised while writing `path`."""
-    text = str(error)
-    if getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in text:
-        reason = "no space left on device"
-    else:
-        reason = getattr(error, "strerror", None) or next((line for line in text.splitlines() if line), "")
-    return WriteError(f"cannot write {path}: {reason}; the files written before it are whole")
-
-
-# ----------------------------------------------------------------------------
-# Files, each written atomically
-# ----------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yields a temporary name beside `path`, renamed over `path` only if the block succeeds.
-
-    The temporary name keeps the file's extensions, since Keras and Matplotlib
-    pick the format from them.
-    """
-    directory, name = os.path.split(path)
-    stem, dot, extensions = name.partition(".")
-    temporary = os.path.join(directory, f".{stem}{TEMPORARY_MARK}{os.getpid()}{dot}{extensions}")
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    except OSError as e:
-        raise write_failure(path, e) from e
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
-def write_via_memory(path, write):
-    """write(scratch_path) into a memory-backed folder, then the bytes to `path` atomically.
-
-    For libraries that write files themselves: h5py on a full disk can crash the process, so it
-    never writes to the run folder; the copy here fails with a plain OSError instead.
-    """
-    memory = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    with tempfile.TemporaryDirectory(dir=memory) as scratch:
-        scratch_path = os.path.join(scratch, os.path.basename(path))
-        write(scratch_path)
-        with atomic_path(path) as temporary:
-            shutil.copyfile(scratch_path, temporary)
-
-
-def write_text(path, text):
-    with atomic_path(path) as temporary:
-        with open(temporary, "w", encoding="utf-8") as f:
-            f.write(text)
-
-
-def save_figure(figure, path):
-    """Writes a Matplotlib figure as a PNG and closes it."""
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=100)
-    plt.close(figure)
-
-
-def ensure_writable_dir(path):
-    """Creates `path` if needed and proves a file can be written there (else UsageError)."""
-    probe = os.path.join(path, f".write-test-{os.getpid()}")
-    try:
-        os.makedirs(path, exist_ok=True)
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as e:
-        raise UsageError(f"cannot write to output directory {path}: {e.strerror}") from e
-
-
-def csv_text(rows, fields):
-    """Rows (dicts) as CSV text with a header line."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
+def run_file_names(settings):
+    """The paths a run of `settings` writes in its folder (folders end in "/")."""
+    return (
+        *(WEIGHTS_FILE, MODEL_FILE, RUN_FILE, HISTORY_FILE, SUMMARY_FILE, CURVES_FILE),
+        diagram_name(settings.model_name),
+        *(f"{CHECKPOINT_DIR}/", f"{LOGS_DIR}/"),
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -174,8 +80,10 @@ def read_run(run_dir):
     return run
 
 
-def run_record(model, settings, history):
-    """What run.json holds: enough to rebuild the model and to resume or judge the run."""
+def run_record(model, settings, history, checksums=None):
+    """What run.json holds: enough to rebuild the model and to resume or judge the run.
+
+    checksums: {file: SHA-256} of a finished run's weights and model files."""
     import keras  # loaded already: there is a model
     import numpy as np
     import tensorflow as tf
@@ -188,6 +96,7 @@ def run_record(model, settings, history):
         "final": {"train_accuracy": last["accuracy"], "test_accuracy": last["test_accuracy"]},
         "history": history,
         "finished": len(history) == settings.epochs,
+        "sha256": dict(checksums or {}),
         "versions": {
             "python": platform.python_version(),
             "tensorflow": tf.__version__,
@@ -198,11 +107,34 @@ def run_record(model, settings, history):
     }
 
 
-def save_progress(run, out_dir):
+def save_progress(run, out_dir, manifest):
     """run.json and history.csv, after every epoch (run["finished"] says whether it is the last)."""
+    manifest.claim(RUN_FILE, HISTORY_FILE)
     record = {**run, "settings": run["settings"].as_dict()}
-    write_text(os.path.join(out_dir, RUN_FILE), json.dumps(record, indent=2) + "\n")
-    write_text(os.path.join(out_dir, HISTORY_FILE), csv_text(run["history"], HISTORY_FIELDS))
+    files.write_text(os.path.join(out_dir, RUN_FILE), json.dumps(record, indent=2) + "\n")
+    files.write_text(os.path.join(out_dir, HISTORY_FILE), files.csv_text(run["history"], HISTORY_FIELDS))
+
+
+def damaged_files(run_dir, run):
+    """The checksummed files of a finished run that are missing or are not the ones run.json records."""
+    recorded = run.get("sha256") or {}
+    return [name for name in CHECKSUMMED if files.sha256_of(os.path.join(run_dir, name)) != recorded.get(name)]
+
+
+def check_files(run_dir, run):
+    """UsageError unless a finished run's weights and model files are the ones its run.json records."""
+    if not run.get("sha256"):
+        raise UsageError(
+            f"{os.path.join(run_dir, RUN_FILE)} records no checksums of its files (an older version wrote it); "
+            "train the run again"
+        )
+    for name in damaged_files(run_dir, run):
+        path = os.path.join(run_dir, name)
+        state = "is missing" if not os.path.exists(path) else "is not the file this run wrote (its SHA-256 differs)"
+        raise UsageError(
+            f"{path} {state}; write it again from the run's checkpoint with: python senet_lenet.py "
+            f"--out-dir {shlex.quote(str(run_dir))} --resume"
+        )
 
 
 # ----------------------------------------------------------------------------
@@ -217,25 +149,30 @@ def model_summary_text(model):
     return "\n".join(lines) + "\n"
 
 
+def diagram_name(model_name):
+    """SELeNet.png, or SELeNet.dot where Graphviz's `dot` is missing."""
+    return f"{model_name}.png" if shutil.which("dot") else f"{model_name}.dot"
+
+
 def save_model_diagram(model, out_dir, warn=print):
     """SELeNet.png via plot_model; without Graphviz, SELeNet.dot and a warning. Returns the path."""
     import keras  # loaded already: there is a model
 
     options = dict(show_shapes=True, show_layer_names=True, show_layer_activations=True, dpi=96)
-    png_path = os.path.join(out_dir, f"{model.name}.png")
+    path = os.path.join(out_dir, diagram_name(model.name))
     # With IPython importable, plot_model only prints its Graphviz message, so look for `dot` first.
-    if shutil.which("dot"):
-        write_via_memory(png_path, lambda path: keras.utils.plot_model(model, to_file=path, **options))
-        return png_path
-    dot_path = os.path.join(out_dir, f"{model.name}.dot")
-    write_text(dot_path, keras.utils.model_to_dot(model, **options).to_string())
+    if path.endswith(".png"):
+        files.write_via_scratch(path, lambda scratch: keras.utils.plot_model(model, to_file=scratch, **options))
+        return path
+    files.write_text(path, keras.utils.model_to_dot(model, **options).to_string())
+    png_path = path[: -len(".dot")] + ".png"
     warn(
         f"warning: Graphviz's `dot` program was not found, so {png_path} was not drawn; "
-        f"wrote the graph as {dot_path}. Install Graphviz (Debian/Ubuntu: apt-get install "
+        f"wrote the graph as {path}. Install Graphviz (Debian/Ubuntu: apt-get install "
         f"graphviz; macOS: brew install graphviz; Windows: winget install graphviz) and rerun, "
-        f"or render it with: dot -Tpng {dot_path} -o {png_path}"
+        f"or render it with: dot -Tpng {path} -o {png_path}"
     )
-    return dot_path
+    return path
 
 
 def plot_training_curves(history, title):
@@ -264,17 +201,14 @@ def plot_training_curves(history, title):
 
 
 def checkpoint_epochs(out_dir):
-    """The epochs of the run's checkpoints (checkpoints.py writes them), oldest first."""
-    prefix = f"{CHECKPOINT_NAME}-"
+    """The epochs of the checkpoints the run wrote in out_dir (its record says which), oldest first."""
     try:
-        names = os.listdir(os.path.join(out_dir, CHECKPOINT_DIR))
-    except OSError:
+        owned = Manifest(out_dir).owned(f"{CHECKPOINT_DIR}/")
+    except UsageError:
         return []
-    return sorted(
-        int(n[len(prefix) : -6])
-        for n in names
-        if n.startswith(prefix) and n.endswith(".index") and n[len(prefix) : -6].isdigit()
-    )
+    pattern = re.compile(rf"{CHECKPOINT_NAME}-(\d+)\.index")
+    present = [name for name in owned if os.path.isfile(os.path.join(out_dir, CHECKPOINT_DIR, name))]
+    return sorted(int(match[1]) for name in present if (match := pattern.fullmatch(name)))
 
 
 # ----------------------------------------------------------------------------
@@ -305,22 +239,6 @@ def folder_lock(path, prog):
         os.close(descriptor)
 
 
-def remove_temporary_files(out_dir):
-    """Removes what a killed process left half-written in out_dir (call it holding the lock)."""
-    for directory in (out_dir, os.path.join(out_dir, "se_features"), os.path.join(out_dir, CHECKPOINT_DIR)):
-        for name in os.listdir(directory) if os.path.isdir(directory) else ():
-            path = os.path.join(directory, name)
-            if is_temporary(name):
-                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-
-
-def is_temporary(name):
-    """.NAME.tmpPID.EXT (atomic_path), .write-test-PID (ensure_writable_dir), epoch-N_temp (TensorFlow)."""
-    return (
-        name.startswith(".") and (TEMPORARY_MARK in name or name.startswith(".write-test-")) or name.endswith("_temp")
-    )
-
-
 def run_in(out_dir):
     """What out_dir holds of a run: None, or a phrase for messages ("a finished run", ...)."""
     try:
@@ -338,53 +256,34 @@ def run_in(out_dir):
     return None
 
 
-def missing_run_files(out_dir, settings):
-    """The files a finished run writes that out_dir lacks."""
-    name = "SELeNet" if settings.se else "LeNet5"
-    wanted = [WEIGHTS_FILE, MODEL_FILE, HISTORY_FILE, "model_summary.txt", "training_curves.png"]
-    missing = [n for n in wanted if not os.path.isfile(os.path.join(out_dir, n))]
-    if not any(os.path.isfile(os.path.join(out_dir, f"{name}.{ext}")) for ext in ("png", "dot")):
-        missing.append(f"{name}.png")
-    return missing
+def missing_run_files(out_dir, settings, run=None):
+    """The files a finished run writes that out_dir lacks, or holds damaged (run: its run.json, if any)."""
+    names = [name for name in run_file_names(settings) if not name.endswith("/")]
+    missing = [name for name in names if not os.path.isfile(os.path.join(out_dir, name))]
+    damaged = damaged_files(out_dir, run) if run is not None else []
+    return missing + [name for name in damaged if name not in missing]
 
 
-def make_room_for_a_new_run(out_dir, overwrite):
-    """Refuses (UsageError) to start a run where one is, unless overwrite: then removes its files first.
-
-    Where no run is, it still removes the logs (and checkpoint folder) of a run stopped before its first
-    checkpoint, so that TensorBoard shows the new run alone.
-    """
+def make_room_for_a_new_run(out_dir, overwrite, settings, check_only=False):
+    """Refuses (UsageError) to start a run where one is, unless overwrite: then removes what that run
+    wrote (its manifest), and nothing else. Where no run is, it still removes what a run stopped before
+    its first checkpoint wrote (its logs), so that TensorBoard shows the new run alone. Either way it
+    first refuses if a path the new run needs holds something the project did not write (check_only: only that)."""
+    manifest = Manifest(out_dir)
     existing = run_in(out_dir)
-    if existing is None:
-        for name in (CHECKPOINT_DIR, LOGS_DIR):
-            shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
-        return
-    if not overwrite:
+    if existing is not None and not overwrite:
         resume = "continue it with --resume, " if "unfinished" in existing else ""
         raise UsageError(
             f"{out_dir} holds {existing}; {resume}replace it with --overwrite, or choose another --out-dir"
         )
-    for name in RUN_FILES:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(out_dir, name))
-    for name in RUN_DIRS:
-        shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
-    for name in os.listdir(out_dir):
-        if name.startswith("compare_") and name.endswith(".png"):
-            os.remove(os.path.join(out_dir, name))
+    manifest.check_free(*run_file_names(settings))
+    if not check_only:
+        manifest.release_all()
 
 
 # ----------------------------------------------------------------------------
 # Stopping on a signal
 # ----------------------------------------------------------------------------
-
-
-class Interrupted(Exception):
-    """Training stopped on SIGINT or SIGTERM after the last completed epoch was saved."""
-
-    def __init__(self, signum):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 class StopOnSignal:
@@ -420,12 +319,14 @@ class StopOnSignal:
 
 
 def interrupted_message(prog, interrupted, out_dir):
-    """The one line that says where a stopped run can be resumed from."""
+    """The one line that says what a stopped run left: finished, resumable from an epoch, or nothing."""
+    with contextlib.suppress(UsageError):
+        if read_run(out_dir)["finished"]:
+            return f"{prog}: stopped by {interrupted} after the run finished; every file of it is saved in {out_dir}"
     saved = checkpoint_epochs(out_dir)
     if not saved:
         return f"{prog}: stopped by {interrupted} before the first epoch ended; nothing to resume"
-    epoch = saved[-1]
     return (
-        f"{prog}: stopped by {interrupted}; epoch {epoch} is the last one saved. "
+        f"{prog}: stopped by {interrupted}; epoch {saved[-1]} is the last one saved. "
         f"Resume with: python {prog} --out-dir {shlex.quote(str(out_dir))} --resume"
     )

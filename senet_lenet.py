@@ -29,8 +29,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import files
 import runs
 from checkpoints import Checkpoints
+from errors import Diverged, Interrupted, WriteError
+from manifest import Manifest
 from mnist import IMAGE_SIZE, NUM_CLASSES, load_mnist, select, to_model_input
 from settings import BLOCK_CHANNELS, CONV1_FILTERS, CONV2_FILTERS, Settings, se_hidden_units
 from tensorboard_logs import EpochLogs
@@ -97,7 +100,7 @@ def build_model(settings=None, excitation_inputs=False):
     x = layers.Dense(120, activation="relu", name="fc1")(x)
     x = layers.Dense(84, activation="relu", name="fc2")(x)
     predictions = layers.Dense(NUM_CLASSES, activation="softmax", name="predictions")(x)
-    name = "SELeNet" if blocks else "LeNet5"
+    name = settings.model_name
     if excitation_inputs:
         return keras.Model([image, *given.values()], predictions, name=f"{name}_given_excitations")
     return keras.Model(image, [predictions, *excitations] if blocks else predictions, name=name)
@@ -230,7 +233,7 @@ def train(model, optimizer, settings, data, history=(), on_epoch_end=None, stop=
             if not (math.isfinite(loss) and all(np.isfinite(v.numpy()).all() for v in model.trainable_variables)):
                 # Raised before this epoch's checkpoint: the last one saved is finite. (The loss alone can stay
                 # finite while weights overflow: the cross-entropy clips the probabilities.)
-                raise runs.Diverged(
+                raise Diverged(
                     f"training diverged in epoch {epoch} by step {last_step}: loss {loss:.4g}, and weights or loss "
                     "are no longer finite numbers; lower --lr"
                 )
@@ -259,19 +262,27 @@ def train(model, optimizer, settings, data, history=(), on_epoch_end=None, stop=
 # ---- Saving --------------------------------------------------------------------
 
 
-def save_run(model, settings, history, out_dir, warn=print):
+def save_run(model, settings, history, out_dir, manifest, warn=print):
     """Writes every file of a finished run to out_dir, each atomically; returns run.json's contents.
 
     run.json saying "finished" comes last: a run stopped before it is resumed, and its files redrawn.
+    Files drawn from other weights (visualize.py's, recorded with their weights' SHA-256) are removed.
     """
-    runs.write_via_memory(os.path.join(out_dir, runs.WEIGHTS_FILE), model.save_weights)
-    runs.write_via_memory(os.path.join(out_dir, runs.MODEL_FILE), model.save)  # built-in layers: loads anywhere
-    runs.write_text(os.path.join(out_dir, "model_summary.txt"), runs.model_summary_text(model))
+    manifest.claim(*(name for name in runs.run_file_names(settings) if not name.endswith("/")))
+    path = os.path.join(out_dir, runs.WEIGHTS_FILE)
+    checksums = {runs.WEIGHTS_FILE: files.write_via_scratch(path, model.save_weights)}
+    path = os.path.join(out_dir, runs.MODEL_FILE)
+    checksums[runs.MODEL_FILE] = files.write_via_scratch(path, model.save)  # built-in layers: loads anywhere
+    files.write_text(os.path.join(out_dir, runs.SUMMARY_FILE), runs.model_summary_text(model))
     runs.save_model_diagram(model, out_dir, warn=warn)
     curves = runs.plot_training_curves(history, f"{model.name} on MNIST")
-    runs.save_figure(curves, os.path.join(out_dir, "training_curves.png"))
-    run = runs.run_record(model, settings, history)
-    runs.save_progress(run, out_dir)
+    files.save_figure(curves, os.path.join(out_dir, runs.CURVES_FILE))
+    weights = checksums[runs.WEIGHTS_FILE]
+    stale = manifest.release_all(keep=lambda name, facts: facts.get("weights", weights) == weights)
+    if stale:
+        warn(f"removed {len(stale)} files in {out_dir} drawn from the run's earlier weights; run visualize.py again")
+    run = runs.run_record(model, settings, history, checksums)
+    runs.save_progress(run, out_dir, manifest)
     return run
 
 
@@ -284,7 +295,8 @@ def train_run(settings, train_data, test_data, out_dir, resume=False, stop=None,
     """
     model = seeded_model(settings)
     optimizer = make_optimizer(settings, model)
-    checkpoints = Checkpoints(out_dir, model, optimizer, settings)
+    manifest = Manifest(out_dir, "run")
+    checkpoints = Checkpoints(out_dir, model, optimizer, settings, manifest)
     history = []
     if resume:
         history = checkpoints.restore_newest(warn)
@@ -296,20 +308,20 @@ def train_run(settings, train_data, test_data, out_dir, resume=False, stop=None,
             f"{settings.optimizer} lr {settings.lr}, batch {settings.batch_size}, "
             f"{settings.epochs} epochs, seed {settings.seed}"
         )
-    logs = EpochLogs(out_dir)
+    logs = EpochLogs(out_dir, manifest)
 
     def on_epoch_end(history, excitations):
         logs.write(history[-1], dict(zip(settings.se_blocks, excitations)))
         checkpoints.save(history)
         if len(history) < settings.epochs:
-            runs.save_progress(runs.run_record(model, settings, history), out_dir)
+            runs.save_progress(runs.run_record(model, settings, history), out_dir, manifest)
 
     try:
         data = train_data, test_data
         history = train(model, optimizer, settings, data, history, on_epoch_end, stop, log=log, progress=verbose)
     finally:
         logs.close()
-    return save_run(model, settings, history, out_dir, warn=warn)
+    return save_run(model, settings, history, out_dir, manifest, warn=warn)
 
 
 # ---- Command line --------------------------------------------------------------
@@ -339,32 +351,34 @@ def main(argv=None):
         with runs.StopOnSignal() as stop:
             given = cli.given_settings(args)
             settings = Settings(**given)
-            runs.ensure_writable_dir(args.out_dir)
+            files.ensure_writable_dir(args.out_dir)
             with runs.folder_lock(args.out_dir, "senet_lenet.py"):
-                runs.remove_temporary_files(args.out_dir)
+                Manifest(args.out_dir, "run").remove_temporary_files()
                 if args.resume:
                     settings, missing = cli.run_to_resume(args.out_dir, given, log=print)
                     if not missing:
                         print(f"{args.out_dir} already finished all {settings.epochs} epochs: nothing to resume")
                         return 0
                 else:
-                    runs.make_room_for_a_new_run(args.out_dir, args.overwrite)
+                    runs.make_room_for_a_new_run(args.out_dir, args.overwrite, settings, check_only=True)
                 train_data, test_data = load_mnist(args.data_dir)
                 train_data, test_data = (
                     select(train_data, settings.train_samples),
                     select(test_data, settings.test_samples),
                 )
                 stop.check()
+                if not args.resume:  # the data is good: only now is an earlier run replaced
+                    runs.make_room_for_a_new_run(args.out_dir, args.overwrite, settings)
                 train_run(settings, train_data, test_data, args.out_dir, resume=args.resume, stop=stop, warn=warn)
                 stop.check()  # a signal that came while the last files were written: reported, not lost
     except cli.USER_ERRORS as e:
         return cli.report_error("senet_lenet.py", e)
-    except (runs.Diverged, runs.WriteError) as e:
+    except (Diverged, WriteError) as e:
         print(flush=True)  # ends the progress bar's line
         return cli.report_error("senet_lenet.py", e, 1)
     except tf.errors.UnimplementedError as e:
         return cli.report_error("senet_lenet.py", cli.no_deterministic_kernel(e), 1)
-    except runs.Interrupted as e:
+    except Interrupted as e:
         print(flush=True)
         warn(runs.interrupted_message("senet_lenet.py", e, args.out_dir))
         return 128 + e.signum

@@ -97,6 +97,10 @@ class Settings:
         return dataclasses.asdict(self)
 
     @property
+    def model_name(self):
+        return "SELeNet" if self.se else "LeNet5"
+
+    @property
     def se_blocks(self):
         """The convolutions followed by an SE block, in depth order: () without SE."""
         return SE_POSITIONS[self.se_position] if self.se else ()

@@ -9,23 +9,38 @@ import os
 
 import tensorflow as tf
 
+import files
 import runs
 
 
 class EpochLogs:
-    def __init__(self, out_dir):
-        self.directory = logs = os.path.join(out_dir, runs.LOGS_DIR)
-        self.train = tf.summary.create_file_writer(os.path.join(logs, "train"))
-        self.test = tf.summary.create_file_writer(os.path.join(logs, "test"))
+    """The run's event files, each recorded in its manifest once TensorFlow has named it."""
+
+    def __init__(self, out_dir, manifest):
+        self.directory = os.path.join(out_dir, runs.LOGS_DIR)
+        self.train, self.test = (self._writer(manifest, f"{runs.LOGS_DIR}/{run}/") for run in ("train", "test"))
+
+    @staticmethod
+    def _writer(manifest, folder):
+        manifest.claim(folder)
+        path = os.path.join(manifest.folder, folder)
+        try:
+            os.makedirs(path, exist_ok=True)
+            before = set(os.listdir(path))
+            writer = tf.summary.create_file_writer(path)
+        except (tf.errors.OpError, OSError) as e:
+            raise files.write_failure(path, e) from e
+        manifest.record(*(folder + name for name in sorted(set(os.listdir(path)) - before)))
+        return writer
 
     def write(self, record, excitations=None):
         """One epoch's record (as in history.csv) and the test set's excitations {SE block: (N, C)}.
 
-        runs.WriteError if the event files cannot be written."""
+        errors.WriteError if the event files cannot be written."""
         try:
             self._write(record, excitations)
         except tf.errors.OpError as e:  # a full disk: ResourceExhaustedError
-            raise runs.write_failure(self.directory, e) from e
+            raise files.write_failure(self.directory, e) from e
 
     def _write(self, record, excitations):
         with self.train.as_default(step=record["epoch"]):

@@ -27,9 +27,12 @@ import matplotlib
 import numpy as np
 
 import cli
+import errors
+import files
 import heatmaps
 import runs
 from heatmaps import COLOR_MAP, HEATMAP_DIR, first_of_each_label, label_sorted
+from manifest import Manifest
 from mnist import NUM_CLASSES, load_mnist, select
 from settings import Settings
 
@@ -48,16 +51,27 @@ def load_run(run_dir):
     """run.json of run_dir (an existing folder, see using) as a dict; UsageError if it is missing or unreadable."""
     try:
         run = runs.read_run(run_dir)
-    except runs.RunNotFound as e:
-        raise runs.UsageError(f"{e}: is {run_dir} a finished run of senet_lenet.py?") from None
+    except errors.RunNotFound as e:
+        raise errors.UsageError(f"{e}: is {run_dir} a finished run of senet_lenet.py?") from None
     if not run["finished"]:
-        raise runs.UsageError(
+        raise errors.UsageError(
             f"{run_dir} is unfinished ({len(run['history'])} of {run['settings'].epochs} epochs); "
             f"finish it with: python senet_lenet.py --out-dir {run_dir} --resume"
         )
     if not run["settings"].se:
-        raise runs.UsageError(f"{run_dir} is a run without the SE block (--no-se): it has no excitations to draw")
+        raise errors.UsageError(f"{run_dir} is a run without the SE block (--no-se): it has no excitations to draw")
+    runs.check_files(run_dir, run)
     return run
+
+
+def output_names(settings, batches):
+    """What visualize writes in a run folder of `settings` whose test set has `batches` heatmaps."""
+    names = ["se_features.npz", runs.ROLE_FILE]
+    for block in settings.se_blocks:
+        suffix = heatmaps.block_suffix(block)
+        names += [f"se_class_mean{suffix}.png", f"se_class_profile{suffix}.png"]
+        names += [f"{HEATMAP_DIR}{suffix}/{heatmaps.heatmap_name(i)}" for i in range(batches)]
+    return names
 
 
 def restore_model(run_dir, run):
@@ -66,14 +80,14 @@ def restore_model(run_dir, run):
 
     path = os.path.join(run_dir, run.get("weights", runs.WEIGHTS_FILE))
     if not os.path.isfile(path):
-        raise runs.UsageError(f"weights file {path} is missing")
+        raise errors.UsageError(f"weights file {path} is missing")
     model = senet_lenet.build_model(run["settings"])
     try:
         model.load_weights(path)
     except Exception as e:  # h5py and Keras raise several types for a wrong or damaged file
-        raise runs.UsageError(
+        raise errors.UsageError(
             f"weights {path} do not fit the model {run_dir}/run.json describes "
-            f"(reduction {run['settings'].reduction}): {cli.first_line(e)}"
+            f"(reduction {run['settings'].reduction}): {errors.first_line(e)}"
         ) from e
     return model
 
@@ -157,7 +171,7 @@ def class_profile_figure(features, labels, block="conv2"):
 def save_features(path, excitations, labels, predictions):
     """excitations: {block: (N, C)}; saved as excitation (the block after conv2) and excitation_conv1."""
     arrays = {f"excitation{heatmaps.block_suffix(block)}": features for block, features in excitations.items()}
-    with runs.atomic_path(path) as temporary:
+    with files.atomic_path(path) as temporary:
         with open(temporary, "wb") as f:
             np.savez(f, **arrays, label=labels, prediction=predictions.argmax(axis=1))
 
@@ -222,14 +236,14 @@ def checked_excitations(run_dir, run, test_data, model=None):
     model = model or restore_model(run_dir, run)
     predictions, excitations, accuracy = senet_lenet.predict_test_set(model, *test_data)
     if not (np.isfinite(predictions).all() and all(np.isfinite(e).all() for e in excitations)):
-        raise runs.UsageError(
+        raise errors.UsageError(
             f"{run_dir}: the model's outputs are not finite (NaN or inf): the run diverged; "
             "train it again with a lower --lr"
         )
     recorded = run["final"]["test_accuracy"]
     print(f"{run_dir}: test accuracy {accuracy:.2f} % (recorded in run.json: {recorded:.2f} %)")
     if abs(accuracy - recorded) > ACCURACY_TOLERANCE:
-        raise runs.UsageError(
+        raise errors.UsageError(
             f"{run_dir}: re-evaluated test accuracy {accuracy:.2f} % differs from the recorded "
             f"{recorded:.2f} % by more than {ACCURACY_TOLERANCE} point: wrong weights or wrong data?"
         )
@@ -242,8 +256,8 @@ def using(*run_dirs):
     with contextlib.ExitStack() as stack:
         for run_dir in {os.path.realpath(d): d for d in run_dirs}.values():
             if not os.path.isdir(run_dir):
-                raise runs.UsageError(f"run directory {run_dir} does not exist; train first: python senet_lenet.py")
-            runs.ensure_writable_dir(run_dir)
+                raise errors.UsageError(f"run directory {run_dir} does not exist; train first: python senet_lenet.py")
+            files.ensure_writable_dir(run_dir)
             stack.enter_context(runs.folder_lock(run_dir, "visualize.py"))
         yield
 
@@ -253,10 +267,19 @@ def visualize(args):
 
     run = load_run(args.run_dir)
     settings, out = run["settings"], args.run_dir
+    manifest = Manifest(out, "run")
     with heatmaps.worker() as pool:  # starting while the test set is evaluated
         train_data, test_data = load_data(run, args.data_dir)
+        batches = -(-len(test_data[1]) // args.batch_size)
+        drawn = min(batches, args.max_batches or batches)
+        names = output_names(settings, drawn)
+        manifest.check_free(*names)  # refused before anything is written if a name holds the user's
         model = restore_model(out, run)
         predictions, excitations = checked_excitations(out, run, test_data, model)
+        manifest.claim(*names, weights=run["sha256"][runs.WEIGHTS_FILE])  # recorded with the weights drawn
+        if args.max_batches is None:  # every batch drawn: the rest are an earlier, longer test set's
+            for folder in {os.path.dirname(name) + "/" for name in names if "/" in name}:
+                manifest.release(*(folder + n for n in manifest.owned(folder) if folder + n not in names))
         labels = test_data[1]
         for block, features in excitations.items():
             limits = heatmaps.color_limits(settings.gate, features)
@@ -267,19 +290,19 @@ def visualize(args):
     for block, features in excitations.items():
         suffix, means = heatmaps.block_suffix(block), class_means(features, labels)
         limits = heatmaps.color_limits(settings.gate, features)
-        runs.save_figure(class_mean_figure(means, block, limits), os.path.join(out, f"se_class_mean{suffix}.png"))
-        runs.save_figure(
+        files.save_figure(class_mean_figure(means, block, limits), os.path.join(out, f"se_class_mean{suffix}.png"))
+        files.save_figure(
             class_profile_figure(features, labels, block), os.path.join(out, f"se_class_profile{suffix}.png")
         )
         summary = class_mean_summary(means, features)
         print(summary if block == "conv2" else summary.replace("SE class means:", f"SE class means after {block}:"))
     role = excitation_role.excitation_role(model, settings, train_data, test_data)
-    excitation_role.save_role(out, role)
+    excitation_role.save_role(out, role, run["sha256"][runs.WEIGHTS_FILE])
     print(excitation_role.role_line(role))
     heatmap_dirs = ", ".join(f"{HEATMAP_DIR}{heatmaps.block_suffix(b)}/" for b in excitations)
     print(
         f"Wrote {count} heatmaps to {os.path.join(out, heatmap_dirs)}, se_features.npz, se_class_mean.png, "
-        f"se_class_profile.png and {excitation_role.ROLE_FILE} to {out}/"
+        f"se_class_profile.png and {runs.ROLE_FILE} to {out}/"
     )
 
 
@@ -287,13 +310,13 @@ def compare(args):
     dir_a, dir_b = args.compare
     run_a, run_b = load_run(dir_a), load_run(dir_b)
     if run_a["settings"].test_samples != run_b["settings"].test_samples:
-        raise runs.UsageError(f"{dir_a} and {dir_b} were tested on different test sets")
+        raise errors.UsageError(f"{dir_a} and {dir_b} were tested on different test sets")
     if run_a["settings"].se_blocks != run_b["settings"].se_blocks:
-        raise runs.UsageError(f"{dir_a} and {dir_b} have their SE blocks in different places (--se-position)")
+        raise errors.UsageError(f"{dir_a} and {dir_b} have their SE blocks in different places (--se-position)")
     _, test_data = load_data(run_a, args.data_dir, train=False)
     batches = -(-len(test_data[1]) // args.batch_size)
     if not 0 <= args.batch < batches:
-        raise runs.UsageError(f"--batch {args.batch} is out of range: batches are 0 to {batches - 1}")
+        raise errors.UsageError(f"--batch {args.batch} is out of range: batches are 0 to {batches - 1}")
     _, excitations_a = checked_excitations(dir_a, run_a, test_data)
     _, excitations_b = checked_excitations(dir_b, run_b, test_data)
     largest = max(float(np.abs(excitations_a[b] - excitations_b[b]).max()) for b in excitations_a)
@@ -303,7 +326,8 @@ def compare(args):
     names = [f"{d} (seed {r['settings'].seed})" for d, r in ((dir_a, run_a), (dir_b, run_b))]
     figure = comparison_figure(features_a[batch], features_b[batch], test_data[1][batch], names, args.batch)
     path = os.path.join(dir_b, f"compare_{args.batch}.png")
-    runs.save_figure(figure, path)
+    Manifest(dir_b, "run").claim(os.path.basename(path), weights=run_b["sha256"][runs.WEIGHTS_FILE])
+    files.save_figure(figure, path)
     print(f"Wrote {path}")
     print(f"Max |excitation difference| over {len(features_a)} test images: {largest:.6g}")
 
@@ -318,7 +342,7 @@ def main(argv=None):
                 visualize(args)
     except cli.USER_ERRORS as e:
         return cli.report_error("visualize.py", e)
-    except runs.WriteError as e:
+    except errors.WriteError as e:
         return cli.report_error("visualize.py", e, 1)
     except KeyboardInterrupt:
         return cli.stopped_by_ctrl_c("visualize.py")

@@ -137,7 +137,7 @@ def main(argv=None):
         visualize_wall, visualize_rss = run_measured([sys.executable, "visualize.py", "--run-dir", out_dir], env)
 
     import cli
-    import runs
+    import files
     import senet_lenet  # TensorFlow from here on
     from mnist import MNISTDataError, load_mnist
     from settings import Settings
@@ -203,8 +203,8 @@ def main(argv=None):
     print("| what | speed | time | target |\n| --- | --- | --- | --- |")
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    runs.ensure_writable_dir(os.path.dirname(os.path.abspath(args.json)))
-    runs.write_text(args.json, json.dumps(result, indent=2) + "\n")
+    files.ensure_writable_dir(os.path.dirname(os.path.abspath(args.json)))
+    files.write_text(args.json, json.dumps(result, indent=2) + "\n")
     print(f"Wrote {args.json}")
     return 0
 

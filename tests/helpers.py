@@ -52,10 +52,11 @@ class StopAfterEpoch:
         self.out_dir, self.epoch = out_dir, epoch
 
     def check(self):
+        import errors
         import runs
 
         if self.epoch in runs.checkpoint_epochs(self.out_dir):
-            raise runs.Interrupted(signal.SIGINT)
+            raise errors.Interrupted(signal.SIGINT)
 
 
 def without_seconds(history):
@@ -97,9 +98,11 @@ def write_synthetic_mnist(directory):
 def write_synthetic_run(run_dir, data_dir, settings=None, epochs_done=None):
     """A run folder as senet_lenet.py leaves it, without training: an untrained model's weights
     (seeded) and a run.json whose accuracies are that model's on the test data. Returns run.json."""
+    import files
     import runs
     import senet_lenet
     from checkpoints import Checkpoints
+    from manifest import Manifest
     from mnist import load_mnist, select
     from settings import Settings
 
@@ -113,10 +116,13 @@ def write_synthetic_run(run_dir, data_dir, settings=None, epochs_done=None):
         for e in range(1, epochs_done + 1)
     ]
     os.makedirs(run_dir, exist_ok=True)
+    manifest, checksums = Manifest(run_dir, "run"), {}
     if epochs_done == settings.epochs:
-        model.save_weights(os.path.join(run_dir, runs.WEIGHTS_FILE))
+        manifest.claim(runs.WEIGHTS_FILE, runs.MODEL_FILE)
+        for name, save in ((runs.WEIGHTS_FILE, model.save_weights), (runs.MODEL_FILE, model.save)):
+            checksums[name] = files.write_via_scratch(os.path.join(run_dir, name), save)
     else:
-        Checkpoints(run_dir, model, senet_lenet.make_optimizer(settings, model), settings).save(history)
-    run = runs.run_record(model, settings, history)
-    runs.save_progress(run, run_dir)
+        Checkpoints(run_dir, model, senet_lenet.make_optimizer(settings, model), settings, manifest).save(history)
+    run = runs.run_record(model, settings, history, checksums)
+    runs.save_progress(run, run_dir, manifest)
     return json.loads(open(os.path.join(run_dir, runs.RUN_FILE)).read())

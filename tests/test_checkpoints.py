@@ -5,10 +5,12 @@ import os
 import numpy as np
 import pytest
 
+import errors
 import runs
 import senet_lenet
 from checkpoints import Checkpoints
 from helpers import StopAfterEpoch, synthetic_digits, without_seconds
+from manifest import Manifest
 from settings import Settings
 
 
@@ -26,7 +28,7 @@ def history_of(epochs):
 def three_epochs(tmp_path):
     """A folder with checkpoints saved after epochs 1-3 (so 2 and 3 are kept); returns (model, optimizer)."""
     model, optimizer, settings = model_and_optimizer()
-    checkpoints = Checkpoints(str(tmp_path), model, optimizer, settings)
+    checkpoints = Checkpoints(str(tmp_path), model, optimizer, settings, Manifest(tmp_path, "run"))
     for epoch in (1, 2, 3):
         for variable in optimizer.variables:
             variable.assign(variable + epoch)  # a different state per epoch
@@ -36,8 +38,9 @@ def three_epochs(tmp_path):
 
 
 def restore(out_dir, warnings):
-    model, optimizer, settings = model_and_optimizer(seed=2)
-    history = Checkpoints(str(out_dir), model, optimizer, settings).restore_newest(warnings.append)
+    model, optimizer, _ = model_and_optimizer(seed=2)  # other weights, restored into the run of seed 1
+    checkpoints = Checkpoints(str(out_dir), model, optimizer, Settings(seed=1), Manifest(out_dir, "run"))
+    history = checkpoints.restore_newest(warnings.append)
     return history, model, optimizer
 
 
@@ -83,7 +86,7 @@ def test_no_usable_checkpoint_is_one_clear_error(tmp_path, three_epochs):
     for epoch in (2, 3):
         flip_a_byte(tmp_path / "checkpoints" / f"epoch-{epoch}.data-00000-of-00001")
     warnings = []
-    with pytest.raises(runs.UsageError, match="no usable checkpoint in"):
+    with pytest.raises(errors.UsageError, match="no usable checkpoint in"):
         restore(tmp_path, warnings)
     assert len(warnings) == 2
 
@@ -96,7 +99,7 @@ def test_resume_after_damage_ends_with_the_same_bits(tmp_path):
     reference = senet_lenet.train_run(settings, *data, str(tmp_path / "reference"), **quiet)
 
     out_dir = tmp_path / "stopped"
-    with pytest.raises(runs.Interrupted):
+    with pytest.raises(errors.Interrupted):
         senet_lenet.train_run(settings, *data, str(out_dir), stop=StopAfterEpoch(str(out_dir), 2), **quiet)
     assert runs.checkpoint_epochs(str(out_dir)) == [1, 2]
     flip_a_byte(out_dir / "checkpoints" / "epoch-2.data-00000-of-00001")

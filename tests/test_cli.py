@@ -82,7 +82,7 @@ def test_visualize_damaged_run_json(synthetic_run, capsys, synthetic_mnist_dir):
 def test_visualize_missing_weights(synthetic_run, capsys, synthetic_mnist_dir):
     os.remove(synthetic_run / runs.WEIGHTS_FILE)
     err = visualize_error(capsys, "--run-dir", synthetic_run, "--data-dir", synthetic_mnist_dir)
-    assert_one_line_error(err, "weights file", "is missing")
+    assert_one_line_error(err, "selenet.weights.h5 is missing", "--resume")
 
 
 def test_visualize_weights_that_do_not_fit(synthetic_run, capsys, synthetic_mnist_dir):
@@ -96,7 +96,7 @@ def test_visualize_weights_that_do_not_fit(synthetic_run, capsys, synthetic_mnis
 def test_visualize_damaged_weights(synthetic_run, capsys, synthetic_mnist_dir):
     (synthetic_run / runs.WEIGHTS_FILE).write_bytes(b"\x89HDF\r\n\x1a\n broken")
     err = visualize_error(capsys, "--run-dir", synthetic_run, "--data-dir", synthetic_mnist_dir)
-    assert_one_line_error(err, "do not fit the model")
+    assert_one_line_error(err, "selenet.weights.h5 is not the file this run wrote", "--resume")
 
 
 def test_visualize_wrong_recorded_accuracy(synthetic_run, capsys, synthetic_mnist_dir):

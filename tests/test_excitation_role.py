@@ -29,7 +29,7 @@ def run_data(run_dir, data_dir):
 
 def test_visualize_writes_the_role_and_learned_is_the_recorded_accuracy(finished_run, synthetic_mnist_dir, capsys):
     assert visualize.main(["--run-dir", str(finished_run), "--data-dir", synthetic_mnist_dir]) == 0
-    with open(finished_run / excitation_role.ROLE_FILE, newline="") as f:
+    with open(finished_run / runs.ROLE_FILE, newline="") as f:
         role = {row["excitation"]: float(row["test_accuracy"]) for row in csv.DictReader(f)}
     assert list(role) == list(excitation_role.VARIANTS)
     assert role["learned"] == runs.read_run(finished_run)["final"]["test_accuracy"]
@@ -84,7 +84,7 @@ def test_visualize_handles_every_variant(tmp_path, synthetic_mnist_dir, settings
             for figure in ("se_class_mean", "se_class_profile"):
                 assert (run_dir / f"{figure}{suffix}.png").stat().st_size > 0
     assert out.count("SE class means") == len(blocks)
-    assert (run_dir / excitation_role.ROLE_FILE).exists()
+    assert (run_dir / runs.ROLE_FILE).exists()
 
 
 def test_visualize_says_why_a_run_without_se_has_nothing_to_draw(tmp_path, synthetic_mnist_dir, capsys):

@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 
 import ablation
+import errors
+import files
 import runs
 import senet_lenet
 import visualize
-from helpers import ROOT, assert_one_line_error, default_sigint, without_seconds, write_synthetic_run
+from helpers import ROOT, assert_one_line_error, default_sigint, synthetic_digits, without_seconds, write_synthetic_run
 from settings import Settings
 
 SMALL = ["--epochs", "2", "--train-samples", "300", "--test-samples", "100"]
@@ -53,15 +55,26 @@ def test_a_new_run_refuses_a_folder_with_a_finished_run(finished_run, synthetic_
     assert {name: os.stat(finished_run / name).st_mtime_ns for name in names} == stamps
 
 
-def test_overwrite_removes_the_old_run_first(finished_run, synthetic_mnist_dir):
-    (finished_run / "se_features").mkdir()
-    (finished_run / "se_features" / "7_se_feature.png").write_bytes(b"an old heatmap")
-    (finished_run / "se_class_mean.png").write_bytes(b"old")
+def test_overwrite_removes_exactly_what_the_old_run_wrote(finished_run, synthetic_mnist_dir):
+    assert visualize.main(["--run-dir", str(finished_run), "--data-dir", synthetic_mnist_dir]) == 0
+    assert visualize.main(["--compare", str(finished_run), str(finished_run), "--data-dir", synthetic_mnist_dir]) == 0
     (finished_run / "notes.txt").write_text("the user's own file")
+    (finished_run / "se_features" / "my_heatmap.png").write_bytes(b"the user's file in our folder")
+    before = sorted(p.name for p in finished_run.rglob("*"))
+    assert "excitation_role.csv" in before and "compare_0.png" in before and "se_class_profile.png" in before
     assert train(finished_run, synthetic_mnist_dir, "--epochs", "1", "--seed", "5", "--overwrite") == 0
     run = runs.read_run(finished_run)
     assert run["settings"].seed == 5 and len(run["history"]) == 1
-    assert not (finished_run / "se_features").exists() and not (finished_run / "se_class_mean.png").exists()
+    left = sorted(p.name for p in finished_run.rglob("*"))
+    for name in (
+        "excitation_role.csv",
+        "compare_0.png",
+        "se_class_profile.png",
+        "se_class_mean.png",
+        "0_se_feature.png",
+    ):
+        assert name not in left
+    assert os.listdir(finished_run / "se_features") == ["my_heatmap.png"]
     assert (finished_run / "notes.txt").read_text() == "the user's own file"
 
 
@@ -116,7 +129,7 @@ def test_the_lock_goes_away_with_a_killed_process(tmp_path):
     while not (tmp_path / runs.LOCK_FILE).exists() or not (tmp_path / runs.LOCK_FILE).read_text():
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    with pytest.raises(runs.UsageError, match=f"in use by x \\(pid {holder.pid}\\)"):
+    with pytest.raises(errors.UsageError, match=f"in use by x \\(pid {holder.pid}\\)"):
         with runs.folder_lock(str(tmp_path), "test"):
             pass
     holder.send_signal(signal.SIGKILL)
@@ -136,12 +149,15 @@ def test_divergence_stops_the_run(tmp_path, synthetic_mnist_dir, capsys):
 
 
 def nan_run(run_dir, data_dir):
-    """A finished run whose weights are NaN, as a diverged run used to be saved."""
+    """A finished run whose weights are NaN, as a diverged run used to be saved (recorded as the run's)."""
     write_synthetic_run(run_dir, data_dir)
     model = senet_lenet.build_model()
     model.set_weights([np.full_like(w, np.nan) for w in model.get_weights()])
     os.remove(run_dir / runs.WEIGHTS_FILE)
     model.save_weights(str(run_dir / runs.WEIGHTS_FILE))
+    run = json.loads((run_dir / runs.RUN_FILE).read_text())
+    run["sha256"][runs.WEIGHTS_FILE] = files.sha256_of(run_dir / runs.WEIGHTS_FILE)
+    (run_dir / runs.RUN_FILE).write_text(json.dumps(run))
 
 
 def test_visualize_and_compare_refuse_non_finite_runs(tmp_path, synthetic_mnist_dir, synthetic_run, capsys):
@@ -216,23 +232,30 @@ def test_ctrl_c_during_visualize_is_one_line(tmp_path, synthetic_mnist_dir):
     assert_one_line_error(stderr, "visualize.py: stopped by SIGINT")
     heatmap_dir = run_dir / "se_features"
     drawn = os.listdir(heatmap_dir) if heatmap_dir.exists() else []
-    assert len(drawn) < 100 and not [n for n in os.listdir(run_dir) + drawn if runs.is_temporary(n)]
+    assert len(drawn) < 100 and not [n for n in os.listdir(run_dir) + drawn if files.is_temporary(n)]
 
 
 # ---- 6. Small things -------------------------------------------------------------------------------------------
 
 
-def test_leftover_temporary_files_are_removed(unfinished_synthetic_run, synthetic_mnist_dir):
-    (unfinished_synthetic_run / f".run{runs.TEMPORARY_MARK}99999.json").write_text("{")
-    (unfinished_synthetic_run / "checkpoints" / "epoch-2_temp").mkdir()
+def test_leftover_temporary_files_are_removed_and_only_they(unfinished_synthetic_run, synthetic_mnist_dir):
+    (unfinished_synthetic_run / files.temporary_name("run.json")).write_text("{")
+    (unfinished_synthetic_run / "checkpoints" / files.temporary_name()).mkdir()
+    users = ["my_temp", ".notes.tmp.txt", ".tmp", "epoch-9_temp", ".selenet-tmp-notes"]  # names users choose
+    for name in users:
+        (unfinished_synthetic_run / name).mkdir() if name.endswith("_temp") else (
+            unfinished_synthetic_run / name
+        ).touch()
+        (unfinished_synthetic_run / "checkpoints" / name).touch()
     args = ["--out-dir", str(unfinished_synthetic_run), "--resume", "--data-dir", synthetic_mnist_dir]
     assert senet_lenet.main(args) == 0
-    leftovers = [n for d in ("", "checkpoints") for n in os.listdir(unfinished_synthetic_run / d)]
-    assert not [n for n in leftovers if runs.is_temporary(n)]
+    for folder in ("", "checkpoints"):
+        left = os.listdir(unfinished_synthetic_run / folder)
+        assert not [n for n in left if files.is_temporary(n)] and set(users) <= set(left)
 
 
 def test_the_resume_command_quotes_the_folder():
-    line = runs.interrupted_message("senet_lenet.py", runs.Interrupted(signal.SIGINT), "/tmp/my runs")
+    line = runs.interrupted_message("senet_lenet.py", errors.Interrupted(signal.SIGINT), "/tmp/my runs")
     assert (
         line.endswith("Resume with: python senet_lenet.py --out-dir '/tmp/my runs' --resume") or "first epoch" in line
     )
@@ -283,7 +306,7 @@ def test_a_full_disk_is_one_line_and_the_run_resumes(small_disk, tmp_path, synth
     assert train(run_dir, synthetic_mnist_dir) == 1
     assert_one_line_error(capsys.readouterr().err, "senet_lenet.py: error: cannot write", "no space left on device")
     everything = [name for _, dirs, files in os.walk(run_dir) for name in dirs + files]
-    assert not [name for name in everything if runs.is_temporary(name)]
+    assert not [name for name in everything if files.is_temporary(name)]
 
     filler.unlink()
     assert senet_lenet.main(["--out-dir", str(run_dir), "--resume", "--data-dir", synthetic_mnist_dir]) == 0
@@ -299,12 +322,19 @@ def test_visualize_on_a_full_disk_is_one_line(small_disk, trained_synthetic_run,
     assert visualize.main(["--run-dir", str(run_dir), "--data-dir", synthetic_mnist_dir]) == 1
     assert_one_line_error(capsys.readouterr().err, "visualize.py: error: cannot write", "no space left on device")
     everything = [name for _, dirs, files in os.walk(run_dir) for name in dirs + files]
-    assert not [name for name in everything if runs.is_temporary(name)]
+    assert not [name for name in everything if files.is_temporary(name)]
+
+
+class StopAtOnce:
+    def check(self):
+        raise errors.Interrupted(signal.SIGINT)
 
 
 def test_logs_of_a_run_stopped_before_its_first_checkpoint_are_replaced(tmp_path, synthetic_mnist_dir):
-    stale = tmp_path / "logs" / "train" / "events.out.tfevents.stale"
-    stale.parent.mkdir(parents=True)
-    stale.write_bytes(b"from a run killed during epoch 1")
+    data = synthetic_digits(300), synthetic_digits(100, seed=1)
+    quiet = dict(log=lambda line: None, verbose=False)
+    with pytest.raises(errors.Interrupted):
+        senet_lenet.train_run(Settings(epochs=1), *data, str(tmp_path), stop=StopAtOnce(), **quiet)
+    (stale,) = os.listdir(tmp_path / "logs" / "train")
     assert train(tmp_path, synthetic_mnist_dir, "--epochs", "1") == 0
-    assert not stale.exists() and os.listdir(tmp_path / "logs" / "train")
+    assert stale not in os.listdir(tmp_path / "logs" / "train") and os.listdir(tmp_path / "logs" / "train")

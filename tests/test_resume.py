@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import ablation
+import errors
 import runs
 import senet_lenet
 import visualize
@@ -145,7 +146,8 @@ def test_resume_redraws_what_a_finished_run_lacks(finished_run, synthetic_mnist_
     for name in ("training_curves.png", "SELeNet.png", runs.MODEL_FILE):
         os.remove(finished_run / name)
     assert senet_lenet.main(["--out-dir", str(finished_run), "--resume", "--data-dir", synthetic_mnist_dir]) == 0
-    assert "lacks selenet.keras, training_curves.png, SELeNet.png: saving them again" in capsys.readouterr().out
+    line = "lacks whole copies of selenet.keras, training_curves.png, SELeNet.png: writing them again"
+    assert line in capsys.readouterr().out
     for name in ("training_curves.png", "SELeNet.png", runs.MODEL_FILE):
         assert (finished_run / name).stat().st_size > 0
     for a, b in zip(weights_of(finished_run), weights):  # the same model, not trained further
@@ -210,7 +212,7 @@ def test_ablation_resumes_a_half_finished_run(tmp_path, mnist_dir, capsys):
     assert ablation.main([*args, "--out-dir", str(reference)]) == 0
     study = tmp_path / "study"
     parsed = ablation.parse_args([*args, "--out-dir", str(study)])
-    with pytest.raises(runs.Interrupted):
+    with pytest.raises(errors.Interrupted):
         ablation.study(parsed, StopAfterEpoch(study / "se-r4_adam_seed0", 1))
     capsys.readouterr()
     assert ablation.main([*args, "--out-dir", str(study)]) == 0

@@ -5,7 +5,10 @@ import signal
 
 import pytest
 
+import errors
+import files
 import runs
+from manifest import Manifest
 from settings import Settings
 
 
@@ -13,14 +16,14 @@ def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
     path = tmp_path / "history.csv"
     path.write_text("good\n")
     with pytest.raises(RuntimeError):
-        with runs.atomic_path(str(path)) as temporary:
+        with files.atomic_path(str(path)) as temporary:
             assert temporary.endswith(".csv") and os.path.dirname(temporary) == str(tmp_path)
             with open(temporary, "w") as f:
                 f.write("half")
             raise RuntimeError("disk gone")
     assert path.read_text() == "good\n"
     assert os.listdir(tmp_path) == ["history.csv"]
-    runs.write_text(str(path), "new\n")
+    files.write_text(str(path), "new\n")
     assert path.read_text() == "new\n" and os.listdir(tmp_path) == ["history.csv"]
 
 
@@ -28,7 +31,7 @@ def test_run_json_round_trips_with_settings(tmp_path):
     settings = Settings(epochs=3, seed=5, train_samples=10)
     history = [{"epoch": 1, "loss": 1.0, "accuracy": 50.0, "test_loss": 1.1, "test_accuracy": 40.0, "seconds": 1.0}]
     run = {"settings": settings, "history": history, "final": {}, "finished": False}
-    runs.save_progress(run, str(tmp_path))
+    runs.save_progress(run, str(tmp_path), Manifest(tmp_path, "run"))
     again = runs.read_run(str(tmp_path))
     assert again["settings"] == settings and again["history"] == history and again["finished"] is False
     assert (tmp_path / "history.csv").read_text().splitlines() == [
@@ -40,9 +43,9 @@ def test_run_json_round_trips_with_settings(tmp_path):
 @pytest.mark.parametrize("text, fragment", [("[]", "an object expected"), ('{"settings": {}}', "no history")])
 def test_read_run_rejects_what_it_did_not_write(tmp_path, text, fragment):
     (tmp_path / "run.json").write_text(text)
-    with pytest.raises(runs.UsageError, match=fragment):
+    with pytest.raises(errors.UsageError, match=fragment):
         runs.read_run(str(tmp_path))
-    with pytest.raises(runs.RunNotFound):
+    with pytest.raises(errors.RunNotFound):
         runs.read_run(str(tmp_path / "nowhere"))
 
 
@@ -52,16 +55,17 @@ def test_stop_on_signal_defers_the_signal_and_restores_the_handlers():
         stop.check()  # nothing yet
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.signum == signal.SIGTERM
-        with pytest.raises(runs.Interrupted, match="SIGTERM") as interrupted:
+        with pytest.raises(errors.Interrupted, match="SIGTERM") as interrupted:
             stop.check()
         assert interrupted.value.signum == signal.SIGTERM
     assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_interrupted_message_names_the_last_epoch_saved(tmp_path):
-    interrupted = runs.Interrupted(signal.SIGINT)
+    interrupted = errors.Interrupted(signal.SIGINT)
     line = runs.interrupted_message("senet_lenet.py", interrupted, str(tmp_path))
     assert line == "senet_lenet.py: stopped by SIGINT before the first epoch ended; nothing to resume"
+    Manifest(tmp_path, "run").claim("checkpoints/epoch-4.index")
     os.makedirs(tmp_path / "checkpoints")
     (tmp_path / "checkpoints" / "epoch-4.index").write_bytes(b"")
     line = runs.interrupted_message("senet_lenet.py", interrupted, str(tmp_path))

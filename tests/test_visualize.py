@@ -70,9 +70,8 @@ def test_class_mean_summary_finds_the_distinct_digit():
 
 
 def test_visualize_a_run(synthetic_run, synthetic_mnist_dir, capsys):
-    stale = synthetic_run / "se_features" / "99_se_feature.png"
-    stale.parent.mkdir(exist_ok=True)
-    stale.write_bytes(b"from an earlier run with more batches")
+    args = ["--run-dir", str(synthetic_run), "--data-dir", synthetic_mnist_dir]
+    assert visualize.main([*args, "--batch-size", "50"]) == 0  # six heatmaps; three of them go below
     assert visualize.main(["--run-dir", str(synthetic_run), "--data-dir", synthetic_mnist_dir]) == 0
     out = capsys.readouterr().out
     assert re.search(r"test accuracy (\d+\.\d\d) % \(recorded in run.json: \1 %\)", out), out
