@@ -24,7 +24,6 @@ import cli  # first: it quiets TensorFlow's C++ info lines before TensorFlow loa
 if __name__ == "__main__":  # before TensorFlow loads, which takes seconds
     cli.quiet_ctrl_c("ablation.py")
 
-import keras
 import matplotlib
 import numpy as np
 
@@ -34,8 +33,8 @@ import excitation_role
 import files
 import runs
 import senet_lenet
+import study_runs
 from manifest import Manifest
-from mnist import load_mnist, select
 from settings import GATES, LEARNING_RATES, SE_POSITIONS, SQUEEZES, Settings
 
 matplotlib.use("Agg")
@@ -89,6 +88,7 @@ def run_settings(args, config, seed):
         seed=seed,
         train_samples=args.train_samples,
         test_samples=args.test_samples,
+        threads=args.threads,
         **{key: config[key] for key in BASE},
     )
 
@@ -318,6 +318,21 @@ def parse_args(argv=None):
     )
     parser.add_argument("--train-samples", type=cli.positive_int, default=None, help="first N training images only")
     parser.add_argument("--test-samples", type=cli.positive_int, default=None, help="first N test images only")
+    parser.add_argument(
+        "--threads", type=cli.whole_number, default=Settings.threads, help="TensorFlow's threads per run (a setting)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=cli.positive_int,
+        default=study_runs.available_cores(),
+        help="runs trained at once, each in a worker process (default: the cores this process may use)",
+    )
+    parser.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        default=None,
+        help="run on a Ray cluster at ADDRESS (local: start one here), one CPU per run; needs requirements-ray.txt",
+    )
     return parser.parse_args(argv)
 
 
@@ -343,39 +358,28 @@ def run_study(args, stop):
             plan.append((name, config["model"], settings, *earlier_run(os.path.join(args.out_dir, name), settings)))
     # Recorded before anything is written; refused if a name holds something of the user's.
     Manifest(args.out_dir, "study").claim(*STUDY_FILES, *(f"{name}/" for name, *_ in plan))
-    data = None
-    started = time.perf_counter()
-    finished, rows = {}, []
-    for index, (name, model, settings, run, resumable) in enumerate(plan, 1):
-        run_dir = os.path.join(args.out_dir, name)
-        elapsed = time.strftime("%H:%M:%S", time.gmtime(time.perf_counter() - started))
-        weights = run and run["sha256"].get(runs.WEIGHTS_FILE)
-        role = excitation_role.read_role(run_dir, weights) if settings.se and run else None
-        if run is None or (settings.se and role is None):
-            action = "resuming" if resumable else "training" if run is None else "evaluating the excitation of"
-            print(
-                f"[{index}/{len(plan)}] {action} {name}; {len(plan) - index} to go after it; {elapsed} so far",
-                flush=True,
-            )
-            if data is None:
-                train_data, test_data = load_mnist(args.data_dir)
-                data = select(train_data, args.train_samples), select(test_data, args.test_samples)
-            files.ensure_writable_dir(run_dir)
-            with runs.folder_lock(run_dir, "ablation.py"):
-                Manifest(run_dir, "run").remove_temporary_files()
-                if run is None and not resumable:
-                    runs.make_room_for_a_new_run(run_dir, False, settings)  # holds no run: earlier_run said so
-                if run is None:
-                    run = senet_lenet.train_run(settings, *data, run_dir, resume=resumable, stop=stop, verbose=False)
-                if settings.se:
-                    role = study_role(run_dir, run, data)
-            keras.backend.clear_session()  # a study of many runs in one process: memory stays flat
-            stop.check()
+    results, tasks = {}, []  # name -> (run.json, role)
+    for name, _, settings, run, resumable in plan:
+        run_dir = os.path.abspath(os.path.join(args.out_dir, name))
+        role = excitation_role.read_role(run_dir, run["sha256"].get(runs.WEIGHTS_FILE)) if run else None
+        if run is not None and (role is not None or not settings.se):
+            results[name] = run, role
         else:
-            print(f"[{index}/{len(plan)}] {name} already finished; {len(plan) - index} to go; {elapsed} so far")
-        finished[name] = run
-        rows.append(csv_row(name, model, run, role))
+            data_dir = os.path.abspath(args.data_dir) if args.data_dir else None
+            tasks.append(study_runs.Task(name, settings, run_dir, data_dir, train=run is None, resume=resumable))
+    where = f"on Ray ({args.ray})" if args.ray else f"in {min(args.workers, max(len(tasks), 1))} process(es)"
+    print(f"{len(plan)} runs: {len(results)} finished already, {len(tasks)} to do {where}", flush=True)
+    started = time.perf_counter()
 
+    def done(task, run, role):
+        results[task.name] = run, role
+        elapsed = time.strftime("%H:%M:%S", time.gmtime(time.perf_counter() - started))
+        accuracy = run["final"]["test_accuracy"]
+        print(f"[{len(results)}/{len(plan)}] {task.name}: test accuracy {accuracy:.2f} %; {elapsed} so far", flush=True)
+
+    study_runs.run_all(tasks, args.workers, stop, done, args.ray)
+    rows = [csv_row(name, model, *results[name]) for name, model, *_ in plan]
+    finished = {name: results[name][0] for name, *_ in plan}
     files.write_text(os.path.join(args.out_dir, "ablation.csv"), files.csv_text(rows, CSV_FIELDS))
     markdown = summary_markdown(rows, configs)
     files.write_text(os.path.join(args.out_dir, "ablation.md"), markdown)
@@ -390,15 +394,6 @@ def run_study(args, stop):
     print(markdown, end="")
     print(f"Wrote ablation.csv, ablation.md and {', '.join(figures)} to {args.out_dir}/")
     stop.check()  # a signal while the tables were written: they are whole, and the stop is reported
-
-
-def study_role(run_dir, run, data):
-    """The excitation role of a finished SE run (excitation_role.csv in its folder)."""
-    model = senet_lenet.build_model(run["settings"])
-    model.load_weights(os.path.join(run_dir, runs.WEIGHTS_FILE))
-    role = excitation_role.excitation_role(model, run["settings"], *data)
-    excitation_role.save_role(run_dir, role, run["sha256"][runs.WEIGHTS_FILE])
-    return role
 
 
 def main(argv=None):

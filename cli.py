@@ -111,6 +111,11 @@ SETTING_FLAGS = {
     "se_position": ("--se-position", {"choices": tuple(SE_POSITIONS)}, "SE block after conv2, conv1 or both"),
     "squeeze": ("--squeeze", {"choices": SQUEEZES}, "the squeeze: global average or max pooling"),
     "gate": ("--gate", {"choices": GATES}, "the excitation's nonlinearity"),
+    "threads": (
+        "--threads",
+        {"type": whole_number},
+        "TensorFlow's threads per run; the bits depend on it, not on the cores (0: one per core)",
+    ),
 }
 
 

@@ -103,8 +103,45 @@ def run_record(model, settings, history, checksums=None):
             "keras": keras.__version__,
             "numpy": np.__version__,
         },
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "machine": {"platform": platform.platform(), "cpu": cpu_model(), "cpus": os.cpu_count()},
     }
+
+
+def cpu_model():
+    """The processor's model name (Linux), else what platform says."""
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def environment(run=None):
+    """What the bits of a run depend on besides its settings: threads, TensorFlow, Keras, CPU model.
+    Of a run.json (a key it lacks: "unrecorded"), or of this process (run None: threads not set)."""
+    if run is None:
+        import keras
+        import tensorflow as tf
+
+        return {"tensorflow": tf.__version__, "keras": keras.__version__, "cpu": cpu_model()}
+    return {
+        "threads": run["settings"].threads,
+        "tensorflow": run.get("versions", {}).get("tensorflow", "unrecorded"),
+        "keras": run.get("versions", {}).get("keras", "unrecorded"),
+        "cpu": run.get("machine", {}).get("cpu", "unrecorded"),
+    }
+
+
+def environment_note(name_a, a, name_b, b):
+    """One line naming how two environments differ (bits are promised only for equal ones), or None."""
+    differences = [f"{key} ({a[key]} vs {b[key]})" for key in a if key in b and a[key] != b[key]]
+    if not differences:
+        return None
+    return (
+        f"note: {name_a} and {name_b} differ in {', '.join(differences)}: "
+        "the same bits are promised only for the same threads, versions and CPU"
+    )
 
 
 def save_progress(run, out_dir, manifest):

@@ -32,7 +32,7 @@ import tensorflow as tf
 import files
 import runs
 from checkpoints import Checkpoints
-from errors import Diverged, Interrupted, WriteError
+from errors import Diverged, Interrupted, UsageError, WriteError
 from manifest import Manifest
 from mnist import IMAGE_SIZE, NUM_CLASSES, load_mnist, select, to_model_input
 from settings import BLOCK_CHANNELS, CONV1_FILTERS, CONV2_FILTERS, Settings, se_hidden_units
@@ -114,8 +114,27 @@ def forward(model, images, training=False):
     return outputs, []
 
 
+def use_threads(threads):
+    """Runs TensorFlow's ops on `threads` intra-op threads and one inter-op thread (0: TensorFlow's choice).
+
+    TensorFlow takes this only before it runs its first op, so one process trains with one count:
+    UsageError if this process already runs with another."""
+    threading = tf.config.threading
+    if (threading.get_intra_op_parallelism_threads(), threading.get_inter_op_parallelism_threads()) == (threads, 1):
+        return
+    try:
+        threading.set_intra_op_parallelism_threads(threads)
+        threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        running = threading.get_intra_op_parallelism_threads()
+        raise UsageError(
+            f"this process already runs TensorFlow with threads = {running}; threads = {threads} needs a new process"
+        ) from None
+
+
 def seeded_model(settings):
-    """Seeds Python, NumPy and TensorFlow, turns on deterministic ops, builds the model."""
+    """Sets the threads, seeds Python, NumPy and TensorFlow, turns on deterministic ops, builds the model."""
+    use_threads(settings.threads)
     keras.utils.set_random_seed(settings.seed)
     tf.config.experimental.enable_op_determinism()
     return build_model(settings)

@@ -15,7 +15,8 @@ SE_POSITIONS = {"conv2": ("conv2",), "conv1": ("conv1",), "both": ("conv1", "con
 SQUEEZES = ("avg", "max")  # global average or global max pooling
 GATES = ("sigmoid", "tanh", "relu")  # the excitation's nonlinearity
 # Settings added after runs were first saved: a run.json without them had these values.
-LATER_SETTINGS = {"se_position": "conv2", "squeeze": "avg", "gate": "sigmoid"}
+# threads 0: TensorFlow's own choice (one per core the process may use), which is what runs had before.
+LATER_SETTINGS = {"se_position": "conv2", "squeeze": "avg", "gate": "sigmoid", "threads": 0}
 
 
 BLOCK_CHANNELS = {"conv1": CONV1_FILTERS, "conv2": CONV2_FILTERS}
@@ -51,6 +52,9 @@ class Settings:
     se_position: str = "conv2"  # after which convolution(s) an SE block sits: conv2, conv1 or both
     squeeze: str = "avg"  # the squeeze: global "avg" (the paper's) or "max" pooling
     gate: str = "sigmoid"  # the excitation's nonlinearity: sigmoid (the paper's), tanh or relu
+    # TensorFlow's intra-op threads (one inter-op thread). The bits depend on it, so it is a setting and not
+    # the machine's core count: 1 gives the same bits on any number of cores. 0: TensorFlow's choice.
+    threads: int = 1
 
     def __post_init__(self):
         if self.optimizer not in LEARNING_RATES:
@@ -65,6 +69,8 @@ class Settings:
             raise SettingsError(f"lr must be a positive number, got {self.lr!r}")
         if not isinstance(self.se, bool):
             raise SettingsError(f"se must be true or false, got {self.se!r}")
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or not 0 <= self.threads <= 1024:
+            raise SettingsError(f"threads must be a whole number from 0 to 1024, got {self.threads!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
             raise SettingsError(f"seed must be a whole number from 0 to 2**32 - 1, got {self.seed!r}")
         for name, choices in (("se_position", tuple(SE_POSITIONS)), ("squeeze", SQUEEZES), ("gate", GATES)):

@@ -262,11 +262,22 @@ def using(*run_dirs):
         yield
 
 
+def use_the_runs_threads(run_dir, run):
+    """Evaluates with the run's threads; says in one line if this machine's versions or CPU are not the run's."""
+    import senet_lenet
+
+    senet_lenet.use_threads(run["settings"].threads)
+    note = runs.environment_note(run_dir, runs.environment(run), "this machine", runs.environment())
+    if note:
+        print(note)
+
+
 def visualize(args):
     import excitation_role  # TensorFlow: not on top (see restore_model)
 
     run = load_run(args.run_dir)
     settings, out = run["settings"], args.run_dir
+    use_the_runs_threads(out, run)
     manifest = Manifest(out, "run")
     with heatmaps.worker() as pool:  # starting while the test set is evaluated
         train_data, test_data = load_data(run, args.data_dir)
@@ -313,6 +324,10 @@ def compare(args):
         raise errors.UsageError(f"{dir_a} and {dir_b} were tested on different test sets")
     if run_a["settings"].se_blocks != run_b["settings"].se_blocks:
         raise errors.UsageError(f"{dir_a} and {dir_b} have their SE blocks in different places (--se-position)")
+    use_the_runs_threads(dir_a, run_a)
+    note = runs.environment_note(dir_a, runs.environment(run_a), dir_b, runs.environment(run_b))
+    if note:
+        print(note)
     _, test_data = load_data(run_a, args.data_dir, train=False)
     batches = -(-len(test_data[1]) // args.batch_size)
     if not 0 <= args.batch < batches:

@@ -6,7 +6,9 @@ In one invocation, on this machine:
   1. the project's training loop (senet_lenet.train), Adam, batch 100, E epochs;
   2. the same model, data, batch size, optimizer and epochs with model.fit;
   3. `python senet_lenet.py` (the default 10-epoch job) and `python visualize.py`
-     on its output, each as a subprocess: wall time and peak resident memory.
+     on its output, each as a subprocess: wall time and peak resident memory;
+  4. `python ablation.py` on a slice of the study (8 runs) with --workers 1 and --workers 2:
+     wall time and the peak resident memory of all its processes together.
 Both 1 and 2 evaluate the 10,000 test images after every epoch, so an epoch is
 the same work on both sides; throughput is training images per second of the
 median epoch after the first (which includes tracing).
@@ -35,18 +37,8 @@ TARGETS = {  # from the performance issue; medians on the 2-core development mac
     "train_script_seconds": 30.0,
     "visualize_script_seconds": 8.0,
     "peak_rss_gb": 1.5,
+    "study_speedup": 1.8,  # --workers 2 against --workers 1 on 2 cores
 }
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def steady_epoch_seconds(seconds):
@@ -104,6 +96,49 @@ def bench_fit(settings, train_data, test_data):
     return timer.seconds, 100 * fit.history["val_accuracy"][-1]
 
 
+def tree_rss_bytes(pid):
+    """Resident memory of a process and all its descendants (Linux /proc), in bytes."""
+    children, rss = {}, {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry))
+            rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        total += rss.get(current, 0)
+        stack += children.get(current, [])
+    return total
+
+
+def run_sampled(args, env):
+    """Runs a command that starts worker processes; returns (wall seconds, peak RSS of its whole tree in GB)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = 0
+    while process.poll() is None:
+        peak = max(peak, tree_rss_bytes(process.pid))
+        time.sleep(0.2)
+    seconds = time.perf_counter() - started
+    if process.returncode != 0:
+        stderr = process.stderr.read().decode(errors="replace")
+        print(f"bench_train.py: {' '.join(args[1:])} failed ({process.returncode}): {stderr[-2000:]}", file=sys.stderr)
+        sys.exit(2)
+    return seconds, peak / 1024**3
+
+
+# A slice of the study: 8 runs (SE and no SE, Adam and SGD, 2 seeds), 2 epochs on 10,000 images.
+STUDY_SLICE = [
+    *"--seeds 2 --epochs 2 --train-samples 10000 --test-samples 2000 --reductions 4 --optimizers adam sgd".split(),
+    *"--squeezes avg --gates sigmoid --positions conv2".split(),
+]
+
+
 def run_measured(args, env):
     """Runs a command; returns (wall seconds, peak RSS in GB) of that process alone."""
     started = time.perf_counter()
@@ -135,9 +170,15 @@ def main(argv=None):
         train_wall, train_rss = run_measured([sys.executable, "senet_lenet.py", "--out-dir", out_dir], env)
         print("python visualize.py ...", flush=True)
         visualize_wall, visualize_rss = run_measured([sys.executable, "visualize.py", "--run-dir", out_dir], env)
+        study = {}
+        for workers in (1, 2):
+            print(f"python ablation.py on a slice (8 runs), --workers {workers} ...", flush=True)
+            command = [sys.executable, "ablation.py", *STUDY_SLICE, "--workers", str(workers)]
+            study[workers] = run_sampled([*command, "--out-dir", os.path.join(out_dir, f"study{workers}")], env)
 
     import cli
     import files
+    import runs
     import senet_lenet  # TensorFlow from here on
     from mnist import MNISTDataError, load_mnist
     from settings import Settings
@@ -156,7 +197,7 @@ def main(argv=None):
 
     loop_epoch, fit_epoch = steady_epoch_seconds(loop_seconds), steady_epoch_seconds(fit_seconds)
     result = {
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()},
+        "machine": {"cpu": runs.cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()},
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()},
         "epochs": args.epochs,
         "loop": {
@@ -174,6 +215,11 @@ def main(argv=None):
         "loop_vs_fit": fit_epoch / loop_epoch,
         "train_script": {"seconds": train_wall, "peak_rss_gb": train_rss},
         "visualize_script": {"seconds": visualize_wall, "peak_rss_gb": visualize_rss},
+        "study_slice": {
+            f"workers_{w}": {"seconds": seconds, "peak_rss_gb_all_processes": rss}
+            for w, (seconds, rss) in study.items()
+        }
+        | {"speedup_2_workers": study[1][0] / study[2][0]},
         "targets": TARGETS,
     }
 
@@ -198,6 +244,11 @@ def main(argv=None):
             f"{visualize_rss:.2f} GB peak RSS",
             f"≤ {TARGETS['visualize_script_seconds']:.0f} s, ≤ {TARGETS['peak_rss_gb']} GB",
         ),
+        *(
+            (f"study slice, --workers {w}", f"{seconds:.1f} s", f"{rss:.2f} GB peak RSS, all processes", "")
+            for w, (seconds, rss) in study.items()
+        ),
+        ("study slice: 1 ÷ 2 workers", f"{study[1][0] / study[2][0]:.2f} ×", "", f"≥ {TARGETS['study_speedup']} ×"),
     ]
     print(f"\n{result['machine']['cpu']}, {result['machine']['cores']} cores, TensorFlow {tf.__version__}")
     print("| what | speed | time | target |\n| --- | --- | --- | --- |")

@@ -27,3 +27,9 @@ def test_benchmark_reports_every_measurement(tmp_path, mnist_dir):
     for script in ("train_script", "visualize_script"):
         assert data[script]["seconds"] > 0 and 0.05 < data[script]["peak_rss_gb"] < 24
     assert data["machine"]["cores"] >= 1
+    slice_ = data["study_slice"]
+    for workers in (1, 2):
+        assert slice_[f"workers_{workers}"]["seconds"] > 0
+        assert 0.05 < slice_[f"workers_{workers}"]["peak_rss_gb_all_processes"] < 24
+    assert slice_["speedup_2_workers"] == pytest.approx(slice_["workers_1"]["seconds"] / slice_["workers_2"]["seconds"])
+    assert "| study slice: 1 ÷ 2 workers |" in result.stdout

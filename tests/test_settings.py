@@ -21,6 +21,7 @@ def test_defaults_are_the_assignments():
         "se_position": "conv2",
         "squeeze": "avg",
         "gate": "sigmoid",
+        "threads": 1,
     }
 
 

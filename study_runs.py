@@ -1,0 +1,190 @@
+"""The study's runs, one function of (settings, folder), run in this process, in worker processes on every
+core, or as one-CPU tasks on a Ray cluster. Each run has its settings' threads, so it has the same bits
+wherever it runs, and the same bits as `senet_lenet.py` with those settings.
+"""
+
+import concurrent.futures
+import dataclasses
+import multiprocessing
+import os
+import signal
+
+import errors
+import files
+import runs
+from manifest import Manifest
+from settings import Settings
+
+TASKS_PER_WORKER = 10  # then a fresh worker process: what TensorFlow keeps between runs is freed with it
+RAY_EXCLUDES = ["outputs/", ".git/", "*.npz", "*.h5", "*.keras", "__pycache__/"]  # code only, to the cluster
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    name: str  # the run's folder name in the study
+    settings: Settings
+    run_dir: str  # absolute: workers and Ray tasks may run elsewhere
+    data_dir: str | None
+    train: bool  # False: the run finished; only its excitation role is measured
+    resume: bool  # continue from its checkpoint
+
+
+_data = {}  # (data_dir, train_samples, test_samples) -> (train, test): loaded once per process
+
+
+def study_run(task, stop=None):
+    """Trains (or resumes) one run unless it finished, then measures its excitation role (SE runs);
+    returns (run.json contents, role or None). stop: a runs.StopOnSignal (else this worker's)."""
+    import keras
+
+    import excitation_role
+    import senet_lenet
+    from mnist import load_mnist, select
+
+    settings = task.settings
+    key = (task.data_dir, settings.train_samples, settings.test_samples)
+    if key not in _data:
+        train_data, test_data = load_mnist(task.data_dir)
+        _data.clear()
+        _data[key] = select(train_data, settings.train_samples), select(test_data, settings.test_samples)
+    data = _data[key]
+    senet_lenet.use_threads(settings.threads)  # before anything runs, training or not
+    stop = stop or _worker_stop
+    files.ensure_writable_dir(task.run_dir)
+    with runs.folder_lock(task.run_dir, "ablation.py"):
+        Manifest(task.run_dir, "run").remove_temporary_files()
+        if task.train and not task.resume:
+            runs.make_room_for_a_new_run(task.run_dir, False, settings)  # holds no run: earlier_run said so
+        if task.train:
+            run = senet_lenet.train_run(settings, *data, task.run_dir, resume=task.resume, stop=stop, verbose=False)
+        else:
+            run = runs.read_run(task.run_dir)
+        role = None
+        if settings.se:
+            model = senet_lenet.build_model(settings)
+            model.load_weights(os.path.join(task.run_dir, runs.WEIGHTS_FILE))
+            role = excitation_role.excitation_role(model, settings, *data)
+            excitation_role.save_role(task.run_dir, role, run["sha256"][runs.WEIGHTS_FILE])
+    keras.backend.clear_session()  # many runs in one process: memory stays flat
+    if stop is not None:
+        stop.check()
+    return run, role
+
+
+# ---- Worker processes ------------------------------------------------------------------------------------------
+
+
+class _WorkerStop:
+    """A worker's stop: its own SIGINT/SIGTERM (Ctrl-C reaches the whole process group), or the study's event."""
+
+    def __init__(self, event):
+        self.event, self.signum = event, None
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def check(self):
+        if self.signum is not None or self.event.is_set():
+            raise errors.Interrupted(self.signum or signal.SIGINT)
+
+
+_worker_stop = None
+
+
+def _start_worker(event):
+    global _worker_stop
+    _worker_stop = _WorkerStop(event)
+    # TensorFlow's start-up notices, once per worker, would bury the study's progress lines.
+    saved, quiet = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(quiet, 2)
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(quiet)
+
+
+def available_cores():
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def run_all(tasks, workers, stop, done, ray_address=None):
+    """Runs every task; done(task, run, role) in this process as each ends. workers 1: here, one after another.
+    On a signal (stop) every worker stops at its next chunk of steps, its run resumable; errors.Interrupted."""
+    if ray_address is not None:
+        return _run_on_ray(tasks, ray_address, stop, done)
+    if workers == 1 or len(tasks) <= 1:
+        for task in tasks:
+            done(task, *study_run(task, stop))
+        return
+    context = multiprocessing.get_context("spawn")  # not fork: TensorFlow's threads hold locks
+    event = context.Event()
+    pool = concurrent.futures.ProcessPoolExecutor(
+        min(workers, len(tasks)), context, _start_worker, (event,), max_tasks_per_child=TASKS_PER_WORKER
+    )
+    failure = None
+    with pool:
+        pending = {pool.submit(study_run, task): task for task in tasks}
+        while pending:
+            finished, _ = concurrent.futures.wait(pending, timeout=0.5, return_when="FIRST_COMPLETED")
+            for future in finished:
+                task = pending.pop(future)
+                try:
+                    done(task, *future.result())
+                except (Exception, concurrent.futures.CancelledError) as e:
+                    failure = failure or e
+            if (failure is not None or stop.signum is not None) and not event.is_set():
+                event.set()  # the running runs stop at their next chunk; the others never start
+                for future in pending:
+                    future.cancel()
+            pending = {f: t for f, t in pending.items() if not f.cancelled()}
+    stop.check()
+    if failure is not None:
+        raise failure
+
+
+# ---- Ray -------------------------------------------------------------------------------------------------------
+
+
+def _run_on_ray(tasks, address, stop, done):
+    try:
+        import ray
+    except ImportError:
+        raise errors.UsageError("--ray needs Ray: pip install -r requirements-ray.txt") from None
+    root = os.path.dirname(os.path.abspath(__file__))
+    ray.init(
+        address=None if address == "local" else address,
+        runtime_env={"working_dir": root, "excludes": RAY_EXCLUDES},
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="ERROR",
+    )
+    try:
+        remote = ray.remote(num_cpus=1, max_calls=TASKS_PER_WORKER)(_ray_study_run)
+        pending = {remote.remote(task): task for task in tasks}
+        while pending:
+            finished, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+            for ref in finished:
+                done(pending.pop(ref), *ray.get(ref))
+            if stop.signum is not None:
+                for ref in pending:
+                    ray.cancel(ref)  # a KeyboardInterrupt in the task: the epochs it saved stay
+                break
+        stop.check()
+    finally:
+        ray.shutdown()
+
+
+def _ray_study_run(task):
+    return study_run(task, stop=_NeverStop())
+
+
+class _NeverStop:
+    """Ray tasks are stopped by ray.cancel."""
+
+    def check(self):
+        pass

@@ -1,0 +1,150 @@
+"""Same command, same bits on any number of cores: threads are a setting; the study's worker processes
+give the same table and the same runs as one process and as senet_lenet.py."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import ablation
+import runs
+import senet_lenet
+import visualize
+from helpers import ROOT, assert_one_line_error, default_sigint, run_script
+from settings import Settings
+
+SMALL = ["--epochs", "2", "--train-samples", "500", "--test-samples", "200", "--seed", "4"]
+
+
+def weights_sha(run_dir):
+    return runs.read_run(run_dir)["sha256"][runs.WEIGHTS_FILE]
+
+
+def train_in_a_new_process(out_dir, data_dir, *extra, cores=None):
+    """senet_lenet.py in a fresh interpreter, on the given cores only (taskset) or on all."""
+    command = ["taskset", "-c", cores] if cores else []
+    command += [sys.executable, os.path.join(ROOT, "senet_lenet.py"), "--data-dir", data_dir, "--out-dir", out_dir]
+    done = subprocess.run([*command, *map(str, extra)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to differ from one")
+def test_one_core_and_every_core_give_the_same_bits(tmp_path, synthetic_mnist_dir):
+    train_in_a_new_process(tmp_path / "all", synthetic_mnist_dir, *SMALL)
+    train_in_a_new_process(tmp_path / "one", synthetic_mnist_dir, *SMALL, cores="0")
+    assert weights_sha(tmp_path / "one") == weights_sha(tmp_path / "all")
+    run = runs.read_run(tmp_path / "all")
+    assert run["settings"].threads == 1 and run["machine"]["cpu"] == runs.cpu_model()
+    assert run["versions"]["tensorflow"] == senet_lenet.tf.__version__
+
+    # stopped after epoch 1 on one core, resumed on both: the same bits as never stopped
+    train_in_a_new_process(tmp_path / "moved", synthetic_mnist_dir, *SMALL, "--epochs", "1", cores="0")
+    train_in_a_new_process(tmp_path / "moved", synthetic_mnist_dir, "--resume", "--epochs", "2")
+    assert weights_sha(tmp_path / "moved") == weights_sha(tmp_path / "all")
+
+
+def test_threads_are_recorded_resumed_and_compared(tmp_path, synthetic_mnist_dir, capsys):
+    train_in_a_new_process(tmp_path / "two", synthetic_mnist_dir, *SMALL, "--threads", "2", "--epochs", "1")
+    assert runs.read_run(tmp_path / "two")["settings"].threads == 2
+    assert senet_lenet.main([*SMALL, "--data-dir", synthetic_mnist_dir, "--out-dir", str(tmp_path / "one")]) == 0
+    capsys.readouterr()
+    args = ["--compare", str(tmp_path / "one"), str(tmp_path / "two"), "--data-dir", synthetic_mnist_dir]
+    assert visualize.main(args) == 0
+    out = capsys.readouterr().out
+    assert "differ in threads (1 vs 2)" in out and "same bits are promised only for the same threads" in out
+
+    # --resume takes the recorded threads: in this process (1 thread already) it is one clear line
+    resume = ["--out-dir", str(tmp_path / "two"), "--resume", "--epochs", "2", "--data-dir", synthetic_mnist_dir]
+    assert senet_lenet.main(resume) == 2
+    assert_one_line_error(capsys.readouterr().err, "already runs TensorFlow with threads = 1; threads = 2 needs")
+    done = run_script("senet_lenet.py", *resume)
+    assert done.returncode == 0, done.stderr
+    assert runs.read_run(tmp_path / "two")["settings"].threads == 2
+
+
+def test_an_old_run_json_reads_with_tensorflows_own_threads():
+    old = Settings().as_dict()
+    del old["threads"]
+    assert Settings.from_dict(old).threads == 0
+
+
+@pytest.mark.parametrize("value", ["-1", "2000", "two"])
+def test_bad_threads_are_one_line(value, capsys):
+    try:
+        code = senet_lenet.main(["--threads", value, "--epochs", "1"])
+    except SystemExit as e:  # argparse: not a whole number
+        code = e.code
+    assert code == 2
+    assert_one_line_error(capsys.readouterr().err, "threads")
+
+
+STUDY = ["--seeds", "2", "--epochs", "1", "--train-samples", "500", "--test-samples", "200", "--reductions", "4"]
+STUDY += ["--optimizers", "adam", "--squeezes", "avg", "max", "--gates", "sigmoid", "--positions", "conv2"]
+
+
+def rows_but_seconds(study):
+    with open(study / "ablation.csv", newline="") as f:
+        return [{k: v for k, v in row.items() if k != "seconds_per_epoch"} for row in csv.DictReader(f)]
+
+
+def test_workers_give_the_same_study_and_the_same_runs_as_senet_lenet(tmp_path, synthetic_mnist_dir):
+    data = ["--data-dir", synthetic_mnist_dir]
+    assert ablation.main([*STUDY, *data, "--workers", "1", "--out-dir", str(tmp_path / "serial")]) == 0
+    done = run_script("ablation.py", *STUDY, *data, "--workers", "2", "--out-dir", tmp_path / "parallel")
+    assert done.returncode == 0, done.stderr
+    assert "in 2 process(es)" in done.stdout and "Traceback" not in done.stderr
+    assert rows_but_seconds(tmp_path / "serial") == rows_but_seconds(tmp_path / "parallel")
+    for name in ("se-r4_adam_seed1", "se-r4-max_adam_seed0", "no-se_adam_seed1"):
+        assert weights_sha(tmp_path / "serial" / name) == weights_sha(tmp_path / "parallel" / name)
+
+    settings = runs.read_run(tmp_path / "parallel" / "se-r4-max_adam_seed0")["settings"]
+    flags = ["--epochs", "1", "--train-samples", "500", "--test-samples", "200", "--squeeze", "max", "--seed", "0"]
+    assert senet_lenet.main([*flags, *data, "--out-dir", str(tmp_path / "alone")]) == 0
+    assert runs.read_run(tmp_path / "alone")["settings"] == settings
+    assert weights_sha(tmp_path / "alone") == weights_sha(tmp_path / "parallel" / "se-r4-max_adam_seed0")
+
+
+def test_ctrl_c_stops_every_worker_and_the_study_resumes(tmp_path, synthetic_mnist_dir):
+    args = [*STUDY, "--epochs", "3", "--train-samples", "3000"]
+    args += ["--data-dir", synthetic_mnist_dir, "--out-dir", str(tmp_path)]
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "ablation.py"), *args, "--workers", "2"],
+        cwd=ROOT,
+        preexec_fn=default_sigint,
+        start_new_session=True,  # its own process group, as a terminal gives: Ctrl-C reaches every worker
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not any(runs.checkpoint_epochs(tmp_path / name) for name in ("se-r4_adam_seed0", "se-r4_adam_seed1")):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr
+    assert_one_line_error(stderr, "ablation.py: stopped by SIGINT", "Run the same command again to continue")
+    assert not os.path.exists(tmp_path / "ablation.csv")
+    resumable = [
+        n for n in os.listdir(tmp_path) if os.path.isdir(tmp_path / n) and runs.checkpoint_epochs(tmp_path / n)
+    ]
+    assert resumable
+
+    assert ablation.main([*args, "--workers", "1"]) == 0  # continues where it stopped
+    rows = rows_but_seconds(tmp_path)
+    assert len(rows) == 6 and all(float(row["final_test_accuracy"]) > 0 for row in rows)
+
+
+def test_a_study_on_ray_equals_the_serial_one(tmp_path, synthetic_mnist_dir):
+    data = ["--data-dir", synthetic_mnist_dir]
+    small = [*STUDY, "--seeds", "1", "--squeezes", "avg"]
+    assert ablation.main([*small, *data, "--workers", "1", "--out-dir", str(tmp_path / "serial")]) == 0
+    done = run_script("ablation.py", *small, *data, "--ray", "local", "--out-dir", tmp_path / "ray", timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "to do on Ray (local)" in done.stdout
+    assert rows_but_seconds(tmp_path / "serial") == rows_but_seconds(tmp_path / "ray")
+    assert weights_sha(tmp_path / "serial" / "se-r4_adam_seed0") == weights_sha(tmp_path / "ray" / "se-r4_adam_seed0")
