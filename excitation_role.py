@@ -18,10 +18,8 @@ import files
 import runs
 import senet_lenet
 from manifest import Manifest
-from mnist import to_model_input
 
 VARIANTS = ("learned", "train_mean", "ones", "shuffled")
-BATCH = 1000
 
 
 def with_given_excitations(model, settings):
@@ -33,30 +31,25 @@ def with_given_excitations(model, settings):
     return given
 
 
-def accuracy_with(given, images, labels, excitations):
-    """Test accuracy in percent of `given` fed these excitations."""
-    correct = 0
-    for start in range(0, len(labels), BATCH):
-        batch = slice(start, start + BATCH)
-        predictions = given([images[batch], *(e[batch] for e in excitations)], training=False)
-        correct += int(np.sum(np.argmax(predictions, axis=1) == labels[batch]))
-    return round(100 * correct / len(labels), 4)
-
-
 def excitation_role(model, settings, train_data, test_data):
     """{variant: test accuracy %} for the four VARIANTS."""
     given = with_given_excitations(model, settings)
-    _, train_excitations, _ = senet_lenet.predict_test_set(model, *train_data)
-    _, learned, _ = senet_lenet.predict_test_set(model, *test_data)
+    _, train_excitations = senet_lenet.predict(model, train_data[0])
+    _, learned = senet_lenet.predict(model, test_data[0])
     order = np.random.default_rng(settings.seed).permutation(len(test_data[1]))
     variants = {
         "learned": learned,
-        "train_mean": [np.broadcast_to(t.mean(axis=0), e.shape) for t, e in zip(train_excitations, learned)],
+        "train_mean": [
+            np.broadcast_to(t.mean(axis=0), e.shape) for t, e in zip(train_excitations, learned, strict=True)
+        ],
         "ones": [np.ones_like(e) for e in learned],
         "shuffled": [e[order] for e in learned],
     }
-    images, labels = to_model_input(test_data[0]), test_data[1]
-    return {name: accuracy_with(given, images, labels, variants[name]) for name in VARIANTS}
+    images, labels = test_data
+    return {
+        name: senet_lenet.accuracy_percent(senet_lenet.predict(given, [images, *variants[name]])[0], labels)
+        for name in VARIANTS
+    }
 
 
 def save_role(run_dir, role, weights):

@@ -165,11 +165,6 @@ def load_mnist(data_dir=None, train=True):
     raise MNISTDataError(f"{data_dir} holds neither the four MNIST IDX files (.gz or plain) nor mnist.npz")
 
 
-def to_model_input(images):
-    """uint8 (N, 28, 28) -> float32 (N, 28, 28, 1) in [0, 1]."""
-    return (images.astype(np.float32) / 255.0)[..., np.newaxis]
-
-
 def select(data, samples):
     """The first `samples` records of (images, labels); all of them for None."""
     images, labels = data

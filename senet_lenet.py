@@ -15,7 +15,6 @@ run folder (runs.py), checkpoints (checkpoints.py), TensorBoard logs (tensorboar
 and the command-line pieces (cli.py). After Ctrl-C, `--resume` continues to the same bits.
 """
 
-import math
 import os
 import sys
 import time
@@ -34,7 +33,7 @@ import runs
 from checkpoints import Checkpoints
 from errors import Diverged, Interrupted, UsageError, WriteError
 from manifest import Manifest
-from mnist import IMAGE_SIZE, NUM_CLASSES, load_mnist, select, to_model_input
+from mnist import IMAGE_SIZE, NUM_CLASSES, load_mnist, select
 from settings import BLOCK_CHANNELS, CONV1_FILTERS, CONV2_FILTERS, Settings, se_hidden_units
 from tensorboard_logs import EpochLogs
 
@@ -77,7 +76,7 @@ def build_model(settings=None, excitation_inputs=False):
     """
     settings = settings or Settings()
     layers = keras.layers
-    image = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), name="image")
+    image = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE), dtype="uint8", name="image")  # raw MNIST: 0-255
     blocks = settings.se_blocks
     given = {b: keras.Input((BLOCK_CHANNELS[b],), name=f"{SE_NAMES[b]}_given") for b in blocks if excitation_inputs}
     excitations = []
@@ -91,7 +90,9 @@ def build_model(settings=None, excitation_inputs=False):
         excitations.append(excitation)
         return x
 
-    x = se_after("conv1", layers.Conv2D(CONV1_FILTERS, 5, activation="relu", name="conv1")(image))  # (N, 24, 24, 6)
+    x = layers.Rescaling(1 / 255, name="rescale")(image)  # (N, 28, 28) floats in [0, 1]
+    x = layers.Reshape((IMAGE_SIZE, IMAGE_SIZE, 1), name="add_channel")(x)  # (N, 28, 28, 1)
+    x = se_after("conv1", layers.Conv2D(CONV1_FILTERS, 5, activation="relu", name="conv1")(x))  # (N, 24, 24, 6)
     x = layers.MaxPooling2D(2, padding="same", name="pool1")(x)  # (N, 12, 12, 6)
     x = layers.Conv2D(CONV2_FILTERS, 5, activation="relu", name="conv2")(x)  # (N, 8, 8, 16)
     x = se_after("conv2", x)
@@ -160,62 +161,29 @@ def make_test_step(model, loss_fn, loss_metric, accuracy_metric):
     @tf.function
     def test_step(images, labels):
         predictions, excitations = forward(model, images)
-        loss_metric.update_state(loss_fn(labels, predictions))
+        # Weighted by the batch's size, so that a last, smaller batch counts per image, as Keras counts.
+        loss_metric.update_state(loss_fn(labels, predictions), sample_weight=tf.shape(labels)[0])
         accuracy_metric.update_state(labels, predictions)
         return predictions, excitations
 
     return test_step
 
 
-def evaluate(test_step, images, labels, batch_size=EVAL_BATCH_SIZE):
-    """Runs test_step over the data in order; returns (predictions, [excitations of each SE block]) as NumPy."""
-    predictions, excitations = [], []
-    for start in range(0, len(images), batch_size):
-        p, e = test_step(images[start : start + batch_size], labels[start : start + batch_size])
-        predictions.append(p.numpy())
-        excitations.append([block.numpy() for block in e])
-    return np.concatenate(predictions), [np.concatenate(block) for block in zip(*excitations)]
+def make_train_steps(model, optimizer, loss_fn, loss_metric, accuracy_metric, batch_size):
+    """train_steps(images, labels, order): the training steps over the batches `order` picks from the
+    whole training set held in memory, in one tf.function call (a step takes milliseconds, so Python's
+    per-call overhead would otherwise be a large share of an epoch). Returns whether the loss and every
+    weight are still finite numbers, checked on the device."""
 
-
-def predict_test_set(model, images, labels, chunk=10000):
-    """(predictions (N, 10), [excitations (N, C) of each SE block], accuracy %) of a trained model, in order.
-
-    Converts `chunk` images at a time: the 60,000 training images as float32 would hold 188 MB more."""
-    accuracy = keras.metrics.SparseCategoricalAccuracy()
-    test_step = make_test_step(model, keras.losses.SparseCategoricalCrossentropy(), keras.metrics.Mean(), accuracy)
-    parts = [
-        evaluate(test_step, to_model_input(images[start : start + chunk]), labels[start : start + chunk])
-        for start in range(0, len(labels), chunk)
-    ]
-    predictions = np.concatenate([p for p, _ in parts])
-    excitations = [np.concatenate(block) for block in zip(*(e for _, e in parts))]
-    return predictions, excitations, round(100 * float(accuracy.result()), 4)
-
-
-def train(model, optimizer, settings, data, history=(), on_epoch_end=None, stop=None, log=print, progress=True):
-    """Trains `model` on data = (train_data, test_data) from the epoch after `history` to settings.epochs;
-    returns the history. on_epoch_end(history, test excitations) runs after each epoch; stop.check()
-    between chunks of steps; log(line) prints the epoch lines; progress: a progress bar per epoch.
-    """
-    (train_data, test_data), batch_size = data, settings.batch_size
-    loss_fn = keras.losses.SparseCategoricalCrossentropy()
-    train_loss = keras.metrics.Mean(name="train_loss")
-    train_accuracy = keras.metrics.SparseCategoricalAccuracy(name="train_accuracy")
-    test_loss = keras.metrics.Mean(name="test_loss")
-    test_accuracy = keras.metrics.SparseCategoricalAccuracy(name="test_accuracy")
-
-    @tf.function
     def train_step(images, labels):
         with tf.GradientTape() as tape:
             predictions, _ = forward(model, images, training=True)
             loss = loss_fn(labels, predictions)
         gradients = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        train_loss.update_state(loss)
-        train_accuracy.update_state(labels, predictions)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+        loss_metric.update_state(loss, sample_weight=tf.shape(labels)[0])
+        accuracy_metric.update_state(labels, predictions)
 
-    # Many steps per call: one step is a few milliseconds, so Python's
-    # per-call overhead would otherwise be a large share of an epoch.
     @tf.function(
         input_signature=[
             tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE], tf.uint8),
@@ -227,48 +195,88 @@ def train(model, optimizer, settings, data, history=(), on_epoch_end=None, stop=
         steps = (tf.shape(order)[0] + batch_size - 1) // batch_size
         for step in tf.range(steps):
             batch = order[step * batch_size : (step + 1) * batch_size]
-            pixels = tf.gather(pixel_values, tf.cast(tf.gather(images, batch), tf.int32))  # to_model_input's values
-            train_step(pixels[..., tf.newaxis], tf.gather(labels, batch))
+            train_step(tf.gather(images, batch), tf.gather(labels, batch))
+        # The loss alone can stay finite while weights overflow: the cross-entropy clips the probabilities.
+        finite = [tf.reduce_all(tf.math.is_finite(v)) for v in model.trainable_variables]
+        return tf.reduce_all([tf.math.is_finite(loss_metric.result()), *finite])
 
-    test_step = make_test_step(model, loss_fn, test_loss, test_accuracy)
+    return train_steps
 
-    # The training set stays uint8 (47 MB, not 188 MB as float32); each batch's floats are looked up in
-    # to_model_input's own 256 values, so they are the same bits as converting everything up front.
-    pixel_values = tf.constant(to_model_input(np.arange(256, dtype=np.uint8))[:, 0])
-    x_train, y_train = tf.constant(train_data[0]), tf.constant(train_data[1])
-    x_test, y_test = tf.constant(to_model_input(test_data[0])), tf.constant(test_data[1])
+
+def evaluate(test_step, images, labels, batch_size=EVAL_BATCH_SIZE):
+    """Runs test_step over the data in order; returns (predictions, [excitations of each SE block]) as NumPy."""
+    predictions, excitations = [], []
+    for start in range(0, len(images), batch_size):
+        p, e = test_step(images[start : start + batch_size], labels[start : start + batch_size])
+        predictions.append(p.numpy())
+        excitations.append([block.numpy() for block in e])
+    return np.concatenate(predictions), [np.concatenate(block) for block in zip(*excitations, strict=True)]
+
+
+def predict(model, inputs):
+    """(predictions (N, 10), [excitations (N, C) of each SE block]) of any of the models, in order, as NumPy.
+    inputs: the images (uint8, as MNIST stores them), or a list for a model that takes given excitations."""
+    outputs = model.predict(inputs, batch_size=EVAL_BATCH_SIZE, verbose=0)
+    if isinstance(outputs, (list, tuple)):
+        return outputs[0], list(outputs[1:])
+    return outputs, []
+
+
+def accuracy_percent(predictions, labels):
+    """Top-1 accuracy in percent, to 4 decimals (4 decimals hold one test image: 0.01)."""
+    return round(100 * float(np.mean(np.argmax(predictions, axis=1) == labels)), 4)
+
+
+def epoch_record(epoch, train_metrics, test_metrics, seconds):
+    """One line of history.csv: (loss, accuracy) metrics of the epoch's training batches and of the test set."""
+    (loss, accuracy), (test_loss, test_accuracy) = train_metrics, test_metrics
+    return {  # accuracies in percent: 4 decimals hold one test image (0.01)
+        "epoch": epoch,
+        "loss": round(float(loss.result()), 6),
+        "accuracy": round(100 * float(accuracy.result()), 4),
+        "test_loss": round(float(test_loss.result()), 6),
+        "test_accuracy": round(100 * float(test_accuracy.result()), 4),
+        "seconds": round(seconds, 3),
+    }
+
+
+def train(model, optimizer, settings, data, history=(), on_epoch_end=None, stop=None, log=print, progress=True):
+    """Trains `model` on data = (train_data, test_data) from the epoch after `history` to settings.epochs;
+    returns the history. on_epoch_end(history, test excitations) runs after each epoch; stop.check()
+    between chunks of steps; log(line) prints the epoch lines; progress: a progress bar per epoch.
+    """
+    (train_data, test_data), batch_size = data, settings.batch_size
+    loss_fn = keras.losses.SparseCategoricalCrossentropy()
+    train_metrics = keras.metrics.Mean(name="loss"), keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    test_metrics = keras.metrics.Mean(name="test_loss"), keras.metrics.SparseCategoricalAccuracy(name="test_accuracy")
+    train_steps = make_train_steps(model, optimizer, loss_fn, *train_metrics, batch_size)
+    test_step = make_test_step(model, loss_fn, *test_metrics)
+
+    x_train, y_train = tf.constant(train_data[0]), tf.constant(train_data[1])  # uint8: 47 MB for all of MNIST
+    x_test, y_test = tf.constant(test_data[0]), tf.constant(test_data[1])
     steps_per_epoch = -(-len(train_data[1]) // batch_size)
     history = list(history)
     for epoch in range(len(history) + 1, settings.epochs + 1):
         started = time.perf_counter()
-        for metric in (train_loss, train_accuracy, test_loss, test_accuracy):
+        for metric in (*train_metrics, *test_metrics):
             metric.reset_state()
         order = epoch_order(settings.seed, epoch, len(train_data[1]))
         progbar = keras.utils.Progbar(steps_per_epoch, verbose=int(progress), stateful_metrics=["loss", "accuracy"])
         for first_step in range(0, steps_per_epoch, STEPS_PER_CALL):
             last_step = min(first_step + STEPS_PER_CALL, steps_per_epoch)
-            train_steps(x_train, y_train, order[first_step * batch_size : last_step * batch_size])
-            loss = float(train_loss.result())
-            if not (math.isfinite(loss) and all(np.isfinite(v.numpy()).all() for v in model.trainable_variables)):
-                # Raised before this epoch's checkpoint: the last one saved is finite. (The loss alone can stay
-                # finite while weights overflow: the cross-entropy clips the probabilities.)
+            finite = train_steps(x_train, y_train, order[first_step * batch_size : last_step * batch_size])
+            loss = float(train_metrics[0].result())
+            if not finite:  # raised before this epoch's checkpoint: the last one saved is finite
                 raise Diverged(
                     f"training diverged in epoch {epoch} by step {last_step}: loss {loss:.4g}, and weights or loss "
                     "are no longer finite numbers; lower --lr"
                 )
-            progbar.update(last_step, [("loss", loss), ("accuracy", float(train_accuracy.result()))])
+            progbar.update(last_step, [("loss", loss), ("accuracy", float(train_metrics[1].result()))])
             if stop is not None:
                 stop.check()
         _, excitations = evaluate(test_step, x_test, y_test)
-        record = {  # accuracies in percent: 4 decimals hold one test image (0.01)
-            "epoch": epoch,
-            "loss": round(float(train_loss.result()), 6),
-            "accuracy": round(100 * float(train_accuracy.result()), 4),
-            "test_loss": round(float(test_loss.result()), 6),
-            "test_accuracy": round(100 * float(test_accuracy.result()), 4),
-            "seconds": round(time.perf_counter() - started, 3),
-        }
-        history.append(record)
+        history.append(epoch_record(epoch, train_metrics, test_metrics, time.perf_counter() - started))
+        record = history[-1]
         log(
             f"Epoch {epoch}, Loss: {record['loss']:.4f}, Accuracy: {record['accuracy']:.2f}, "
             f"Test Loss: {record['test_loss']:.4f}, Test Accuracy: {record['test_accuracy']:.2f}"

@@ -3,11 +3,11 @@ core, or as one-CPU tasks on a Ray cluster. Each run has its settings' threads, 
 wherever it runs, and the same bits as `senet_lenet.py` with those settings.
 """
 
-import concurrent.futures
 import dataclasses
 import multiprocessing
 import os
 import signal
+import time
 
 import errors
 import files
@@ -41,6 +41,8 @@ def study_run(task, stop=None):
     import senet_lenet
     from mnist import load_mnist, select
 
+    stop = stop or _worker_stop
+    stop.check()  # a study being stopped starts no more runs
     settings = task.settings
     key = (task.data_dir, settings.train_samples, settings.test_samples)
     if key not in _data:
@@ -49,7 +51,6 @@ def study_run(task, stop=None):
         _data[key] = select(train_data, settings.train_samples), select(test_data, settings.test_samples)
     data = _data[key]
     senet_lenet.use_threads(settings.threads)  # before anything runs, training or not
-    stop = stop or _worker_stop
     files.ensure_writable_dir(task.run_dir)
     with runs.folder_lock(task.run_dir, "ablation.py"):
         Manifest(task.run_dir, "run").remove_temporary_files()
@@ -123,25 +124,25 @@ def run_all(tasks, workers, stop, done, ray_address=None):
         return
     context = multiprocessing.get_context("spawn")  # not fork: TensorFlow's threads hold locks
     event = context.Event()
-    pool = concurrent.futures.ProcessPoolExecutor(
-        min(workers, len(tasks)), context, _start_worker, (event,), max_tasks_per_child=TASKS_PER_WORKER
-    )
+    pool = context.Pool(min(workers, len(tasks)), _start_worker, (event,), maxtasksperchild=TASKS_PER_WORKER)
     failure = None
-    with pool:
-        pending = {pool.submit(study_run, task): task for task in tasks}
+    try:
+        pending = {task: pool.apply_async(study_run, (task,)) for task in tasks}
         while pending:
-            finished, _ = concurrent.futures.wait(pending, timeout=0.5, return_when="FIRST_COMPLETED")
-            for future in finished:
-                task = pending.pop(future)
-                try:
-                    done(task, *future.result())
-                except (Exception, concurrent.futures.CancelledError) as e:
-                    failure = failure or e
-            if (failure is not None or stop.signum is not None) and not event.is_set():
-                event.set()  # the running runs stop at their next chunk; the others never start
-                for future in pending:
-                    future.cancel()
-            pending = {f: t for f, t in pending.items() if not f.cancelled()}
+            for task, result in list(pending.items()):
+                if result.ready():
+                    del pending[task]
+                    try:
+                        done(task, *result.get())
+                    except Exception as e:  # the task's own error, raised here; the first one is reported
+                        failure = failure or e
+            if failure is not None or stop.signum is not None:
+                event.set()  # running runs stop at their next chunk of steps, the others at once
+            time.sleep(0.2)
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
     stop.check()
     if failure is not None:
         raise failure

@@ -176,26 +176,29 @@ def save_features(path, excitations, labels, predictions):
             np.savez(f, **arrays, label=labels, prediction=predictions.argmax(axis=1))
 
 
-def comparison_figure(features_a, features_b, labels, names, batch_index):
-    """Batch heatmaps of two runs and their absolute difference, all on the 0..1 scale."""
+def comparison_figure(features_a, features_b, labels, names, batch_index, limits):
+    """Batch heatmaps of two runs on their gate's scale (limits), and their absolute difference on its own."""
     sorted_a, sorted_labels = label_sorted(features_a, labels)
     sorted_b, _ = label_sorted(features_b, labels)
     difference = np.abs(sorted_a - sorted_b)
-    figure, axes = plt.subplots(1, 3, figsize=(12, 7), layout="constrained", sharey=True)
+    figure, axes = plt.subplots(1, 3, figsize=(13, 7), layout="constrained", sharey=True)
     starts, digits = first_of_each_label(sorted_labels)
+    largest = float(difference.max())
     panels = (
-        (sorted_a, names[0]),
-        (sorted_b, names[1]),
-        (difference, f"|difference|, max {difference.max():.3g}"),
+        (sorted_a, names[0], limits),
+        (sorted_b, names[1], limits),
+        (difference, f"|A − B| in this batch (max {largest:.3g})", (0.0, largest or 1.0)),
     )
-    for ax, (data, title) in zip(axes, panels):
-        image = ax.imshow(data, cmap=COLOR_MAP, vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+    images = []
+    for ax, (data, title, (low, high)) in zip(axes, panels, strict=True):
+        images.append(ax.imshow(data, cmap=COLOR_MAP, vmin=low, vmax=high, aspect="auto", interpolation="nearest"))
         ax.set_title(title)
         ax.set_xticks(range(0, data.shape[1], 3))
         ax.set_xlabel("SE channel")
         ax.set_yticks(starts, [str(d) for d in digits])
+    figure.colorbar(images[1], ax=axes[:2], label="excitation")
+    figure.colorbar(images[2], ax=axes[2], label="|excitation difference|")
     axes[0].set_ylabel("test sample, sorted by label")
-    figure.colorbar(image, ax=axes, label="excitation")
     figure.suptitle(f"SE excitations, test batch {batch_index}")
     return figure
 
@@ -234,7 +237,8 @@ def checked_excitations(run_dir, run, test_data, model=None):
     import senet_lenet
 
     model = model or restore_model(run_dir, run)
-    predictions, excitations, accuracy = senet_lenet.predict_test_set(model, *test_data)
+    predictions, excitations = senet_lenet.predict(model, test_data[0])
+    accuracy = senet_lenet.accuracy_percent(predictions, test_data[1])
     if not (np.isfinite(predictions).all() and all(np.isfinite(e).all() for e in excitations)):
         raise errors.UsageError(
             f"{run_dir}: the model's outputs are not finite (NaN or inf): the run diverged; "
@@ -324,6 +328,11 @@ def compare(args):
         raise errors.UsageError(f"{dir_a} and {dir_b} were tested on different test sets")
     if run_a["settings"].se_blocks != run_b["settings"].se_blocks:
         raise errors.UsageError(f"{dir_a} and {dir_b} have their SE blocks in different places (--se-position)")
+    if run_a["settings"].gate != run_b["settings"].gate:
+        raise errors.UsageError(
+            f"{dir_a} and {dir_b} have different gates ({run_a['settings'].gate} and {run_b['settings'].gate}): "
+            "their excitations are on different scales"
+        )
     use_the_runs_threads(dir_a, run_a)
     note = runs.environment_note(dir_a, runs.environment(run_a), dir_b, runs.environment(run_b))
     if note:
@@ -339,7 +348,8 @@ def compare(args):
     features_a, features_b = excitations_a[block], excitations_b[block]
     batch = slice(args.batch * args.batch_size, (args.batch + 1) * args.batch_size)
     names = [f"{d} (seed {r['settings'].seed})" for d, r in ((dir_a, run_a), (dir_b, run_b))]
-    figure = comparison_figure(features_a[batch], features_b[batch], test_data[1][batch], names, args.batch)
+    limits = heatmaps.color_limits(run_a["settings"].gate, np.concatenate([features_a, features_b]))
+    figure = comparison_figure(features_a[batch], features_b[batch], test_data[1][batch], names, args.batch, limits)
     path = os.path.join(dir_b, f"compare_{args.batch}.png")
     Manifest(dir_b, "run").claim(os.path.basename(path), weights=run_b["sha256"][runs.WEIGHTS_FILE])
     files.save_figure(figure, path)

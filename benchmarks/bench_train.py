@@ -61,7 +61,6 @@ def bench_fit(settings, train_data, test_data):
     import keras
 
     import senet_lenet
-    from mnist import to_model_input
 
     class EpochTimer(keras.callbacks.Callback):
         def __init__(self):
@@ -83,12 +82,12 @@ def bench_fit(settings, train_data, test_data):
     )
     timer = EpochTimer()
     fit = classifier.fit(
-        to_model_input(train_data[0]),
+        train_data[0],
         train_data[1],
         batch_size=settings.batch_size,
         epochs=settings.epochs,
         shuffle=True,
-        validation_data=(to_model_input(test_data[0]), test_data[1]),
+        validation_data=(test_data[0], test_data[1]),
         validation_batch_size=senet_lenet.EVAL_BATCH_SIZE,
         callbacks=[timer],
         verbose=0,

@@ -12,7 +12,7 @@ import runs
 import senet_lenet
 import visualize
 from helpers import assert_one_line_error, write_synthetic_run
-from mnist import load_mnist, select, to_model_input
+from mnist import load_mnist, select
 from settings import Settings
 
 
@@ -42,7 +42,7 @@ def test_each_variant_really_replaces_the_excitation(trained_synthetic_run, synt
     model.load_weights(str(trained_synthetic_run / runs.WEIGHTS_FILE))
     role = excitation_role.excitation_role(model, settings, train_data, test_data)
 
-    images, labels = to_model_input(test_data[0]), test_data[1]
+    images, labels = test_data[0], test_data[1]
 
     def accuracy(predictions):
         return round(100 * float(np.mean(np.argmax(predictions, axis=1) == labels)), 4)
@@ -54,7 +54,7 @@ def test_each_variant_really_replaces_the_excitation(trained_synthetic_run, synt
     assert role["ones"] == accuracy(plain(images).numpy())
 
     given = excitation_role.with_given_excitations(model, settings)
-    (train_excitation,) = senet_lenet.forward(model, to_model_input(train_data[0]))[1]
+    (train_excitation,) = senet_lenet.forward(model, train_data[0])[1]
     (learned,) = senet_lenet.forward(model, images)[1]
     mean = np.tile(train_excitation.numpy().mean(axis=0), (len(labels), 1))
     assert role["train_mean"] == accuracy(given([images, mean]).numpy())

@@ -64,6 +64,8 @@ def test_model_shapes_names_and_parameters():
     assert model.count_params() == 44554
     names = [layer.name for layer in model.layers]
     expected = [
+        "rescale",
+        "add_channel",
         "conv1",
         "pool1",
         "conv2",
@@ -79,7 +81,7 @@ def test_model_shapes_names_and_parameters():
         "predictions",
     ]
     assert names[1:] == expected
-    images = np.random.default_rng(0).random((5, 28, 28, 1), dtype=np.float32)
+    images = np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8)  # raw MNIST images
     predictions, excitation = (t.numpy() for t in model(images))
     assert predictions.shape == (5, 10)
     assert excitation.shape == (5, 16)
@@ -101,7 +103,7 @@ def test_excitation_is_the_scale_applied_to_conv2():
         model.input,
         [model.get_layer("conv2").output, model.get_layer("se_scale").output, model.outputs[1]],
     )
-    images = np.random.default_rng(1).random((4, 28, 28, 1), dtype=np.float32)
+    images = np.random.default_rng(1).integers(0, 256, (4, 28, 28), dtype=np.uint8)
     conv2, scaled, excitation = (t.numpy() for t in probe(images))
     np.testing.assert_allclose(scaled, conv2 * excitation[:, None, None, :], rtol=1e-6)
 
@@ -110,7 +112,7 @@ def test_no_se_model_is_plain_lenet():
     plain, se = senet_lenet.build_model(Settings(se=False)), senet_lenet.build_model()
     assert plain.count_params() == se.count_params() - 128 == 44426
     assert not any(layer.name.startswith("se_") for layer in plain.layers)
-    images = np.random.default_rng(2).random((3, 28, 28, 1), dtype=np.float32)
+    images = np.random.default_rng(2).integers(0, 256, (3, 28, 28), dtype=np.uint8)
     predictions, excitations = senet_lenet.forward(plain, images)
     assert predictions.shape == (3, 10) and excitations == []
 
@@ -122,7 +124,7 @@ def test_no_se_model_is_plain_lenet():
 def test_se_positions(position, excitation_shapes, parameters):
     model = senet_lenet.build_model(Settings(se_position=position))
     assert model.count_params() == parameters
-    images = np.random.default_rng(3).random((4, 28, 28, 1), dtype=np.float32)
+    images = np.random.default_rng(3).integers(0, 256, (4, 28, 28), dtype=np.uint8)
     predictions, excitations = senet_lenet.forward(model, images)
     assert predictions.shape == (4, 10) and [tuple(e.shape) for e in excitations] == excitation_shapes
     names = {layer.name for layer in model.layers}
@@ -153,7 +155,7 @@ def test_given_excitations_replace_the_blocks_own(position):
     model = senet_lenet.seeded_model(settings)
     given = senet_lenet.build_model(settings, excitation_inputs=True)
     copy_weights(model, given)
-    images = np.random.default_rng(4).random((5, 28, 28, 1), dtype=np.float32)
+    images = np.random.default_rng(4).integers(0, 256, (5, 28, 28), dtype=np.uint8)
     predictions, excitations = senet_lenet.forward(model, images)
     excitations = [e.numpy() for e in excitations]
     np.testing.assert_allclose(given([images, *excitations]).numpy(), predictions.numpy(), rtol=0, atol=1e-6)

@@ -15,7 +15,7 @@ import runs
 import senet_lenet
 import visualize
 from helpers import QUICK, run_script, synthetic_digits, without_seconds
-from mnist import load_mnist, select, to_model_input
+from mnist import load_mnist, select
 from settings import Settings
 
 
@@ -83,7 +83,7 @@ def test_without_graphviz_the_run_writes_dot_and_succeeds(tmp_path, synthetic_mn
 
 @pytest.mark.e2e
 def test_save_and_load_give_identical_outputs(quick_run, mnist):
-    images = to_model_input(mnist[1][0][:200])
+    images = mnist[1][0][:200]
     run = runs.read_run(quick_run)
     model = senet_lenet.build_model(run["settings"])
     model.load_weights(str(quick_run / runs.WEIGHTS_FILE))
@@ -92,7 +92,8 @@ def test_save_and_load_give_identical_outputs(quick_run, mnist):
     for a, b in zip(model(images), again(images)):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     # and they are the trained weights, not a fresh model's
-    _, _, accuracy = senet_lenet.predict_test_set(model, *select(mnist[1], 500))
+    images, labels = select(mnist[1], 500)
+    accuracy = senet_lenet.accuracy_percent(senet_lenet.predict(model, images)[0], labels)
     assert accuracy == pytest.approx(run["final"]["test_accuracy"], abs=0.005)
 
 
@@ -179,7 +180,7 @@ def test_the_keras_file_loads_without_the_project(trained_synthetic_run, synthet
     """selenet.keras in a fresh interpreter that cannot import this project: the project's outputs."""
     run = runs.read_run(trained_synthetic_run)
     images, labels = select(load_mnist(synthetic_mnist_dir, train=False)[1], run["settings"].test_samples)
-    np.save(tmp_path / "images.npy", to_model_input(images))
+    np.save(tmp_path / "images.npy", images)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     args = [trained_synthetic_run / runs.MODEL_FILE, tmp_path / "images.npy", tmp_path / "outputs.npz"]
     result = subprocess.run(
@@ -189,7 +190,8 @@ def test_the_keras_file_loads_without_the_project(trained_synthetic_run, synthet
 
     model = senet_lenet.build_model()
     model.load_weights(str(trained_synthetic_run / runs.WEIGHTS_FILE))
-    predictions, (excitation,), accuracy = senet_lenet.predict_test_set(model, images, labels)
+    predictions, (excitation,) = senet_lenet.predict(model, images)
+    accuracy = senet_lenet.accuracy_percent(predictions, labels)
     assert accuracy == run["final"]["test_accuracy"]
     with np.load(tmp_path / "outputs.npz") as loaded:
         np.testing.assert_allclose(loaded["predictions"], predictions, rtol=0, atol=1e-6)
