@@ -45,8 +45,10 @@ SWEEP_OPTIMIZER = "adam"  # every sweep trains with Adam at GRID_REDUCTION, but 
 BASE = {"se_position": "conv2", "squeeze": "avg", "gate": "sigmoid"}  # the assignment's block
 ROLE_FIELDS = [f"role_{variant}" for variant in excitation_role.VARIANTS]
 CSV_FIELDS = [
-    *("run", "model", "optimizer", "lr", "reduction", "se_position", "squeeze", "gate", "seed", "parameters"),
-    *("final_test_accuracy", "best_test_accuracy", "final_train_accuracy", "seconds_per_epoch", *ROLE_FIELDS),
+    *("run", "model", "optimizer", "lr", "reduction", "conv1_reduction", "se_position", "squeeze", "gate", "seed"),
+    *("parameters", "final_test_accuracy", "best_test_accuracy", "final_train_accuracy", "seconds_per_epoch"),
+    *ROLE_FIELDS,
+    "dead_blocks",  # the SE blocks whose excitation is the same for every test image
 ]
 # Two-sided 95 % quantiles of Student's t with df = n - 1 degrees of freedom (n seeds), df 1 to 30.
 T_975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131]
@@ -89,6 +91,7 @@ def run_settings(args, config, seed):
         train_samples=args.train_samples,
         test_samples=args.test_samples,
         threads=args.threads,
+        conv1_reduction=args.conv1_reduction,
         **{key: config[key] for key in BASE},
     )
 
@@ -125,7 +128,8 @@ def csv_row(name, model, run, role):
         "model": model,
         "optimizer": settings.optimizer,
         "lr": settings.lr,
-        "reduction": settings.reduction if model == "se" else "",
+        "reduction": settings.reduction if "conv2" in settings.se_blocks else "",
+        "conv1_reduction": settings.conv1_reduction if "conv1" in settings.se_blocks else "",
         **{key: getattr(settings, key) if model == "se" else "" for key in BASE},
         "seed": settings.seed,
         "parameters": run["model"]["parameters"],
@@ -134,6 +138,7 @@ def csv_row(name, model, run, role):
         "final_train_accuracy": history[-1]["accuracy"],
         "seconds_per_epoch": round(statistics.median(steady), 3),
         **{field: role[variant] if role else "" for field, variant in zip(ROLE_FIELDS, excitation_role.VARIANTS)},
+        "dead_blocks": " ".join(excitation_role.dead_blocks(role)) if role else "",
     }
 
 
@@ -289,7 +294,7 @@ def parse_args(argv=None):
         description="Train SE-LeNet with and without SE, Adam and SGD, and a reduction sweep, over seeds.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--seeds", type=cli.positive_int, default=5, help="seeds 0..N-1 per configuration")
+    parser.add_argument("--seeds", type=cli.positive_int, default=20, help="seeds 0..N-1 per configuration")
     parser.add_argument("--epochs", type=cli.positive_int, default=Settings.epochs, help="epochs per run")
     cli.add_data_dir_flag(parser)
     parser.add_argument("--out-dir", default=os.path.join(runs.OUT_DIR, "ablation"), help="where the study goes")
@@ -303,7 +308,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--reductions",
         nargs="+",
-        type=cli.reduction_arg,
+        type=cli.whole_number,
         default=[1, 2, 4, 8, 16],
         help="reduction ratios of the sweep",
     )
@@ -318,6 +323,12 @@ def parse_args(argv=None):
     )
     parser.add_argument("--train-samples", type=cli.positive_int, default=None, help="first N training images only")
     parser.add_argument("--test-samples", type=cli.positive_int, default=None, help="first N test images only")
+    parser.add_argument(
+        "--conv1-reduction",
+        type=cli.whole_number,
+        default=Settings.conv1_reduction,
+        help="the reduction of the block after conv1 in the position sweep (6 // r hidden units)",
+    )
     parser.add_argument(
         "--threads", type=cli.whole_number, default=Settings.threads, help="TensorFlow's threads per run (a setting)"
     )

@@ -14,7 +14,7 @@ from mnist import MNISTDataError
 # imports before TensorFlow. Warnings and errors still show; the oneDNN notice is logged before this
 # setting is read, and stays.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-from settings import GATES, LEARNING_RATES, SE_POSITIONS, SQUEEZES, Settings, SettingsError, se_hidden_units
+from settings import GATES, LEARNING_RATES, SE_POSITIONS, SQUEEZES, Settings, SettingsError
 
 USER_ERRORS = (errors.UsageError, MNISTDataError, SettingsError)  # each reported as one line, exit code 2
 
@@ -88,22 +88,18 @@ def seed_arg(text):
     return value
 
 
-def reduction_arg(text):
-    value = positive_int(text)
-    try:
-        se_hidden_units(value)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return value
-
-
 # setting -> (flag, argparse options, help); the defaults are Settings'
 SETTING_FLAGS = {
     "epochs": ("--epochs", {"type": positive_int}, "passes over the training set"),
     "batch_size": ("--batch-size", {"type": positive_int}, "images per training step"),
     "optimizer": ("--optimizer", {"choices": sorted(LEARNING_RATES)}, "the optimizer"),
     "lr": ("--lr", {"type": positive_float}, "learning rate"),
-    "reduction": ("--reduction", {"type": reduction_arg}, "SE reduction ratio r: 16 // r hidden units"),
+    "reduction": ("--reduction", {"type": whole_number}, "SE reduction ratio r: 16 // r hidden units"),
+    "conv1_reduction": (
+        "--conv1-reduction",
+        {"type": whole_number},
+        "the reduction of the block after conv1 (--se-position conv1 or both): 6 // r hidden units",
+    ),
     "se": ("--no-se", {"action": "store_false"}, "plain LeNet-5 without the SE block (for comparison)"),
     "seed": ("--seed", {"type": seed_arg}, "seeds weights and data order; same seed, same machine => same bits"),
     "train_samples": ("--train-samples", {"type": positive_int}, "train on the first N training images only"),

@@ -5,7 +5,8 @@ The test accuracy of a trained run with each SE block's excitation
     train_mean   replaced by each channel's mean over the training set (a fixed gain per channel),
     ones         replaced by 1 (no recalibration at all),
     shuffled     shuffled between test images (each image gets another's; seeded).
-If train_mean is as good as learned, the block acts as a fixed gain on this data.
+If train_mean is as good as learned, the block acts as a fixed gain on this data. Beside them, range_BLOCK:
+how far the block's excitation moves between test images (its widest channel); 0 is a dead block.
 """
 
 import csv
@@ -46,18 +47,27 @@ def excitation_role(model, settings, train_data, test_data):
         "shuffled": [e[order] for e in learned],
     }
     images, labels = test_data
-    return {
+    role = {
         name: senet_lenet.accuracy_percent(senet_lenet.predict(given, [images, *variants[name]])[0], labels)
         for name in VARIANTS
     }
+    # How far each block's excitation moves between test images: its largest channel's range (0: dead).
+    for block, excitation in zip(settings.se_blocks, learned, strict=True):
+        role[f"range_{block}"] = round(float(np.ptp(excitation, axis=0).max()), 6)
+    return role
+
+
+def dead_blocks(role):
+    """The SE blocks whose excitation is the same for every test image (a constant gain: nothing learned)."""
+    return [name.removeprefix("range_") for name, value in role.items() if name.startswith("range_") and value == 0]
 
 
 def save_role(run_dir, role, weights):
     """excitation_role.csv, recorded as drawn from the weights whose SHA-256 is `weights`."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["excitation", "test_accuracy"])
-    writer.writerows((name, role[name]) for name in VARIANTS)
+    writer.writerow(["measure", "value"])  # the variants' test accuracy (%), then range_BLOCK
+    writer.writerows(role.items())
     Manifest(run_dir, "run").claim(runs.ROLE_FILE, weights=weights)
     files.write_text(os.path.join(run_dir, runs.ROLE_FILE), buffer.getvalue())
 
@@ -68,10 +78,10 @@ def read_role(run_dir, weights):
         return None
     try:
         with open(os.path.join(run_dir, runs.ROLE_FILE), newline="", encoding="utf-8") as f:
-            role = {row["excitation"]: float(row["test_accuracy"]) for row in csv.DictReader(f)}
+            role = {row["measure"]: float(row["value"]) for row in csv.DictReader(f)}
     except (OSError, KeyError, ValueError):
         return None
-    return role if set(role) == set(VARIANTS) else None
+    return role if set(VARIANTS) <= set(role) else None
 
 
 def role_line(role):

@@ -85,7 +85,7 @@ def build_model(settings=None, excitation_inputs=False):
         if block not in blocks:
             return x
         x, excitation = se_block(
-            x, settings.reduction, SE_NAMES[block], settings.squeeze, settings.gate, given.get(block)
+            x, settings.block_reduction(block), SE_NAMES[block], settings.squeeze, settings.gate, given.get(block)
         )
         excitations.append(excitation)
         return x

@@ -52,6 +52,9 @@ class Settings:
     se_position: str = "conv2"  # after which convolution(s) an SE block sits: conv2, conv1 or both
     squeeze: str = "avg"  # the squeeze: global "avg" (the paper's) or "max" pooling
     gate: str = "sigmoid"  # the excitation's nonlinearity: sigmoid (the paper's), tanh or relu
+    # The block after conv1 (6 channels) has its own reduction: 6 // 2 = 3 hidden units. At the conv2
+    # block's 4 it would have one hidden unit, which a ReLU can leave dead (a constant excitation).
+    conv1_reduction: int = 2
     # TensorFlow's intra-op threads (one inter-op thread). The bits depend on it, so it is a setting and not
     # the machine's core count: 1 gives the same bits on any number of cores. 0: TensorFlow's choice.
     threads: int = 1
@@ -78,9 +81,9 @@ class Settings:
                 raise SettingsError(f"unknown {name} {getattr(self, name)!r}; choose {', '.join(choices)}")
         try:
             for block in self.se_blocks or ("conv2",):
-                se_hidden_units(self.reduction, BLOCK_CHANNELS[block])
+                se_hidden_units(self.block_reduction(block), BLOCK_CHANNELS[block])
         except ValueError as e:
-            raise SettingsError(str(e)) from e
+            raise SettingsError(f"{e} (the block after {block})") from e
 
     @classmethod
     def from_dict(cls, values):
@@ -88,7 +91,7 @@ class Settings:
         if not isinstance(values, dict):
             raise SettingsError(f"settings must be an object, got {type(values).__name__}")
         names = [field.name for field in dataclasses.fields(cls)]
-        values = {**LATER_SETTINGS, **values}
+        values = {**LATER_SETTINGS, "conv1_reduction": values.get("reduction"), **values}  # conv1's: reduction
         unknown = sorted(set(values) - set(names))
         missing = [name for name in names if name not in values]
         if unknown or missing:
@@ -101,6 +104,10 @@ class Settings:
 
     def as_dict(self):
         return dataclasses.asdict(self)
+
+    def block_reduction(self, block):
+        """The reduction of the SE block after `block` ("conv1" or "conv2")."""
+        return self.conv1_reduction if block == "conv1" else self.reduction
 
     @property
     def model_name(self):

@@ -30,8 +30,8 @@ def run_data(run_dir, data_dir):
 def test_visualize_writes_the_role_and_learned_is_the_recorded_accuracy(finished_run, synthetic_mnist_dir, capsys):
     assert visualize.main(["--run-dir", str(finished_run), "--data-dir", synthetic_mnist_dir]) == 0
     with open(finished_run / runs.ROLE_FILE, newline="") as f:
-        role = {row["excitation"]: float(row["test_accuracy"]) for row in csv.DictReader(f)}
-    assert list(role) == list(excitation_role.VARIANTS)
+        role = {row["measure"]: float(row["value"]) for row in csv.DictReader(f)}
+    assert list(role) == [*excitation_role.VARIANTS, "range_conv2"] and role["range_conv2"] > 0
     assert role["learned"] == runs.read_run(finished_run)["final"]["test_accuracy"]
     assert excitation_role.role_line(role) in capsys.readouterr().out
 

@@ -119,7 +119,7 @@ def test_no_se_model_is_plain_lenet():
 
 @pytest.mark.parametrize(
     "position, excitation_shapes, parameters",
-    [("conv2", [(4, 16)], 44554), ("conv1", [(4, 6)], 44426 + 2 * 6 * 1), ("both", [(4, 6), (4, 16)], 44566)],
+    [("conv2", [(4, 16)], 44554), ("conv1", [(4, 6)], 44426 + 2 * 6 * 3), ("both", [(4, 6), (4, 16)], 44554 + 36)],
 )
 def test_se_positions(position, excitation_shapes, parameters):
     model = senet_lenet.build_model(Settings(se_position=position))
@@ -164,3 +164,11 @@ def test_given_excitations_replace_the_blocks_own(position):
     copy_weights(model, plain)
     ones = [np.ones(e.shape, np.float32) for e in excitations]
     np.testing.assert_allclose(given([images, *ones]).numpy(), plain(images).numpy(), rtol=0, atol=1e-6)
+
+
+def test_the_block_after_conv1_has_its_own_reduction():
+    model = senet_lenet.build_model(Settings(se_position="both"))
+    assert model.get_layer("se_conv1_reduce").units == 6 // Settings.conv1_reduction == 3  # can learn
+    assert model.get_layer("se_reduce").units == 16 // Settings.reduction
+    old = Settings.from_dict({k: v for k, v in Settings(reduction=4).as_dict().items() if k != "conv1_reduction"})
+    assert old.conv1_reduction == 4  # a run.json from before the setting: conv1's block had the shared one

@@ -21,6 +21,7 @@ def test_defaults_are_the_assignments():
         "se_position": "conv2",
         "squeeze": "avg",
         "gate": "sigmoid",
+        "conv1_reduction": 2,
         "threads": 1,
     }
 
@@ -60,7 +61,8 @@ def test_a_dict_round_trips():
         ({"se_position": "fc1"}, "unknown se_position 'fc1'; choose conv2, conv1, both"),
         ({"squeeze": "median"}, "unknown squeeze 'median'; choose avg, max"),
         ({"gate": "softmax"}, "unknown gate 'softmax'; choose sigmoid, tanh, relu"),
-        ({"se_position": "both", "reduction": 8}, "SE reduction 8 leaves no hidden unit for 6 channels"),
+        ({"se_position": "both", "conv1_reduction": 8}, "SE reduction 8 leaves no hidden unit for 6 channels"),
+        ({"threads": -1}, "threads must be a whole number from 0 to 1024, got -1"),
     ],
 )
 def test_bad_values_are_one_clear_error(changes, message):
