@@ -23,10 +23,13 @@ class Interrupted(Exception):
     """Stopped on SIGINT or SIGTERM at a safe point: exit code 128 + the signal's number."""
 
     def __init__(self, signum):
+        super().__init__(signum)  # the number alone in args: the exception pickles (from a worker process)
+        self.signum = signum
+
+    def __str__(self):
         import signal
 
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
+        return signal.Signals(self.signum).name
 
 
 def first_line(error, limit=160, type_name=False):

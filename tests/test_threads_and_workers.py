@@ -148,3 +148,12 @@ def test_a_study_on_ray_equals_the_serial_one(tmp_path, synthetic_mnist_dir):
     assert "to do on Ray (local)" in done.stdout
     assert rows_but_seconds(tmp_path / "serial") == rows_but_seconds(tmp_path / "ray")
     assert weights_sha(tmp_path / "serial" / "se-r4_adam_seed0") == weights_sha(tmp_path / "ray" / "se-r4_adam_seed0")
+
+
+def test_a_workers_interruption_reaches_the_study_whole():
+    import pickle
+
+    import errors
+
+    again = pickle.loads(pickle.dumps(errors.Interrupted(signal.SIGTERM)))  # how a worker's error arrives
+    assert again.signum == signal.SIGTERM and str(again) == "SIGTERM"
