@@ -35,7 +35,8 @@ import runs
 import senet_lenet
 import study_runs
 from manifest import Manifest
-from settings import GATES, LEARNING_RATES, SE_POSITIONS, SQUEEZES, Settings
+from settings import BLOCK_CHANNELS, GATES, LEARNING_RATES, SE_POSITIONS, SQUEEZES, Settings
+from study_stats import Comparison, holm
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the Agg backend
@@ -50,9 +51,6 @@ CSV_FIELDS = [
     *ROLE_FIELDS,
     "dead_blocks",  # the SE blocks whose excitation is the same for every test image
 ]
-# Two-sided 95 % quantiles of Student's t with df = n - 1 degrees of freedom (n seeds), df 1 to 30.
-T_975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131]
-T_975 += [2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
 
 
 def configurations(optimizers, reductions, squeezes=(), gates=(), positions=()):
@@ -149,15 +147,6 @@ def mean_std(values):
     return f"{mean:.2f} ± {spread}"
 
 
-def mean_ci(values):
-    """'mean [low, high]': the 95 % confidence interval of the mean (Student t over seeds); no CI for one value."""
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return f"{mean:+.2f} [–]"
-    half = T_975[min(len(values) - 2, len(T_975) - 1)] * statistics.stdev(values) / len(values) ** 0.5
-    return f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]"
-
-
 def by_seed(rows, name, field="final_test_accuracy"):
     return {r["seed"]: r[field] for r in rows if r["run"].startswith(name + "_seed")}
 
@@ -168,51 +157,101 @@ def paired(rows, name, other, field="final_test_accuracy", other_field=None):
     return [a[s] - b[s] for s in sorted(a.keys() & b.keys())]
 
 
-def summary_markdown(rows, configs):
+def comparisons(rows, configs):
+    """The study's paired comparisons in two families, each Holm-corrected: "effect" (SE − no SE per
+    optimizer, each sweep variant − the assignment's block) and "role" (the excitation replaced at
+    inference by the training-set mean, or shuffled between images, − learned, per SE configuration)."""
+    ran = {config_name(config) for config in configs}
+    effect, role = [], []
+    for config in configs:
+        name = config_name(config)
+        if config["model"] != "se":
+            continue
+        base, plain = f"se-r{GRID_REDUCTION}_{config['optimizer']}", f"no-se_{config['optimizer']}"
+        other = plain if name == base else base
+        if other in ran:
+            effect.append(Comparison(f"{name} − {other}", "effect", paired(rows, name, other)))
+        for variant in ("train_mean", "shuffled"):
+            differences = paired(rows, name, name, f"role_{variant}", "role_learned")
+            role.append(Comparison(f"{name}: {variant} − learned", "role", differences))
+    return holm(effect) + holm(role)
+
+
+def blocks_text(row):
+    """Each SE block of a run with its reduction and hidden units: "conv1 r2 (3), conv2 r4 (4)"."""
+    parts = []
+    for block, field in (("conv1", "conv1_reduction"), ("conv2", "reduction")):
+        if row[field] != "":
+            parts.append(f"{block} r{row[field]} ({BLOCK_CHANNELS[block] // int(row[field])})")
+    return ", ".join(parts) or "–"
+
+
+def summary_markdown(rows, configs, compared):
     lines = [
-        "| configuration | model | optimizer | reduction | position | squeeze | gate | seeds | test accuracy (%) "
-        "| test error (%) | parameters | seconds per epoch |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| configuration | optimizer | SE blocks: reduction (hidden units) | squeeze | gate | seeds "
+        "| test accuracy (%) | parameters | seeds with a dead block | seconds per epoch |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for config in configs:
         name = config_name(config)
         group = [r for r in rows if r["run"].startswith(name + "_seed")]
-        accuracy = [r["final_test_accuracy"] for r in group]
         se = config["model"] == "se"
-        position, squeeze, gate = (config[key] if se else "–" for key in BASE)
+        squeeze, gate = (config[key] if se else "–" for key in ("squeeze", "gate"))
+        dead = sum(1 for r in group if r["dead_blocks"]) if se else "–"
         lines.append(
-            f"| {name} | {config['model']} | {config['optimizer']} | {config['reduction'] or '–'} | {position} "
-            f"| {squeeze} | {gate} | {len(group)} | {mean_std(accuracy)} | {mean_std([100 - a for a in accuracy])} "
-            f"| {group[0]['parameters']:,} | {statistics.fmean(r['seconds_per_epoch'] for r in group):.2f} |"
+            f"| {name} | {config['optimizer']} | {blocks_text(group[0])} | {squeeze} | {gate} | {len(group)} "
+            f"| {mean_std([r['final_test_accuracy'] for r in group])} | {group[0]['parameters']:,} | {dead} "
+            f"| {statistics.fmean(r['seconds_per_epoch'] for r in group):.2f} |"
+        )
+    lines += ["", "Paired differences in test accuracy points (same seed on both sides): mean and 95 % interval"]
+    lines += ["(Student's t), the seeds that would make the interval ±0.1, and the two-sided p-value, raw and"]
+    lines += ["Holm-adjusted within its family; **yes** where the difference survives the correction (Holm p < 0.05):"]
+    lines += ["", "| comparison | family | seeds | mean [95 % CI] | ± | seeds for ±0.1 | p | Holm p | survives |"]
+    lines += ["| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for c in compared:
+        interval = f"{c.mean:+.2f} [{c.mean - c.half_width:+.2f}, {c.mean + c.half_width:+.2f}]"
+        lines.append(
+            f"| {c.name} | {c.family} | {c.seeds} | {interval} | {c.half_width:.2f} | {c.seeds_for_target} "
+            f"| {c.p:.2g} | {c.holm_p:.2g} | {'**yes**' if c.survives else 'no'} |"
         )
     ran = {config_name(config) for config in configs}
-    lines += ["", "Paired differences in test accuracy points, per seed: mean [95 % confidence interval]:", ""]
-    lines += ["| configuration | − se-r4 (same optimizer) | − no SE (same optimizer) |", "| --- | --- | --- |"]
-    for config in configs:
-        name = config_name(config)
-        base = f"se-r{GRID_REDUCTION}_{config['optimizer']}"
-        plain = f"no-se_{config['optimizer']}"
-        se = config["model"] == "se"
-        versus_base = mean_ci(paired(rows, name, base)) if name != base and se and base in ran else "–"
-        versus_plain = mean_ci(paired(rows, name, plain)) if se and plain in ran else "–"
-        lines.append(f"| {name} | {versus_base} | {versus_plain} |")
     left_out = sorted({f"se-r{GRID_REDUCTION}_{c['optimizer']}" for c in configs} - ran)
     left_out += sorted({f"no-se_{c['optimizer']}" for c in configs if c["model"] == "se"} - ran)
     if left_out:
         lines += ["", f"Not run in this study, so the comparisons with them are left out: {', '.join(left_out)}."]
     lines += ["", "The excitation at inference: test accuracy (%) with it learned, replaced by each channel's"]
-    lines += ["training-set mean, by 1, shuffled between test images; and fixed gain − learned per seed:", ""]
-    lines += ["| configuration | learned | training-set mean | ones | shuffled | mean − learned |"]
-    lines += ["| --- | --- | --- | --- | --- | --- |"]
+    lines += ["training-set mean, by 1, or shuffled between test images (mean ± std over seeds):", ""]
+    lines += ["| configuration | learned | training-set mean | ones | shuffled |", "| --- | --- | --- | --- | --- |"]
     for config in configs:
         name = config_name(config)
         group = [r for r in rows if r["run"].startswith(name + "_seed") and r["role_learned"] != ""]
-        if config["model"] != "se" or not group:
-            continue
-        cells = [mean_std([r[field] for r in group]) for field in ROLE_FIELDS]
-        gain = mean_ci(paired(rows, name, name, "role_train_mean", "role_learned"))
-        lines.append(f"| {name} | {' | '.join(cells)} | {gain} |")
+        if config["model"] == "se" and group:
+            cells = [mean_std([r[field] for r in group]) for field in ROLE_FIELDS]
+            lines.append(f"| {name} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
+
+
+COMPARISON_FIELDS = ["comparison", "family", "seeds", "mean", "low", "high", "half_width", "seeds_for_0.1"]
+COMPARISON_FIELDS += ["p", "holm_p", "survives"]
+
+
+def comparison_rows(compared):
+    return [
+        {
+            "comparison": c.name,
+            "family": c.family,
+            "seeds": c.seeds,
+            "mean": round(c.mean, 4),
+            "low": round(c.mean - c.half_width, 4),
+            "high": round(c.mean + c.half_width, 4),
+            "half_width": round(c.half_width, 4),
+            "seeds_for_0.1": c.seeds_for_target,
+            "p": f"{c.p:.4g}",
+            "holm_p": f"{c.holm_p:.4g}",
+            "survives": c.survives,
+        }
+        for c in compared
+    ]
 
 
 def curves_figure(runs, grid_names):
@@ -263,27 +302,22 @@ def sweep_figure(rows, reductions):
     return figure
 
 
-def variants_figure(rows, configs):
-    """Each Adam variant against the assignment's SE block (se-r4_adam): mean paired difference and 95 % CI."""
-    base = f"se-r{GRID_REDUCTION}_{SWEEP_OPTIMIZER}"
-    names = [config_name(c) for c in configs if c["optimizer"] == SWEEP_OPTIMIZER and config_name(c) != base]
-    names = [name for name in names if paired(rows, name, base)]  # none where the base was not run
-    figure, axes = plt.subplots(figsize=(7, 0.45 * len(names) + 1.5), layout="constrained")
-    for y, name in enumerate(names):
-        differences = paired(rows, name, base)
-        mean = statistics.fmean(differences)
-        half = 0.0
-        if len(differences) > 1:
-            t = T_975[min(len(differences) - 2, len(T_975) - 1)]
-            half = t * statistics.stdev(differences) / len(differences) ** 0.5
-        axes.errorbar(mean, y, xerr=half, fmt="o", color="C3" if name.startswith("no-se") else "C0", capsize=4)
-    if not names:
-        axes.text(0.5, 0.5, f"{base} was not run: nothing to compare with", ha="center", transform=axes.transAxes)
+def variants_figure(compared):
+    """Each variant against the assignment's SE block, and SE against no SE: mean paired difference and
+    95 % CI; filled where the difference survives Holm's correction."""
+    effect = [c for c in compared if c.family == "effect"]
+    figure, axes = plt.subplots(figsize=(8, 0.45 * len(effect) + 1.8), layout="constrained")
+    for y, c in enumerate(effect):
+        color = "C3" if "no-se" in c.name else "C0"
+        face = color if c.survives else "white"
+        axes.errorbar(c.mean, y, xerr=c.half_width, fmt="o", color=color, mfc=face, capsize=4)
+    if not effect:
+        axes.text(0.5, 0.5, "no comparison: the assignment's block was not run", ha="center", transform=axes.transAxes)
     axes.axvline(0, color="k", lw=1)
-    axes.set_yticks(range(len(names)), names)
+    axes.set_yticks(range(len(effect)), [c.name for c in effect])
     axes.invert_yaxis()
-    axes.set_xlabel(f"test accuracy − {base}, paired by seed (points): mean and 95 % CI")
-    axes.set_title("SE variants against the assignment's block")
+    axes.set_xlabel("test accuracy difference, paired by seed (points): mean and 95 % CI")
+    axes.set_title("Filled: survives Holm's correction (p < 0.05 within the family); hollow: cannot tell")
     axes.grid(alpha=0.3, axis="x")
     return figure
 
@@ -356,7 +390,10 @@ def study(args, stop):
         run_study(args, stop)
 
 
-STUDY_FILES = ("ablation.csv", "ablation.md", "ablation_curves.png", "reduction_sweep.png", "ablation_variants.png")
+STUDY_FILES = (
+    *("ablation.csv", "ablation_comparisons.csv", "ablation.md"),
+    *("ablation_curves.png", "reduction_sweep.png", "ablation_variants.png"),
+)
 
 
 def run_study(args, stop):
@@ -392,18 +429,21 @@ def run_study(args, stop):
     rows = [csv_row(name, model, *results[name]) for name, model, *_ in plan]
     finished = {name: results[name][0] for name, *_ in plan}
     files.write_text(os.path.join(args.out_dir, "ablation.csv"), files.csv_text(rows, CSV_FIELDS))
-    markdown = summary_markdown(rows, configs)
+    compared = comparisons(rows, configs)
+    path = os.path.join(args.out_dir, "ablation_comparisons.csv")
+    files.write_text(path, files.csv_text(comparison_rows(compared), COMPARISON_FIELDS))
+    markdown = summary_markdown(rows, configs, compared)
     files.write_text(os.path.join(args.out_dir, "ablation.md"), markdown)
     grid_names = [config_name(c) for c in configs[: 2 * len(args.optimizers)]]
     figures = {
         "ablation_curves.png": curves_figure(finished, grid_names),
         "reduction_sweep.png": sweep_figure(rows, sorted(set(args.reductions))),
-        "ablation_variants.png": variants_figure(rows, configs),
+        "ablation_variants.png": variants_figure(compared),
     }
     for name, figure in figures.items():
         files.save_figure(figure, os.path.join(args.out_dir, name))
     print(markdown, end="")
-    print(f"Wrote ablation.csv, ablation.md and {', '.join(figures)} to {args.out_dir}/")
+    print(f"Wrote ablation.csv, ablation_comparisons.csv, ablation.md and {', '.join(figures)} to {args.out_dir}/")
     stop.check()  # a signal while the tables were written: they are whole, and the stop is reported
 
 

@@ -2,13 +2,13 @@
 
 import csv
 import os
-import re
 import statistics
 
 import pytest
 
 import ablation
 import visualize
+from study_stats import Comparison, holm
 
 QUICK_STUDY = [
     *"--seeds 2 --epochs 1 --train-samples 2000 --test-samples 500 --reductions 2 4 --optimizers adam sgd".split(),
@@ -60,7 +60,8 @@ def test_summary_is_the_mean_and_std_of_the_rows(study):
         acc = {r["run"]: float(r["final_test_accuracy"]) for r in rows}
         diffs = [acc[f"se-r4_{optimizer}_seed{s}"] - acc[f"no-se_{optimizer}_seed{s}"] for s in (0, 1)]
         mean, half = statistics.fmean(diffs), 12.706 * statistics.stdev(diffs) / 2**0.5  # t(0.975, df 1)
-        assert f"| se-r4_{optimizer} | – | {mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}] |" in markdown
+        interval = f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}] | {half:.2f} |"
+        assert f"| se-r4_{optimizer} − no-se_{optimizer} | effect | 2 | {interval}" in markdown
 
 
 @pytest.mark.e2e
@@ -68,7 +69,7 @@ def test_second_invocation_trains_nothing(study, mnist_dir, capsys):
     weights = {p: os.stat(p).st_mtime_ns for p in study.glob("*/selenet.weights.h5")}
     assert ablation.main([*QUICK_STUDY, "--data-dir", mnist_dir, "--out-dir", str(study)]) == 0
     out = capsys.readouterr().out
-    assert "] training " not in out and len(re.findall(r"already finished", out)) == 10
+    assert "10 runs: 10 finished already, 0 to do" in out
     assert {p: os.stat(p).st_mtime_ns for p in study.glob("*/selenet.weights.h5")} == weights
 
 
@@ -90,9 +91,18 @@ def test_configurations_and_their_names():
     ]  # fmt: skip
 
 
-def test_confidence_intervals_use_students_t():
-    assert ablation.mean_ci([1.0, 2.0, 3.0]) == "+2.00 [-0.48, +4.48]"  # 4.303 * 1 / sqrt(3) = 2.484
-    assert ablation.mean_ci([0.5]) == "+0.50 [–]"
+def test_comparisons_use_students_t_and_holm():
+    c = Comparison("a − b", "effect", [1.0, 2.0, 3.0])
+    assert c.half_width == pytest.approx(4.302653 / 3**0.5)  # t(0.975, df 2) · 1 / sqrt(3)
+    assert c.p == pytest.approx(0.07417990, rel=1e-6)  # t = 2 · sqrt(3), df 2
+    assert c.seeds_for_target == 387  # sd 1: t(0.975, n - 1) / sqrt(n) <= 0.1 first at n = 387
+    family = holm([Comparison(name, "f", d) for name, d in (("x", [1, 1.1]), ("y", [0, 0.1]), ("z", [5, 5.01]))])
+    raw = [c.p for c in family]
+    adjusted = sorted(raw)
+    adjusted = [min(1, 3 * adjusted[0]), min(1, max(3 * adjusted[0], 2 * adjusted[1]))]
+    adjusted.append(max(adjusted[1], sorted(raw)[2]))
+    assert sorted(c.holm_p for c in family) == pytest.approx(adjusted)
+    assert [c.survives for c in family] == [c.holm_p < 0.05 for c in family]
 
 
 def test_a_study_of_every_axis(tmp_path, synthetic_mnist_dir, capsys):
@@ -109,6 +119,13 @@ def test_a_study_of_every_axis(tmp_path, synthetic_mnist_dir, capsys):
         assert all(role) if row["model"] == "se" else not any(role)
         if row["model"] == "se":
             assert float(row["role_learned"]) == float(row["final_test_accuracy"])
+    assert rows["se-r4-both_adam_seed0"]["conv1_reduction"] == "2" and rows["se-r4_adam_seed0"]["conv1_reduction"] == ""
+    markdown = (tmp_path / "ablation.md").read_text()
+    assert "| se-r4-both_adam | adam | conv1 r2 (3), conv2 r4 (4) |" in markdown
+    with open(tmp_path / "ablation_comparisons.csv", newline="") as f:
+        compared = {r["comparison"]: r for r in csv.DictReader(f)}
+    assert compared["se-r4_adam − no-se_adam"]["family"] == "effect"
+    assert compared["se-r4-max_adam: train_mean − learned"]["family"] == "role"
     capsys.readouterr()
     assert ablation.main(args) == 0  # everything reused: nothing trained or evaluated again
     out = capsys.readouterr().out

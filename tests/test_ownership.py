@@ -225,7 +225,8 @@ def test_a_study_without_the_assignments_block_gives_its_tables(tmp_path, synthe
     assert ablation.main([*args, "--data-dir", synthetic_mnist_dir, "--out-dir", str(tmp_path)]) == 0
     markdown = (tmp_path / "ablation.md").read_text()
     assert "Not run in this study, so the comparisons with them are left out: se-r4_adam, no-se_adam." in markdown
-    assert "| se-r4_sgd | – | " in markdown  # against no SE with SGD: there
+    assert "| se-r4_sgd − no-se_sgd | effect |" in markdown  # against no SE with SGD: there
+    assert "se-r8_adam − " not in markdown  # against the assignment's block with Adam: not run
     for name in ablation.STUDY_FILES:
         assert (tmp_path / name).stat().st_size > 0
 

@@ -1,0 +1,75 @@
+"""Paired comparisons over seeds: Student's t interval and p-value (scipy.stats), Holm's correction within a family.
+
+A comparison is a list of per-seed differences (the same seed on both sides). Holm's step-down method keeps
+the chance of any false "differs" in a family at 5 % while being uniformly stronger than Bonferroni.
+"""
+
+import dataclasses
+import math
+import statistics
+
+from scipy import stats
+
+LEVEL = 0.95  # confidence of the intervals; Holm's family-wise error rate is 1 - LEVEL
+TARGET_HALF_WIDTH = 0.1  # accuracy points: the precision the study aims for
+
+
+@dataclasses.dataclass
+class Comparison:
+    name: str  # "se-r8_adam − se-r4_adam"
+    family: str  # the comparisons corrected together
+    differences: list  # per seed, in accuracy points
+    holm_p: float = math.nan  # set by holm()
+
+    @property
+    def seeds(self):
+        return len(self.differences)
+
+    @property
+    def mean(self):
+        return statistics.fmean(self.differences)
+
+    @property
+    def std(self):
+        return statistics.stdev(self.differences) if self.seeds > 1 else math.nan
+
+    @property
+    def half_width(self):
+        """Half the width of the LEVEL confidence interval of the mean difference."""
+        if self.seeds < 2:
+            return math.nan
+        return stats.t.ppf((1 + LEVEL) / 2, self.seeds - 1) * self.std / math.sqrt(self.seeds)
+
+    @property
+    def p(self):
+        """Two-sided p-value of the paired t-test (mean difference 0)."""
+        if self.seeds < 2:
+            return math.nan
+        if self.std == 0:
+            return 1.0 if self.mean == 0 else 0.0
+        return float(stats.ttest_1samp(self.differences, 0.0).pvalue)
+
+    @property
+    def seeds_for_target(self):
+        """Seeds whose interval would have TARGET_HALF_WIDTH at this spread (the spread taken as known)."""
+        if self.seeds < 2 or self.std == 0:
+            return self.seeds
+        n = 2
+        while stats.t.ppf((1 + LEVEL) / 2, n - 1) * self.std / math.sqrt(n) > TARGET_HALF_WIDTH:
+            n += 1
+        return n
+
+    @property
+    def survives(self):
+        """Whether the difference stands after Holm's correction in its family."""
+        return self.holm_p < 1 - LEVEL
+
+
+def holm(comparisons):
+    """Sets each comparison's Holm-adjusted p-value within the list (one family)."""
+    ranked = sorted((c for c in comparisons if not math.isnan(c.p)), key=lambda c: c.p)
+    running = 0.0
+    for i, comparison in enumerate(ranked):
+        running = max(running, min(1.0, (len(ranked) - i) * comparison.p))
+        comparison.holm_p = running
+    return comparisons
