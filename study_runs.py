@@ -125,19 +125,24 @@ def run_all(tasks, workers, stop, done, ray_address=None):
     context = multiprocessing.get_context("spawn")  # not fork: TensorFlow's threads hold locks
     event = context.Event()
     pool = context.Pool(min(workers, len(tasks)), _start_worker, (event,), maxtasksperchild=TASKS_PER_WORKER)
-    failure = None
+    failure, waiting, running = None, list(reversed(tasks)), {}
     try:
-        pending = {task: pool.apply_async(study_run, (task,)) for task in tasks}
-        while pending:
-            for task, result in list(pending.items()):
+        while waiting or running:
+            stopping = failure is not None or stop.signum is not None
+            if stopping:
+                event.set()  # the running runs stop at their next chunk of steps; no other starts
+            while waiting and not stopping and len(running) < workers:  # a few in flight: a stop ends them soon
+                task = waiting.pop()
+                running[task] = pool.apply_async(study_run, (task,))
+            for task, result in list(running.items()):
                 if result.ready():
-                    del pending[task]
+                    del running[task]
                     try:
                         done(task, *result.get())
                     except Exception as e:  # the task's own error, raised here; the first one is reported
                         failure = failure or e
-            if failure is not None or stop.signum is not None:
-                event.set()  # running runs stop at their next chunk of steps, the others at once
+            if stopping and not running:
+                break
             time.sleep(0.2)
         pool.close()
     finally:
