@@ -135,7 +135,10 @@ def csv_row(name, model, run, role):
         "best_test_accuracy": max(r["test_accuracy"] for r in history),
         "final_train_accuracy": history[-1]["accuracy"],
         "seconds_per_epoch": round(statistics.median(steady), 3),
-        **{field: role[variant] if role else "" for field, variant in zip(ROLE_FIELDS, excitation_role.VARIANTS)},
+        **{
+            field: role[variant] if role else ""
+            for field, variant in zip(ROLE_FIELDS, excitation_role.VARIANTS, strict=True)
+        },
         "dead_blocks": " ".join(excitation_role.dead_blocks(role)) if role else "",
     }
 
@@ -447,24 +450,21 @@ def run_study(args, stop):
     stop.check()  # a signal while the tables were written: they are whole, and the stop is reported
 
 
+KEPT = (
+    "finished runs and the last completed epoch of each unfinished one are kept; run the same command again to continue"
+)
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
         with runs.StopOnSignal() as stop:
             study(args, stop)
-    except cli.USER_ERRORS as e:
-        return cli.report_error("ablation.py", e)
-    except (errors.Diverged, errors.WriteError) as e:
-        return cli.report_error("ablation.py", e, 1)
-    except senet_lenet.tf.errors.UnimplementedError as e:
-        return cli.report_error("ablation.py", cli.no_deterministic_kernel(e), 1)
-    except errors.Interrupted as e:
-        print(
-            f"ablation.py: stopped by {e}; finished runs and the last completed epoch of the current one "
-            "are kept. Run the same command again to continue.",
-            file=sys.stderr,
-        )
-        return 128 + e.signum
+    except (Exception, KeyboardInterrupt) as e:
+        code = cli.exit_code("ablation.py", e, lambda interrupted: f"ablation.py: stopped by {interrupted}; {KEPT}")
+        if code is None:
+            raise
+        return code
     return 0
 
 

@@ -44,6 +44,28 @@ def report_error(prog, error, code=2):
     return code
 
 
+def exit_code(prog, error, stopped=None):
+    """Reports an error a script ends with as one line on stderr; returns its exit code, or None for an
+    error that is not one of these (a bug: let it raise with its traceback). The one place that maps
+    errors to exit codes: bad input 2; a failed run (divergence, a write error, no deterministic kernel)
+    1; a signal 128 + its number. stopped(interrupted): the line for a stop by a signal."""
+    tensorflow = sys.modules.get("tensorflow")
+    if isinstance(error, USER_ERRORS):
+        return report_error(prog, error)
+    if isinstance(error, (errors.Diverged, errors.WriteError)):
+        print(flush=True)  # ends a progress bar's line
+        return report_error(prog, error, 1)
+    if tensorflow is not None and isinstance(error, tensorflow.errors.UnimplementedError):
+        return report_error(prog, no_deterministic_kernel(error), 1)
+    if isinstance(error, errors.Interrupted):
+        print(flush=True)
+        print(stopped(error) if stopped else f"{prog}: stopped by {error}", file=sys.stderr, flush=True)
+        return 128 + error.signum
+    if isinstance(error, KeyboardInterrupt):
+        return stopped_by_ctrl_c(prog)
+    return None
+
+
 def no_deterministic_kernel(error):
     """The one line for an op that enable_op_determinism() refuses to run (on a GPU, TensorFlow #51466)."""
     reason = "an op without a deterministic kernel here; bit-identical runs are verified on CPU"

@@ -14,6 +14,7 @@ import numpy as np
 import PIL.Image
 
 import files
+from settings import block_suffix, block_where
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the Agg backend
@@ -85,11 +86,6 @@ class HeatmapFigure:
             PIL.Image.fromarray(rgb).save(temporary, format="png", compress_level=3)
 
 
-def block_suffix(block):
-    """ "" for the assignment's block after conv2 (today's file names), "_conv1" for the one after conv1."""
-    return "" if block == "conv2" else f"_{block}"
-
-
 def heatmap_name(batch_index):
     return f"{batch_index}_se_feature.png"
 
@@ -102,7 +98,7 @@ def color_limits(gate, features):
 def draw_heatmaps(features, labels, heatmap_dir, batch_size, indices, block="conv2", limits=(0.0, 1.0)):
     """Writes the heatmaps of the given batch indices."""
     heatmap = HeatmapFigure(min(batch_size, len(labels)), features.shape[1], limits)
-    where = "" if block == "conv2" else f" after {block}"
+    where = block_where(block)
     for i in indices:
         batch = slice(i * batch_size, (i + 1) * batch_size)
         heatmap.draw(features[batch], labels[batch], f"SE excitations{where}, test batch {i}")

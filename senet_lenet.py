@@ -31,7 +31,7 @@ import tensorflow as tf
 import files
 import runs
 from checkpoints import Checkpoints
-from errors import Diverged, Interrupted, UsageError, WriteError
+from errors import Diverged, UsageError
 from manifest import Manifest
 from mnist import IMAGE_SIZE, NUM_CLASSES, load_mnist, select
 from settings import BLOCK_CHANNELS, CONV1_FILTERS, CONV2_FILTERS, Settings, se_hidden_units
@@ -338,7 +338,7 @@ def train_run(settings, train_data, test_data, out_dir, resume=False, stop=None,
     logs = EpochLogs(out_dir, manifest)
 
     def on_epoch_end(history, excitations):
-        logs.write(history[-1], dict(zip(settings.se_blocks, excitations)))
+        logs.write(history[-1], dict(zip(settings.se_blocks, excitations, strict=True)))
         checkpoints.save(history)
         if len(history) < settings.epochs:
             runs.save_progress(runs.run_record(model, settings, history), out_dir, manifest)
@@ -398,17 +398,13 @@ def main(argv=None):
                     runs.make_room_for_a_new_run(args.out_dir, args.overwrite, settings)
                 train_run(settings, train_data, test_data, args.out_dir, resume=args.resume, stop=stop, warn=warn)
                 stop.check()  # a signal that came while the last files were written: reported, not lost
-    except cli.USER_ERRORS as e:
-        return cli.report_error("senet_lenet.py", e)
-    except (Diverged, WriteError) as e:
-        print(flush=True)  # ends the progress bar's line
-        return cli.report_error("senet_lenet.py", e, 1)
-    except tf.errors.UnimplementedError as e:
-        return cli.report_error("senet_lenet.py", cli.no_deterministic_kernel(e), 1)
-    except Interrupted as e:
-        print(flush=True)
-        warn(runs.interrupted_message("senet_lenet.py", e, args.out_dir))
-        return 128 + e.signum
+    except (Exception, KeyboardInterrupt) as e:
+        code = cli.exit_code(
+            "senet_lenet.py", e, lambda stop: runs.interrupted_message("senet_lenet.py", stop, args.out_dir)
+        )
+        if code is None:
+            raise
+        return code
     print(f"Saved the run to {args.out_dir}/ (weights, run.json, history.csv, figures)")
     return 0
 

@@ -22,6 +22,17 @@ LATER_SETTINGS = {"se_position": "conv2", "squeeze": "avg", "gate": "sigmoid", "
 BLOCK_CHANNELS = {"conv1": CONV1_FILTERS, "conv2": CONV2_FILTERS}
 
 
+def block_suffix(block):
+    """How a block's files and tags are told apart: "" for the assignment's block after conv2 (its names are
+    the assignment's: se_features/, excitation), "_conv1" for the one after conv1."""
+    return "" if block == "conv2" else f"_{block}"
+
+
+def block_where(block):
+    """ " after conv1" for the block after conv1, "" for the assignment's: for titles and labels."""
+    return "" if block == "conv2" else f" after {block}"
+
+
 class SettingsError(ValueError):
     """Settings that no run can have: reported as one line, exit code 2."""
 

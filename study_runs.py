@@ -76,12 +76,12 @@ def study_run(task, stop=None):
 
 
 class _WorkerStop:
-    """A worker's stop: its own SIGINT/SIGTERM (Ctrl-C reaches the whole process group), or the study's event."""
+    """A worker's stop: its own SIGINT (Ctrl-C reaches the whole process group), or the study's event, which
+    the study sets on any signal it gets. SIGTERM keeps its default: Pool.terminate() ends idle workers with it."""
 
     def __init__(self, event):
         self.event, self.signum = event, None
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, self._handle)
+        signal.signal(signal.SIGINT, self._handle)
 
     def _handle(self, signum, frame):
         self.signum = signum
@@ -126,11 +126,14 @@ def run_all(tasks, workers, stop, done, ray_address=None):
     event = context.Event()
     pool = context.Pool(min(workers, len(tasks)), _start_worker, (event,), maxtasksperchild=TASKS_PER_WORKER)
     failure, waiting, running = None, list(reversed(tasks)), {}
+    stopping = False
     try:
         while waiting or running:
             stopping = failure is not None or stop.signum is not None
             if stopping:
                 event.set()  # the running runs stop at their next chunk of steps; no other starts
+                if not running:
+                    break
             while waiting and not stopping and len(running) < workers:  # a few in flight: a stop ends them soon
                 task = waiting.pop()
                 running[task] = pool.apply_async(study_run, (task,))
@@ -141,13 +144,15 @@ def run_all(tasks, workers, stop, done, ray_address=None):
                         done(task, *result.get())
                     except Exception as e:  # the task's own error, raised here; the first one is reported
                         failure = failure or e
-            if stopping and not running:
-                break
             time.sleep(0.2)
-        pool.close()
-    finally:
+    except BaseException:
         pool.terminate()
-        pool.join()
+        raise
+    if stopping:
+        pool.terminate()  # the idle workers: nothing left for them
+    else:
+        pool.close()  # each worker ends when the queue is empty
+    pool.join()
     stop.check()
     if failure is not None:
         raise failure

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 import files
 import runs
+from settings import block_suffix
 
 
 class EpochLogs:
@@ -50,7 +51,7 @@ class EpochLogs:
             tf.summary.scalar("loss", record["test_loss"])
             tf.summary.scalar("accuracy", record["test_accuracy"])
             for block, excitation in (excitations or {}).items():
-                group = "excitation" if block == "conv2" else f"excitation_{block}"  # conv2: the assignment's block
+                group = f"excitation{block_suffix(block)}"
                 for channel in range(excitation.shape[1]):
                     tf.summary.histogram(f"{group}/channel_{channel:02d}", excitation[:, channel])
         self.train.flush()

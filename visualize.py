@@ -34,7 +34,7 @@ import runs
 from heatmaps import COLOR_MAP, HEATMAP_DIR, first_of_each_label, label_sorted
 from manifest import Manifest
 from mnist import NUM_CLASSES, load_mnist, select
-from settings import Settings
+from settings import Settings, block_suffix, block_where
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the Agg backend
@@ -68,7 +68,7 @@ def output_names(settings, batches):
     """What visualize writes in a run folder of `settings` whose test set has `batches` heatmaps."""
     names = ["se_features.npz", runs.ROLE_FILE]
     for block in settings.se_blocks:
-        suffix = heatmaps.block_suffix(block)
+        suffix = block_suffix(block)
         names += [f"se_class_mean{suffix}.png", f"se_class_profile{suffix}.png"]
         names += [f"{HEATMAP_DIR}{suffix}/{heatmaps.heatmap_name(i)}" for i in range(batches)]
     return names
@@ -138,7 +138,7 @@ def class_mean_figure(means, block="conv2", limits=(0.0, 1.0)):
     figure.colorbar(image, ax=axes, label="mean excitation")
     axes.set_xticks(range(means.shape[1]))
     axes.set_yticks(range(means.shape[0]))
-    axes.set_xlabel("SE channel" if block == "conv2" else f"SE channel (after {block})")
+    axes.set_xlabel(f"SE channel{block_where(block)}")
     axes.set_ylabel("digit")
     axes.set_title("Mean SE excitation per digit (test set)")
     return figure
@@ -160,7 +160,7 @@ def class_profile_figure(features, labels, block="conv2"):
     lines.set_ylabel("mean excitation")
     lines.legend(ncol=11, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 1.18))
     spread.set_ylabel("mean ± std within digit")
-    spread.set_xlabel("SE channel" if block == "conv2" else f"SE channel (after {block})")
+    spread.set_xlabel(f"SE channel{block_where(block)}")
     spread.set_xticks(channels)
     for axes in (lines, spread):
         axes.grid(alpha=0.3)
@@ -170,7 +170,7 @@ def class_profile_figure(features, labels, block="conv2"):
 
 def save_features(path, excitations, labels, predictions):
     """excitations: {block: (N, C)}; saved as excitation (the block after conv2) and excitation_conv1."""
-    arrays = {f"excitation{heatmaps.block_suffix(block)}": features for block, features in excitations.items()}
+    arrays = {f"excitation{block_suffix(block)}": features for block, features in excitations.items()}
     with files.atomic_path(path) as temporary:
         with open(temporary, "wb") as f:
             np.savez(f, **arrays, label=labels, prediction=predictions.argmax(axis=1))
@@ -251,7 +251,7 @@ def checked_excitations(run_dir, run, test_data, model=None):
             f"{run_dir}: re-evaluated test accuracy {accuracy:.2f} % differs from the recorded "
             f"{recorded:.2f} % by more than {ACCURACY_TOLERANCE} point: wrong weights or wrong data?"
         )
-    return predictions, dict(zip(run["settings"].se_blocks, excitations))
+    return predictions, dict(zip(run["settings"].se_blocks, excitations, strict=True))
 
 
 @contextlib.contextmanager
@@ -303,18 +303,18 @@ def visualize(args):
             )
     save_features(os.path.join(out, "se_features.npz"), excitations, labels, predictions)
     for block, features in excitations.items():
-        suffix, means = heatmaps.block_suffix(block), class_means(features, labels)
+        suffix, means = block_suffix(block), class_means(features, labels)
         limits = heatmaps.color_limits(settings.gate, features)
         files.save_figure(class_mean_figure(means, block, limits), os.path.join(out, f"se_class_mean{suffix}.png"))
         files.save_figure(
             class_profile_figure(features, labels, block), os.path.join(out, f"se_class_profile{suffix}.png")
         )
         summary = class_mean_summary(means, features)
-        print(summary if block == "conv2" else summary.replace("SE class means:", f"SE class means after {block}:"))
+        print(summary.replace("SE class means:", f"SE class means{block_where(block)}:"))
     role = excitation_role.excitation_role(model, settings, train_data, test_data)
     excitation_role.save_role(out, role, run["sha256"][runs.WEIGHTS_FILE])
     print(excitation_role.role_line(role))
-    heatmap_dirs = ", ".join(f"{HEATMAP_DIR}{heatmaps.block_suffix(b)}/" for b in excitations)
+    heatmap_dirs = ", ".join(f"{HEATMAP_DIR}{block_suffix(b)}/" for b in excitations)
     print(
         f"Wrote {count} heatmaps to {os.path.join(out, heatmap_dirs)}, se_features.npz, se_class_mean.png, "
         f"se_class_profile.png and {runs.ROLE_FILE} to {out}/"
@@ -365,12 +365,11 @@ def main(argv=None):
                 compare(args)
             else:
                 visualize(args)
-    except cli.USER_ERRORS as e:
-        return cli.report_error("visualize.py", e)
-    except errors.WriteError as e:
-        return cli.report_error("visualize.py", e, 1)
-    except KeyboardInterrupt:
-        return cli.stopped_by_ctrl_c("visualize.py")
+    except (Exception, KeyboardInterrupt) as e:
+        code = cli.exit_code("visualize.py", e)
+        if code is None:
+            raise
+        return code
     return 0
 
 

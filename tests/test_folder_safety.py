@@ -312,7 +312,7 @@ def test_a_full_disk_is_one_line_and_the_run_resumes(small_disk, tmp_path, synth
     assert senet_lenet.main(["--out-dir", str(run_dir), "--resume", "--data-dir", synthetic_mnist_dir]) == 0
     resumed, reference = runs.read_run(run_dir), runs.read_run(tmp_path / "reference")
     assert without_seconds(resumed["history"]) == without_seconds(reference["history"])
-    for a, b in zip(weights_of(run_dir), weights_of(tmp_path / "reference")):
+    for a, b in zip(weights_of(run_dir), weights_of(tmp_path / "reference"), strict=True):
         np.testing.assert_array_equal(a, b)
 
 

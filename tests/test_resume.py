@@ -78,7 +78,7 @@ def test_interrupt_then_resume_gives_the_same_bits(tmp_path, mnist_dir, referenc
     reference = json.loads((reference_run / "run.json").read_text())
     assert resumed["finished"] is True
     assert without_seconds(resumed["history"]) == without_seconds(reference["history"])
-    for a, b in zip(weights_of(out_dir), weights_of(reference_run)):
+    for a, b in zip(weights_of(out_dir), weights_of(reference_run), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -105,7 +105,7 @@ def unfinished_run(reference_run, tmp_path):
 @pytest.mark.e2e
 def test_resume_from_an_earlier_checkpoint(unfinished_run, reference_run, mnist_dir):
     assert senet_lenet.main(["--out-dir", str(unfinished_run), "--resume", "--data-dir", mnist_dir]) == 0
-    for a, b in zip(weights_of(unfinished_run), weights_of(reference_run)):
+    for a, b in zip(weights_of(unfinished_run), weights_of(reference_run), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -149,7 +149,7 @@ def test_resume_redraws_what_a_finished_run_lacks(finished_run, synthetic_mnist_
     assert line in capsys.readouterr().out
     for name in ("training_curves.png", "SELeNet.png", runs.MODEL_FILE):
         assert (finished_run / name).stat().st_size > 0
-    for a, b in zip(weights_of(finished_run), weights):  # the same model, not trained further
+    for a, b in zip(weights_of(finished_run), weights, strict=True):  # the same model, not trained further
         np.testing.assert_array_equal(a, b)
 
 

@@ -52,5 +52,5 @@ def test_logs_do_not_change_the_trained_bits(tmp_path):
     senet_lenet.train(model, optimizer, settings, data, log=lambda line: None, progress=False)  # without
     logged = senet_lenet.build_model()
     logged.load_weights(str(tmp_path / runs.WEIGHTS_FILE))
-    for a, b in zip(logged.get_weights(), model.get_weights()):
+    for a, b in zip(logged.get_weights(), model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)

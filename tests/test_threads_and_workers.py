@@ -127,7 +127,7 @@ def test_ctrl_c_stops_every_worker_and_the_study_resumes(tmp_path, synthetic_mni
     os.killpg(process.pid, signal.SIGINT)
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 130, stderr
-    assert_one_line_error(stderr, "ablation.py: stopped by SIGINT", "Run the same command again to continue")
+    assert_one_line_error(stderr, "ablation.py: stopped by SIGINT", "run the same command again to continue")
     assert not os.path.exists(tmp_path / "ablation.csv")
     resumable = [
         n for n in os.listdir(tmp_path) if os.path.isdir(tmp_path / n) and runs.checkpoint_epochs(tmp_path / n)

@@ -44,6 +44,21 @@ def test_batch_size_that_does_not_divide_the_data():
     assert abs(correct - round(correct)) < 1e-3  # a whole number of the 1000 images
 
 
+def test_losses_are_means_over_images_not_over_batches():
+    """A test set of 1,500 images is evaluated as batches of 1,000 and 500: the recorded test loss is the
+    mean over the 1,500 images, as Keras computes it, not the mean of the two batch means."""
+    settings = Settings(epochs=1, train_samples=1000, test_samples=1500, batch_size=300)  # train: 300 ×3, 100
+    model = senet_lenet.seeded_model(settings)
+    optimizer = senet_lenet.make_optimizer(settings, model)
+    data = synthetic_digits(1000), synthetic_digits(1500, seed=1)
+    (record,) = senet_lenet.train(model, optimizer, settings, data, log=lambda line: None, progress=False)
+    predictions, _ = senet_lenet.predict(model, data[1][0])
+    per_image = keras.losses.sparse_categorical_crossentropy(data[1][1], predictions).numpy()
+    assert record["test_loss"] == pytest.approx(float(per_image.mean()), abs=2e-6)
+    batch_means = [per_image[:1000].mean(), per_image[1000:].mean()]
+    assert abs(float(np.mean(batch_means)) - float(per_image.mean())) > 2e-5  # 10 × the tolerance: they differ
+
+
 def test_sgd_learns():
     losses = [r["loss"] for r in train_synthetic(optimizer="sgd", lr=0.1, epochs=3)]
     assert losses[0] > losses[1] > losses[2]
@@ -89,7 +104,7 @@ def test_save_and_load_give_identical_outputs(quick_run, mnist):
     model.load_weights(str(quick_run / runs.WEIGHTS_FILE))
     again = senet_lenet.build_model(run["settings"])
     again.load_weights(str(quick_run / runs.WEIGHTS_FILE))
-    for a, b in zip(model(images), again(images)):
+    for a, b in zip(model(images), again(images), strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     # and they are the trained weights, not a fresh model's
     images, labels = select(mnist[1], 500)
@@ -152,7 +167,7 @@ def test_same_seed_gives_identical_bits(twin_runs, mnist_dir, capsys):
     model_a, model_b = senet_lenet.build_model(), senet_lenet.build_model()
     model_a.load_weights(str(a / runs.WEIGHTS_FILE))
     model_b.load_weights(str(b / runs.WEIGHTS_FILE))
-    for weights_a, weights_b in zip(model_a.get_weights(), model_b.get_weights()):
+    for weights_a, weights_b in zip(model_a.get_weights(), model_b.get_weights(), strict=True):
         np.testing.assert_array_equal(weights_a, weights_b)
     history_a, history_b = (runs.read_run(d)["history"] for d in (a, b))
     assert without_seconds(history_a) == without_seconds(history_b)

@@ -7,10 +7,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import heatmaps
 import visualize
-from helpers import ROOT, synthetic_digits
+from helpers import ROOT, assert_one_line_error, synthetic_digits, write_synthetic_run
+from settings import Settings
 
 
 def test_heatmap_draws_the_batch_sorted_by_label():
@@ -34,7 +36,7 @@ def test_heatmap_draws_the_batch_sorted_by_label():
     assert tick_labels == [str(d) for d in np.unique(labels)] and "6" not in tick_labels
     assert all(
         sorted_labels[int(t)] == int(d) and (t == 0 or sorted_labels[int(t) - 1] != int(d))
-        for t, d in zip(ticks, tick_labels)
+        for t, d in zip(ticks, tick_labels, strict=True)
     )
     assert axes.get_title() == "SE excitations, test batch 3"
     assert axes.images[0].get_cmap().name == "hot"
@@ -110,3 +112,22 @@ def test_the_drawing_worker_never_loads_tensorflow():
     assert result.stdout.strip() == "False", result.stderr
     sources = [*glob.glob(os.path.join(ROOT, "*.py")), *glob.glob(os.path.join(ROOT, "benchmarks", "*.py"))]
     assert not [path for path in sources if '"fork"' in open(path).read()]
+
+
+def test_compare_draws_each_run_on_its_gates_scale_and_the_difference_on_its_own():
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(-1, 1, (100, 16)), rng.uniform(-1, 1, (100, 16))  # tanh excitations
+    labels = rng.integers(0, 10, 100)
+    figure = visualize.comparison_figure(a, b, labels, ["a", "b"], 0, (-1.0, 1.0))
+    first, second, difference = (axes.images[0] for axes in figure.axes[:3])
+    assert first.get_clim() == second.get_clim() == (-1.0, 1.0)
+    assert difference.get_clim() == (0.0, pytest.approx(np.abs(a - b).max()))
+    assert "in this batch" in figure.axes[2].get_title()
+
+
+def test_compare_refuses_runs_with_different_gates(tmp_path, synthetic_mnist_dir, capsys):
+    for name, gate in (("sigmoid", "sigmoid"), ("tanh", "tanh")):
+        write_synthetic_run(tmp_path / name, synthetic_mnist_dir, Settings(epochs=1, test_samples=200, gate=gate))
+    args = ["--compare", str(tmp_path / "sigmoid"), str(tmp_path / "tanh"), "--data-dir", synthetic_mnist_dir]
+    assert visualize.main(args) == 2
+    assert_one_line_error(capsys.readouterr().err, "have different gates (sigmoid and tanh)")
