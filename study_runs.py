@@ -57,6 +57,7 @@ def study_run(task, stop=None):
         if task.train and not task.resume:
             runs.make_room_for_a_new_run(task.run_dir, False, settings)  # holds no run: earlier_run said so
         if task.train:
+            print(f"{'resuming' if task.resume else 'training'} {task.name}", flush=True)
             run = senet_lenet.train_run(settings, *data, task.run_dir, resume=task.resume, stop=stop, verbose=False)
         else:
             run = runs.read_run(task.run_dir)

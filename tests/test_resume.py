@@ -206,6 +206,7 @@ def test_ablation_resumes_a_half_finished_run(tmp_path, mnist_dir, capsys):
     args = [
         *("--seeds", "1", "--epochs", "3", "--train-samples", "2000", "--test-samples", "300"),
         *("--optimizers", "adam", "--reductions", "4", "--data-dir", mnist_dir),
+        *("--workers", "1"),  # in this process: the stop below is a stand-in for a signal here
     ]
     reference = tmp_path / "reference"
     assert ablation.main([*args, "--out-dir", str(reference)]) == 0
