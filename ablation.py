@@ -41,9 +41,9 @@ from study_stats import Comparison, holm
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the Agg backend
 
-GRID_REDUCTION = 4  # the SE model of the grid
+GRID_REDUCTION = Settings.reduction  # the SE model of the grid: the assignment's
 SWEEP_OPTIMIZER = "adam"  # every sweep trains with Adam at GRID_REDUCTION, but for the reduction sweep
-BASE = {"se_position": "conv2", "squeeze": "avg", "gate": "sigmoid"}  # the assignment's block
+BASE = Settings.the_assignments_block()
 ROLE_FIELDS = [f"role_{variant}" for variant in excitation_role.VARIANTS]
 CSV_FIELDS = [
     *("run", "model", "optimizer", "lr", "reduction", "conv1_reduction", "se_position", "squeeze", "gate", "seed"),

@@ -123,7 +123,7 @@ SETTING_FLAGS = {
         "the reduction of the block after conv1 (--se-position conv1 or both): 6 // r hidden units",
     ),
     "se": ("--no-se", {"action": "store_false"}, "plain LeNet-5 without the SE block (for comparison)"),
-    "seed": ("--seed", {"type": seed_arg}, "seeds weights and data order; same seed, same machine => same bits"),
+    "seed": ("--seed", {"type": seed_arg}, "seeds weights and data order; same seed and threads => same bits"),
     "train_samples": ("--train-samples", {"type": positive_int}, "train on the first N training images only"),
     "test_samples": ("--test-samples", {"type": positive_int}, "test on the first N test images only"),
     "se_position": ("--se-position", {"choices": tuple(SE_POSITIONS)}, "SE block after conv2, conv1 or both"),

@@ -14,9 +14,6 @@ CONV2_FILTERS = 16  # channels the assignment's SE block recalibrates
 SE_POSITIONS = {"conv2": ("conv2",), "conv1": ("conv1",), "both": ("conv1", "conv2")}  # -> SE blocks, in depth order
 SQUEEZES = ("avg", "max")  # global average or global max pooling
 GATES = ("sigmoid", "tanh", "relu")  # the excitation's nonlinearity
-# Settings added after runs were first saved: a run.json without them had these values.
-# threads 0: TensorFlow's own choice (one per core the process may use), which is what runs had before.
-LATER_SETTINGS = {"se_position": "conv2", "squeeze": "avg", "gate": "sigmoid", "threads": 0}
 
 
 BLOCK_CHANNELS = {"conv1": CONV1_FILTERS, "conv2": CONV2_FILTERS}
@@ -102,7 +99,7 @@ class Settings:
         if not isinstance(values, dict):
             raise SettingsError(f"settings must be an object, got {type(values).__name__}")
         names = [field.name for field in dataclasses.fields(cls)]
-        values = {**LATER_SETTINGS, "conv1_reduction": values.get("reduction"), **values}  # conv1's: reduction
+        values = {**later_settings(values), **values}
         unknown = sorted(set(values) - set(names))
         missing = [name for name in names if name not in values]
         if unknown or missing:
@@ -115,6 +112,11 @@ class Settings:
 
     def as_dict(self):
         return dataclasses.asdict(self)
+
+    @classmethod
+    def the_assignments_block(cls):
+        """The assignment's SE block: its position, squeeze and gate (the defaults)."""
+        return {name: getattr(cls, name) for name in ("se_position", "squeeze", "gate")}
 
     def block_reduction(self, block):
         """The reduction of the SE block after `block` ("conv1" or "conv2")."""
@@ -133,3 +135,9 @@ class Settings:
 def _check_positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SettingsError(f"{name} must be a positive whole number, got {value!r}")
+
+
+def later_settings(values):
+    """The settings a run.json from before they existed had: the assignment's block; the block after conv1
+    with the shared reduction; TensorFlow's own thread count (0: one per core)."""
+    return {**Settings.the_assignments_block(), "conv1_reduction": values.get("reduction"), "threads": 0}
