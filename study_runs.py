@@ -168,6 +168,8 @@ def _run_on_ray(tasks, address, stop, done):
     except ImportError:
         raise errors.UsageError("--ray needs Ray: pip install -r requirements-ray.txt") from None
     root = os.path.dirname(os.path.abspath(__file__))
+    # No usage report to Ray's servers: the study talks only to the cluster it is given.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(
         address=None if address == "local" else address,
         runtime_env={"working_dir": root, "excludes": RAY_EXCLUDES},
