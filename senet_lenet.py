@@ -10,9 +10,10 @@ and the 16-dim excitation, so it can be studied (see visualize.py).
     python senet_lenet.py --optimizer sgd      # SGD, lr 0.01
     python senet_lenet.py --data-dir ../shared/mnist
 
-Elsewhere: the data (mnist.py), the settings and their defaults (settings.py), the
-run folder (runs.py), checkpoints (checkpoints.py), TensorBoard logs (tensorboard_logs.py)
-and the command-line pieces (cli.py). After Ctrl-C, `--resume` continues to the same bits.
+Elsewhere: the data (mnist.py), the settings and their defaults (settings.py), the run folder
+(runs.py; what it owns: manifest.py; writing whole files: files.py), checkpoints (checkpoints.py),
+TensorBoard logs (tensorboard_logs.py) and the command-line pieces (cli.py, errors.py).
+After Ctrl-C, `--resume` continues to the same bits.
 """
 
 import os
