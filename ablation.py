@@ -97,25 +97,20 @@ def run_settings(args, config, seed):
 def earlier_run(run_dir, settings):
     """(run.json, resumable) of what run_dir holds: run.json if a run with these settings finished there;
     resumable if one stopped there. UsageError if the folder holds a run with other settings."""
-    holds = runs.run_in(run_dir) if os.path.isdir(run_dir) else None
-    if holds is None:
+    state = runs.folder_run(run_dir)
+    if state.empty:
         return None, False
-    try:
-        run = runs.read_run(run_dir)
-        recorded = run["settings"]
-    except errors.RunNotFound:  # checkpoints only
-        run, recorded = None, checkpoints.saved_settings(run_dir)
-    except errors.UsageError as e:
-        raise errors.UsageError(f"{run_dir} holds {holds}, not this study's run ({e})") from e
+    if state.damaged is not None:
+        raise errors.UsageError(f"{run_dir} holds {state.describe()}, not this study's run ({state.damaged})")
+    run = state.run
+    recorded = run["settings"] if run else checkpoints.saved_settings(run_dir)  # else: checkpoints only
     if recorded != settings:
         ours = settings.as_dict()
         differences = [f"{k} = {v!r} (this study: {ours[k]!r})" for k, v in recorded.as_dict().items() if v != ours[k]]
         raise errors.UsageError(
             f"{run_dir} holds a run with {', '.join(differences)}; a study with other settings needs another --out-dir"
         )
-    if run is not None and run["finished"]:
-        return run, False
-    return None, True
+    return (run, False) if state.finished else (None, True)
 
 
 def csv_row(name, model, run, role):

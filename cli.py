@@ -169,20 +169,21 @@ def run_to_resume(out_dir, given, log=print):
     a file missing or damaged (run.json included) is something to do (it is saved again from the newest
     checkpoint), a whole one is not.
     """
-    saved, run = runs.checkpoint_epochs(out_dir), None
-    try:
-        run = runs.read_run(out_dir)
-        settings, done, source = run["settings"], len(run["history"]), os.path.join(out_dir, runs.RUN_FILE)
-    except errors.RunNotFound:
-        if not saved:
-            raise errors.UsageError(
-                f"nothing to resume in {out_dir}: no {runs.RUN_FILE} and no checkpoint, so no epoch was completed "
-                "there; start the run without --resume"
-            ) from None
+    state = runs.folder_run(out_dir)
+    run, saved, done = state.run, state.checkpoints, state.epochs_done
+    if state.damaged is not None:
+        raise state.damaged
+    if state.empty:
+        raise errors.UsageError(
+            f"nothing to resume in {out_dir}: no {runs.RUN_FILE} and no checkpoint, so no epoch was completed "
+            "there; start the run without --resume"
+        )
+    if run is not None:
+        settings, source = run["settings"], os.path.join(out_dir, runs.RUN_FILE)
+    else:
         from checkpoints import saved_settings  # TensorFlow reads them
 
-        settings, done, source = saved_settings(out_dir), 0, f"the newest checkpoint in {out_dir}"
-    done = max([done, *saved])
+        settings, source = saved_settings(out_dir), f"the newest checkpoint in {out_dir}"
     recorded = settings.as_dict()
     for name, value in sorted(given.items()):
         if value != recorded[name] and name != "epochs":

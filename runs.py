@@ -7,6 +7,7 @@ OUT/checkpoints/      the state after each of the last two epochs, for --resume 
 """
 
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -276,21 +277,45 @@ def folder_lock(path, prog):
         os.close(descriptor)
 
 
-def run_in(out_dir):
-    """What out_dir holds of a run: None, or a phrase for messages ("a finished run", ...)."""
+@dataclasses.dataclass(frozen=True)
+class FolderRun:
+    """What a folder holds of a run, read once, for a new run's refusal, --resume, the study and the stop line."""
+
+    run: dict | None  # run.json's contents (settings as Settings); None where there is none, or it is damaged
+    damaged: UsageError | None  # why run.json cannot be read, if it cannot
+    checkpoints: tuple  # the epochs of the run's recorded checkpoints, oldest first
+
+    @property
+    def empty(self):
+        return self.run is None and self.damaged is None and not self.checkpoints
+
+    @property
+    def finished(self):
+        return self.run is not None and self.run["finished"]
+
+    @property
+    def epochs_done(self):
+        return max([len(self.run["history"]) if self.run else 0, *self.checkpoints])
+
+    def describe(self):
+        """A phrase for messages: "a finished run of 10 epochs", "an unfinished run (epoch 3 saved)", ..."""
+        if self.damaged is not None:
+            return f"a damaged {RUN_FILE}"
+        if self.finished:
+            return f"a finished run of {self.run['settings'].epochs} epochs"
+        return f"an unfinished run (epoch {self.epochs_done} saved)"
+
+
+def folder_run(out_dir):
+    """The FolderRun of out_dir (an empty one where the folder does not exist)."""
+    run, damaged = None, None
     try:
         run = read_run(out_dir)
     except RunNotFound:
-        run = None
-    except UsageError:
-        return f"a damaged {RUN_FILE}"
-    epochs = checkpoint_epochs(out_dir)
-    if run is not None and run["finished"]:
-        return f"a finished run of {run['settings'].epochs} epochs"
-    if run is not None or epochs:
-        done = max([len(run["history"]) if run else 0, *epochs])
-        return f"an unfinished run (epoch {done} saved)"
-    return None
+        pass
+    except UsageError as e:
+        damaged = e
+    return FolderRun(run, damaged, tuple(checkpoint_epochs(out_dir)))
 
 
 def missing_run_files(out_dir, settings, run=None):
@@ -307,11 +332,11 @@ def make_room_for_a_new_run(out_dir, overwrite, settings, check_only=False):
     its first checkpoint wrote (its logs), so that TensorBoard shows the new run alone. Either way it
     first refuses if a path the new run needs holds something the project did not write (check_only: only that)."""
     manifest = Manifest(out_dir)
-    existing = run_in(out_dir)
-    if existing is not None and not overwrite:
-        resume = "continue it with --resume, " if "unfinished" in existing else ""
+    existing = folder_run(out_dir)
+    if not existing.empty and not overwrite:
+        resume = "continue it with --resume, " if existing.damaged is None and not existing.finished else ""
         raise UsageError(
-            f"{out_dir} holds {existing}; {resume}replace it with --overwrite, or choose another --out-dir"
+            f"{out_dir} holds {existing.describe()}; {resume}replace it with --overwrite, or choose another --out-dir"
         )
     manifest.check_free(*run_file_names(settings))
     if not check_only:
@@ -357,13 +382,12 @@ class StopOnSignal:
 
 def interrupted_message(prog, interrupted, out_dir):
     """The one line that says what a stopped run left: finished, resumable from an epoch, or nothing."""
-    with contextlib.suppress(UsageError):
-        if read_run(out_dir)["finished"]:
-            return f"{prog}: stopped by {interrupted} after the run finished; every file of it is saved in {out_dir}"
-    saved = checkpoint_epochs(out_dir)
-    if not saved:
+    state = folder_run(out_dir)
+    if state.finished:
+        return f"{prog}: stopped by {interrupted} after the run finished; every file of it is saved in {out_dir}"
+    if not state.checkpoints:
         return f"{prog}: stopped by {interrupted} before the first epoch ended; nothing to resume"
     return (
-        f"{prog}: stopped by {interrupted}; epoch {saved[-1]} is the last one saved. "
+        f"{prog}: stopped by {interrupted}; epoch {state.checkpoints[-1]} is the last one saved. "
         f"Resume with: python {prog} --out-dir {shlex.quote(str(out_dir))} --resume"
     )
