@@ -76,8 +76,6 @@ def scratch_folder(path):
 
 def write_via_scratch(path, write):
     """write(scratch_path) in a scratch folder, then its bytes to `path` atomically; returns their SHA-256."""
-    import hashlib
-
     try:
         scratch = tempfile.mkdtemp(prefix=temporary_name() + "-", dir=scratch_folder(path))
     except OSError as e:
@@ -85,8 +83,7 @@ def write_via_scratch(path, write):
     try:
         scratch_path = os.path.join(scratch, os.path.basename(path))
         write(scratch_path)
-        with open(scratch_path, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        digest = sha256_of(scratch_path)
         with atomic_path(path) as temporary:
             shutil.copyfile(scratch_path, temporary)
         return digest
