@@ -38,7 +38,7 @@ class Checkpoints:
         self.checkpoint.save_counter  # noqa: B018
 
     def prefix(self, epoch):
-        return os.path.join(self.directory, f"{runs.CHECKPOINT_NAME}-{epoch}")
+        return checkpoint_prefix(self.out_dir, epoch)
 
     def save(self, history):
         """The state after history[-1]'s epoch, as epoch-N; errors.WriteError if it cannot be written.
@@ -108,12 +108,17 @@ def stored_settings(prefix):
     return Settings.from_dict(json.loads(value.decode() if isinstance(value, bytes) else value))
 
 
+def checkpoint_prefix(out_dir, epoch):
+    """OUT/checkpoints/epoch-N: the path TensorFlow's checkpoint files of an epoch start with."""
+    return os.path.join(out_dir, runs.CHECKPOINT_DIR, f"{runs.CHECKPOINT_NAME}-{epoch}")
+
+
 def saved_settings(out_dir):
     """The settings stored in the newest readable checkpoint of out_dir (UsageError if none is)."""
     directory = os.path.join(out_dir, runs.CHECKPOINT_DIR)
     for epoch in reversed(runs.checkpoint_epochs(out_dir)):
         try:
-            return stored_settings(os.path.join(directory, f"{runs.CHECKPOINT_NAME}-{epoch}"))
+            return stored_settings(checkpoint_prefix(out_dir, epoch))
         except Exception:  # damaged: try the older one
             continue
     raise UsageError(f"no checkpoint in {directory} says which settings its run had")

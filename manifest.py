@@ -56,9 +56,8 @@ class Manifest:
         for name in names:
             for part in (*parents(name), name):
                 path = os.path.join(self.folder, part)
-                if (os.path.lexists(path) and not self.owns(part)) or (
-                    self.owns(part) and os.path.lexists(path) and os.path.isdir(path) != part.endswith("/")
-                ):
+                # ours only if recorded, and as the kind recorded (a file where we wrote a folder is not ours)
+                if os.path.lexists(path) and (not self.owns(part) or os.path.isdir(path) != part.endswith("/")):
                     raise UsageError(
                         f"{path.rstrip('/')} was not written by this project (no record of it in {self.path}); "
                         "it is left alone: move it away, or choose another output folder"
