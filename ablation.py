@@ -13,7 +13,6 @@ Then it writes ablation.csv, ablation.md, ablation_curves.png, reduction_sweep.p
 ablation_variants.png: means ± sample std, and paired differences with 95 % confidence intervals.
 """
 
-import argparse
 import os
 import statistics
 import sys
@@ -21,8 +20,8 @@ import time
 
 import cli  # first: it quiets TensorFlow's C++ info lines before TensorFlow loads
 
-if __name__ == "__main__":  # before TensorFlow loads, which takes seconds
-    cli.quiet_ctrl_c("ablation.py")
+if __name__ == "__main__":  # before TensorFlow loads (seconds): Ctrl-C, --help and a bad flag answered at once
+    cli.start("ablation.py", cli.study_parser)
 
 import matplotlib
 import numpy as np
@@ -31,11 +30,13 @@ import checkpoints
 import errors
 import excitation_role
 import files
+import locks
 import runs
 import senet_lenet
+import signals
 import study_runs
 from manifest import Manifest
-from settings import BLOCK_CHANNELS, GATES, LEARNING_RATES, SE_POSITIONS, SQUEEZES, Settings
+from settings import BLOCK_CHANNELS, Settings
 from study_stats import Comparison, holm
 
 matplotlib.use("Agg")
@@ -320,71 +321,12 @@ def variants_figure(compared):
     return figure
 
 
-def parse_args(argv=None):
-    parser = cli.ArgumentParser(
-        prog="ablation.py",
-        description="Train SE-LeNet with and without SE, Adam and SGD, and a reduction sweep, over seeds.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--seeds", type=cli.positive_int, default=20, help="seeds 0..N-1 per configuration")
-    parser.add_argument("--epochs", type=cli.positive_int, default=Settings.epochs, help="epochs per run")
-    cli.add_data_dir_flag(parser)
-    parser.add_argument("--out-dir", default=os.path.join(runs.OUT_DIR, "ablation"), help="where the study goes")
-    parser.add_argument(
-        "--optimizers",
-        nargs="+",
-        choices=sorted(LEARNING_RATES),
-        default=["adam", "sgd"],
-        help="optimizers of the grid",
-    )
-    parser.add_argument(
-        "--reductions",
-        nargs="+",
-        type=cli.whole_number,
-        default=[1, 2, 4, 8, 16],
-        help="reduction ratios of the sweep",
-    )
-    parser.add_argument("--squeezes", nargs="+", choices=SQUEEZES, default=list(SQUEEZES), help="squeezes of the sweep")
-    parser.add_argument("--gates", nargs="+", choices=GATES, default=list(GATES), help="excitation gates of the sweep")
-    parser.add_argument(
-        "--positions",
-        nargs="+",
-        choices=tuple(SE_POSITIONS),
-        default=list(SE_POSITIONS),
-        help="SE positions of the sweep",
-    )
-    parser.add_argument("--train-samples", type=cli.positive_int, default=None, help="first N training images only")
-    parser.add_argument("--test-samples", type=cli.positive_int, default=None, help="first N test images only")
-    parser.add_argument(
-        "--conv1-reduction",
-        type=cli.whole_number,
-        default=Settings.conv1_reduction,
-        help="the reduction of the block after conv1 in the position sweep (6 // r hidden units)",
-    )
-    parser.add_argument(
-        "--threads", type=cli.whole_number, default=Settings.threads, help="TensorFlow's threads per run (a setting)"
-    )
-    parser.add_argument(
-        "--workers",
-        type=cli.positive_int,
-        default=study_runs.available_cores(),
-        help="runs trained at once, each in a worker process (default: the cores this process may use)",
-    )
-    parser.add_argument(
-        "--ray",
-        metavar="ADDRESS",
-        default=None,
-        help="run on a Ray cluster at ADDRESS (local: start one here), one CPU per run; needs requirements-ray.txt",
-    )
-    return parser.parse_args(argv)
-
-
 def study(args, stop):
     # Every run builds a new model and new tf.functions by design; TensorFlow's
     # "retracing" warning about that would be noise here.
     senet_lenet.tf.get_logger().setLevel("ERROR")
     files.ensure_writable_dir(args.out_dir)
-    with runs.folder_lock(args.out_dir, "ablation.py"):
+    with locks.folder_lock(args.out_dir, "ablation.py"):
         run_study(args, stop)
 
 
@@ -451,9 +393,9 @@ KEPT = (
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = cli.study_parser().parse_args(argv)
     try:
-        with runs.StopOnSignal() as stop:
+        with signals.StopOnSignal() as stop:
             study(args, stop)
     except (Exception, KeyboardInterrupt) as e:
         code = cli.exit_code("ablation.py", e, lambda interrupted: f"ablation.py: stopped by {interrupted}; {KEPT}")

@@ -8,6 +8,7 @@ import sys
 
 import errors
 import runs
+import study_runs
 from mnist import MNISTDataError
 
 # Hides TensorFlow's C++ info lines (CPU features) in every script: set here, in the module each script
@@ -72,8 +73,23 @@ def no_deterministic_kernel(error):
     return f"{errors.first_line(error, limit=300)} ({reason})"
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Adds "(default: X)" to a flag's help unless the help says it already or there is none to say."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "(default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        default = action.default
+        shown = " ".join(map(str, default)) if isinstance(default, list) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"  # argparse %-formats help
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports a bad argument as one line, exit code 2."""
+    """argparse that reports a bad argument as one line, exit code 2, and gives every flag's default."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, formatter_class=HelpFormatter, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -206,3 +222,121 @@ def run_to_resume(out_dir, given, log=print):
             "writing them again from its newest checkpoint"
         )
     return settings, bool(missing)
+
+
+# ----------------------------------------------------------------------------
+# The scripts' command lines: here, so that they are read before TensorFlow loads
+# ----------------------------------------------------------------------------
+
+
+def start(prog, parser, check=None):
+    """What a script does before it imports TensorFlow (seconds): one-line Ctrl-C, --help, and one line,
+    exit code 2, for a bad flag (check(args): what else can be judged from the flags alone)."""
+    quiet_ctrl_c(prog)
+    args = parser().parse_args(sys.argv[1:])
+    if check is not None:
+        try:
+            check(args)
+        except USER_ERRORS as e:
+            sys.exit(report_error(prog, e))
+
+
+def check_settings(args):
+    Settings(**given_settings(args))
+
+
+def train_parser():
+    parser = ArgumentParser(
+        prog="senet_lenet.py", description="Train SE-LeNet (LeNet-5 with a Squeeze-and-Excitation block) on MNIST."
+    )
+    add_setting_flags(parser)
+    add_data_dir_flag(parser)
+    parser.add_argument("--out-dir", default=runs.OUT_DIR, help="where the run's files go")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --out-dir from its last epoch (--epochs may change)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace a run that --out-dir holds")
+    return parser
+
+
+def visualize_parser():
+    parser = ArgumentParser(
+        prog="visualize.py",
+        description="Draw SE excitations of a trained SE-LeNet run, or compare two runs.",
+    )
+    parser.add_argument("--run-dir", default=runs.OUT_DIR, help="the run to visualize (senet_lenet.py --out-dir)")
+    add_data_dir_flag(parser)
+    parser.add_argument("--batch-size", type=positive_int, default=Settings.batch_size, help="test images per heatmap")
+    parser.add_argument(
+        "--max-batches", type=positive_int, default=None, help="draw only the first N batches (default: all)"
+    )
+    parser.add_argument(
+        "--compare", nargs=2, metavar=("RUN_A", "RUN_B"), default=None, help="compare the excitations of two runs"
+    )
+    parser.add_argument(
+        "--batch", type=int, default=0, help="with --compare: the test batch to draw (its figure goes to RUN_B)"
+    )
+    return parser
+
+
+def study_parser():
+    parser = ArgumentParser(
+        prog="ablation.py",
+        description="Train SE-LeNet with and without SE, Adam and SGD, and a reduction sweep, over seeds.",
+    )
+    parser.add_argument("--seeds", type=positive_int, default=20, help="seeds 0..N-1 per configuration")
+    parser.add_argument("--epochs", type=positive_int, default=Settings.epochs, help="epochs per run")
+    add_data_dir_flag(parser)
+    parser.add_argument("--out-dir", default=os.path.join(runs.OUT_DIR, "ablation"), help="where the study goes")
+    parser.add_argument(
+        "--optimizers",
+        nargs="+",
+        choices=sorted(LEARNING_RATES),
+        default=["adam", "sgd"],
+        help="optimizers of the grid",
+    )
+    parser.add_argument(
+        "--reductions",
+        nargs="+",
+        type=whole_number,
+        default=[1, 2, 4, 8, 16],
+        help="reduction ratios of the sweep",
+    )
+    parser.add_argument("--squeezes", nargs="+", choices=SQUEEZES, default=list(SQUEEZES), help="squeezes of the sweep")
+    parser.add_argument("--gates", nargs="+", choices=GATES, default=list(GATES), help="excitation gates of the sweep")
+    parser.add_argument(
+        "--positions",
+        nargs="+",
+        choices=tuple(SE_POSITIONS),
+        default=list(SE_POSITIONS),
+        help="SE positions of the sweep",
+    )
+    parser.add_argument(
+        "--train-samples", type=positive_int, default=None, help="first N training images only (default: all)"
+    )
+    parser.add_argument(
+        "--test-samples", type=positive_int, default=None, help="first N test images only (default: all)"
+    )
+    parser.add_argument(
+        "--conv1-reduction",
+        type=whole_number,
+        default=Settings.conv1_reduction,
+        help="the reduction of the block after conv1 in the position sweep (6 // r hidden units)",
+    )
+    parser.add_argument(
+        "--threads", type=whole_number, default=Settings.threads, help="TensorFlow's threads per run (a setting)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=study_runs.available_cores(),
+        help=f"runs trained at once, each in a worker process (default: {study_runs.available_cores()}, "
+        "the cores this process may use)",
+    )
+    parser.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        default=None,
+        help="run on a Ray cluster at ADDRESS (local: start one here), one CPU per run; needs requirements-ray.txt",
+    )
+    return parser

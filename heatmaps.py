@@ -57,7 +57,9 @@ class HeatmapFigure:
         self.axes.set_xticks(range(channels))
         self.axes.set_xlabel("SE channel")
         self.axes.set_ylabel("test sample, sorted by label (tick: first of each digit)")
-        self.changing = (self.image, self.axes.yaxis, self.axes.title)
+        # The spines change only in that the image is drawn over them unless they are redrawn after it.
+        changing = (self.image, self.axes.yaxis, self.axes.title, *self.axes.spines.values())
+        self.changing = sorted(changing, key=lambda artist: artist.get_zorder())  # a full draw's order
         for artist in self.changing:
             artist.set_animated(True)  # left out of the background drawn below
         self.figure.canvas.draw()

@@ -1,4 +1,4 @@
-"""A run folder: what it holds (run.json, checkpoints), its one writer, stopping on a signal.
+"""A run folder: what it holds (run.json, checkpoints), refusing to replace a run, what a stop left.
 
 OUT/manifest.json     every path the project wrote in OUT (manifest.py): only those are ever replaced
 OUT/run.json          settings, per-epoch history, final accuracies, the SHA-256 of the weights and model
@@ -6,18 +6,16 @@ OUT/history.csv       the history as CSV (after every epoch)
 OUT/checkpoints/      the state after each of the last two epochs, for --resume (checkpoints.py)
 """
 
-import contextlib
 import dataclasses
 import json
 import os
-import platform
 import re
 import shlex
-import shutil
-import signal
 
+import figures
 import files
-from errors import Interrupted, RunNotFound, UsageError
+import machine
+from errors import RunNotFound, UsageError
 from manifest import Manifest
 from settings import Settings
 
@@ -35,14 +33,13 @@ SUMMARY_FILE = "model_summary.txt"
 CURVES_FILE = "training_curves.png"
 ROLE_FILE = "excitation_role.csv"  # visualize.py's and the study's measure of the excitation (excitation_role.py)
 CHECKSUMMED = (WEIGHTS_FILE, MODEL_FILE)  # run.json records their SHA-256
-LOCK_FILE = ".selenet.lock"  # held (flock) by the one process that writes the folder
 
 
 def run_file_names(settings):
     """The paths a run of `settings` writes in its folder (folders end in "/")."""
     return (
         *(WEIGHTS_FILE, MODEL_FILE, RUN_FILE, HISTORY_FILE, SUMMARY_FILE, CURVES_FILE),
-        diagram_name(settings.model_name),
+        figures.diagram_name(settings.model_name),
         *(f"{CHECKPOINT_DIR}/", f"{LOGS_DIR}/"),
     )
 
@@ -85,10 +82,6 @@ def run_record(model, settings, history, checksums=None):
     """What run.json holds: enough to rebuild the model and to resume or judge the run.
 
     checksums: {file: SHA-256} of a finished run's weights and model files."""
-    import keras  # loaded already: there is a model
-    import numpy as np
-    import tensorflow as tf
-
     last = history[-1]
     return {
         "settings": settings,
@@ -98,51 +91,8 @@ def run_record(model, settings, history, checksums=None):
         "history": history,
         "finished": len(history) == settings.epochs,
         "sha256": dict(checksums or {}),
-        "versions": {
-            "python": platform.python_version(),
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-            "numpy": np.__version__,
-        },
-        "machine": {"platform": platform.platform(), "cpu": cpu_model(), "cpus": os.cpu_count()},
+        **machine.record(),
     }
-
-
-def cpu_model():
-    """The processor's model name (Linux), else what platform says."""
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def environment(run=None):
-    """What the bits of a run depend on besides its settings: threads, TensorFlow, Keras, CPU model.
-    Of a run.json (a key it lacks: "unrecorded"), or of this process (run None: threads not set)."""
-    if run is None:
-        import keras
-        import tensorflow as tf
-
-        return {"tensorflow": tf.__version__, "keras": keras.__version__, "cpu": cpu_model()}
-    return {
-        "threads": run["settings"].threads,
-        "tensorflow": run.get("versions", {}).get("tensorflow", "unrecorded"),
-        "keras": run.get("versions", {}).get("keras", "unrecorded"),
-        "cpu": run.get("machine", {}).get("cpu", "unrecorded"),
-    }
-
-
-def environment_note(name_a, a, name_b, b):
-    """One line naming how two environments differ (bits are promised only for equal ones), or None."""
-    differences = [f"{key} ({a[key]} vs {b[key]})" for key in a if key in b and a[key] != b[key]]
-    if not differences:
-        return None
-    return (
-        f"note: {name_a} and {name_b} differ in {', '.join(differences)}: "
-        "the same bits are promised only for the same threads, versions and CPU"
-    )
 
 
 def save_progress(run, out_dir, manifest):
@@ -176,64 +126,6 @@ def check_files(run_dir, run):
 
 
 # ----------------------------------------------------------------------------
-# The model's summary and diagram, the training curves
-# ----------------------------------------------------------------------------
-
-
-def model_summary_text(model):
-    """model.summary() as text: model_summary.txt."""
-    lines = []
-    model.summary(print_fn=lambda line, **kwargs: lines.append(line))
-    return "\n".join(lines) + "\n"
-
-
-def diagram_name(model_name):
-    """SELeNet.png, or SELeNet.dot where Graphviz's `dot` is missing."""
-    return f"{model_name}.png" if shutil.which("dot") else f"{model_name}.dot"
-
-
-def save_model_diagram(model, out_dir, warn=print):
-    """SELeNet.png via plot_model; without Graphviz, SELeNet.dot and a warning. Returns the path."""
-    import keras  # loaded already: there is a model
-
-    options = dict(show_shapes=True, show_layer_names=True, show_layer_activations=True, dpi=96)
-    path = os.path.join(out_dir, diagram_name(model.name))
-    # With IPython importable, plot_model only prints its Graphviz message, so look for `dot` first.
-    if path.endswith(".png"):
-        files.write_via_scratch(path, lambda scratch: keras.utils.plot_model(model, to_file=scratch, **options))
-        return path
-    files.write_text(path, keras.utils.model_to_dot(model, **options).to_string())
-    png_path = path[: -len(".dot")] + ".png"
-    warn(
-        f"warning: Graphviz's `dot` program was not found, so {png_path} was not drawn; "
-        f"wrote the graph as {path}. Install Graphviz (Debian/Ubuntu: apt-get install "
-        f"graphviz; macOS: brew install graphviz; Windows: winget install graphviz) and rerun, "
-        f"or render it with: dot -Tpng {path} -o {png_path}"
-    )
-    return path
-
-
-def plot_training_curves(history, title):
-    """Loss and accuracy per epoch, train against test: training_curves.png."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r["epoch"] for r in history]
-    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
-    for axes, key, label in ((loss_axes, "loss", "loss"), (accuracy_axes, "accuracy", "accuracy (%)")):
-        axes.plot(epochs, [r[key] for r in history], "o-", label="train")
-        axes.plot(epochs, [r[f"test_{key}"] for r in history], "s-", label="test")
-        axes.set_xlabel("epoch")
-        axes.set_ylabel(label)
-        axes.grid(alpha=0.3)
-        axes.legend()
-    figure.suptitle(title)
-    return figure
-
-
-# ----------------------------------------------------------------------------
 # Checkpoints
 # ----------------------------------------------------------------------------
 
@@ -250,31 +142,8 @@ def checkpoint_epochs(out_dir):
 
 
 # ----------------------------------------------------------------------------
-# One writer per folder; never replacing a run silently
+# Never replacing a run silently
 # ----------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def folder_lock(path, prog):
-    """Holds an exclusive lock on a run (or study) folder for the `with` block; UsageError naming
-    the process that holds it. The kernel drops the lock with the process, even on SIGKILL."""
-    import fcntl
-
-    try:
-        descriptor = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise UsageError(f"cannot write to output directory {path}: {e.strerror}") from e
-    try:
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(descriptor, 200, 0).decode(errors="replace").strip() or "another process"
-            raise UsageError(f"{path} is in use by {holder}; wait for it to end, or use another folder") from None
-        os.ftruncate(descriptor, 0)
-        os.pwrite(descriptor, f"{prog} (pid {os.getpid()})".encode(), 0)
-        yield
-    finally:
-        os.close(descriptor)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -344,39 +213,7 @@ def make_room_for_a_new_run(out_dir, overwrite, settings, check_only=False):
 
 
 # ----------------------------------------------------------------------------
-# Stopping on a signal
-# ----------------------------------------------------------------------------
-
-
-class StopOnSignal:
-    """While active, SIGINT and SIGTERM only set `signum`; the training loop stops
-    at the next chunk of steps, never in the middle of writing a file."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.signum = None
-        self._previous = {}
-
-    def __enter__(self):
-        for signum in self.SIGNALS:
-            self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc_info):
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-    def _handle(self, signum, frame):
-        self.signum = signum
-
-    def check(self):
-        if self.signum is not None:
-            raise Interrupted(self.signum)
-
-
-# ----------------------------------------------------------------------------
-# Resume
+# After a stop
 # ----------------------------------------------------------------------------
 
 

@@ -22,15 +22,18 @@ import time
 
 import cli  # first: it quiets TensorFlow's C++ info lines before TensorFlow loads
 
-if __name__ == "__main__":  # before TensorFlow loads, which takes seconds
-    cli.quiet_ctrl_c("senet_lenet.py")
+if __name__ == "__main__":  # before TensorFlow loads (seconds): Ctrl-C, --help and a bad flag answered at once
+    cli.start("senet_lenet.py", cli.train_parser, cli.check_settings)
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+import figures
 import files
+import locks
 import runs
+import signals
 from checkpoints import Checkpoints
 from errors import Diverged, UsageError
 from manifest import Manifest
@@ -301,9 +304,9 @@ def save_run(model, settings, history, out_dir, manifest, warn=print):
     checksums = {runs.WEIGHTS_FILE: files.write_via_scratch(path, model.save_weights)}
     path = os.path.join(out_dir, runs.MODEL_FILE)
     checksums[runs.MODEL_FILE] = files.write_via_scratch(path, model.save)  # built-in layers: loads anywhere
-    files.write_text(os.path.join(out_dir, runs.SUMMARY_FILE), runs.model_summary_text(model))
-    runs.save_model_diagram(model, out_dir, warn=warn)
-    curves = runs.plot_training_curves(history, f"{model.name} on MNIST")
+    files.write_text(os.path.join(out_dir, runs.SUMMARY_FILE), figures.model_summary_text(model))
+    figures.save_model_diagram(model, out_dir, warn=warn)
+    curves = figures.plot_training_curves(history, f"{model.name} on MNIST")
     files.save_figure(curves, os.path.join(out_dir, runs.CURVES_FILE))
     weights = checksums[runs.WEIGHTS_FILE]
     stale = manifest.release_all(keep=lambda name, facts: facts.get("weights", weights) == weights)
@@ -318,7 +321,7 @@ def train_run(settings, train_data, test_data, out_dir, resume=False, stop=None,
     """Builds, trains and saves one run as `settings` say, into a writable out_dir that holds no other run
     (runs.make_room_for_a_new_run); returns its run.json contents.
 
-    resume: continue from the newest usable checkpoint in out_dir. stop: a runs.StopOnSignal.
+    resume: continue from the newest usable checkpoint in out_dir. stop: a signals.StopOnSignal.
     verbose: print the model summary and a progress bar per epoch.
     """
     model = seeded_model(settings)
@@ -330,7 +333,7 @@ def train_run(settings, train_data, test_data, out_dir, resume=False, stop=None,
         history = checkpoints.restore_newest(warn)
         log(f"Resuming {out_dir} after epoch {len(history)} of {settings.epochs}")
     if verbose:
-        log(runs.model_summary_text(model).rstrip("\n"))
+        log(figures.model_summary_text(model).rstrip("\n"))
         log(
             f"Training on {len(train_data[1])} images, testing on {len(test_data[1])}: "
             f"{settings.optimizer} lr {settings.lr}, batch {settings.batch_size}, "
@@ -355,32 +358,18 @@ def train_run(settings, train_data, test_data, out_dir, resume=False, stop=None,
 # ---- Command line --------------------------------------------------------------
 
 
-def parse_args(argv=None):
-    parser = cli.ArgumentParser(
-        prog="senet_lenet.py", description="Train SE-LeNet (LeNet-5 with a Squeeze-and-Excitation block) on MNIST."
-    )
-    cli.add_setting_flags(parser)
-    cli.add_data_dir_flag(parser)
-    parser.add_argument("--out-dir", default=runs.OUT_DIR, help=f"where the run's files go (default: {runs.OUT_DIR})")
-    parser.add_argument(
-        "--resume", action="store_true", help="continue the run in --out-dir from its last epoch (--epochs may change)"
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace a run that --out-dir holds")
-    return parser.parse_args(argv)
-
-
 def main(argv=None):
-    args = parse_args(argv)
+    args = cli.train_parser().parse_args(argv)
 
     def warn(message):
         print(message, file=sys.stderr)
 
     try:
-        with runs.StopOnSignal() as stop:
+        with signals.StopOnSignal() as stop:
             given = cli.given_settings(args)
             settings = Settings(**given)
             files.ensure_writable_dir(args.out_dir)
-            with runs.folder_lock(args.out_dir, "senet_lenet.py"):
+            with locks.folder_lock(args.out_dir, "senet_lenet.py"):
                 Manifest(args.out_dir, "run").remove_temporary_files()
                 if args.resume:
                     settings, missing = cli.run_to_resume(args.out_dir, given, log=print)

@@ -11,6 +11,7 @@ import time
 
 import errors
 import files
+import locks
 import runs
 from manifest import Manifest
 from settings import Settings
@@ -34,7 +35,7 @@ _data = {}  # (data_dir, train_samples, test_samples) -> (train, test): loaded o
 
 def study_run(task, stop=None):
     """Trains (or resumes) one run unless it finished, then measures its excitation role (SE runs);
-    returns (run.json contents, role or None). stop: a runs.StopOnSignal (else this worker's)."""
+    returns (run.json contents, role or None). stop: a signals.StopOnSignal (else this worker's)."""
     import keras
 
     import excitation_role
@@ -52,7 +53,7 @@ def study_run(task, stop=None):
     data = _data[key]
     senet_lenet.use_threads(settings.threads)  # before anything runs, training or not
     files.ensure_writable_dir(task.run_dir)
-    with runs.folder_lock(task.run_dir, "ablation.py"):
+    with locks.folder_lock(task.run_dir, "ablation.py"):
         Manifest(task.run_dir, "run").remove_temporary_files()
         if task.train and not task.resume:
             runs.make_room_for_a_new_run(task.run_dir, False, settings)  # holds no run: earlier_run said so

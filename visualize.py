@@ -18,23 +18,28 @@ prints the largest difference over the whole test set: 0 for two runs with the
 same seed on the same machine (the assignment's extended experiment).
 """
 
-import argparse
 import contextlib
 import os
 import sys
 
+import cli
+
+if __name__ == "__main__":  # before Matplotlib and TensorFlow load: Ctrl-C, --help and a bad flag answered at once
+    cli.start("visualize.py", cli.visualize_parser)
+
 import matplotlib
 import numpy as np
 
-import cli
 import errors
 import files
 import heatmaps
+import locks
+import machine
 import runs
 from heatmaps import COLOR_MAP, HEATMAP_DIR, first_of_each_label, label_sorted
 from manifest import Manifest
 from mnist import NUM_CLASSES, load_mnist, select
-from settings import Settings, block_suffix, block_where
+from settings import block_suffix, block_where
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the Agg backend
@@ -208,29 +213,6 @@ def comparison_figure(features_a, features_b, labels, names, batch_index, limits
 # ----------------------------------------------------------------------------
 
 
-def parse_args(argv=None):
-    parser = cli.ArgumentParser(
-        prog="visualize.py",
-        description="Draw SE excitations of a trained SE-LeNet run, or compare two runs.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--run-dir", default=runs.OUT_DIR, help="the run to visualize (senet_lenet.py --out-dir)")
-    cli.add_data_dir_flag(parser)
-    parser.add_argument(
-        "--batch-size", type=cli.positive_int, default=Settings.batch_size, help="test images per heatmap"
-    )
-    parser.add_argument(
-        "--max-batches", type=cli.positive_int, default=None, help="draw only the first N batches (default: all)"
-    )
-    parser.add_argument(
-        "--compare", nargs=2, metavar=("RUN_A", "RUN_B"), default=None, help="compare the excitations of two runs"
-    )
-    parser.add_argument(
-        "--batch", type=int, default=0, help="with --compare: the test batch to draw (its figure goes to RUN_B)"
-    )
-    return parser.parse_args(argv)
-
-
 def checked_excitations(run_dir, run, test_data, model=None):
     """Re-evaluates a run: (predictions, {SE block: excitations}); UsageError if the outputs are not
     finite or the accuracy is not the one recorded."""
@@ -262,7 +244,7 @@ def using(*run_dirs):
             if not os.path.isdir(run_dir):
                 raise errors.UsageError(f"run directory {run_dir} does not exist; train first: python senet_lenet.py")
             files.ensure_writable_dir(run_dir)
-            stack.enter_context(runs.folder_lock(run_dir, "visualize.py"))
+            stack.enter_context(locks.folder_lock(run_dir, "visualize.py"))
         yield
 
 
@@ -271,7 +253,7 @@ def use_the_runs_threads(run_dir, run):
     import senet_lenet
 
     senet_lenet.use_threads(run["settings"].threads)
-    note = runs.environment_note(run_dir, runs.environment(run), "this machine", runs.environment())
+    note = machine.environment_note(run_dir, machine.environment(run), "this machine", machine.environment())
     if note:
         print(note)
 
@@ -334,7 +316,7 @@ def compare(args):
             "their excitations are on different scales"
         )
     use_the_runs_threads(dir_a, run_a)
-    note = runs.environment_note(dir_a, runs.environment(run_a), dir_b, runs.environment(run_b))
+    note = machine.environment_note(dir_a, machine.environment(run_a), dir_b, machine.environment(run_b))
     if note:
         print(note)
     _, test_data = load_data(run_a, args.data_dir, train=False)
@@ -358,7 +340,7 @@ def compare(args):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = cli.visualize_parser().parse_args(argv)
     try:
         with using(*(args.compare or [args.run_dir])):
             if args.compare:
@@ -374,5 +356,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    cli.quiet_ctrl_c("visualize.py")
     sys.exit(main())

@@ -19,10 +19,8 @@ The scripts are measured first, before this process imports TensorFlow: a
 child's peak RSS counts the pages it shared with this process before exec.
 """
 
-import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -31,6 +29,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+import cli  # noqa: E402
 
 
 def steady_epoch_seconds(seconds):
@@ -148,7 +148,7 @@ def run_measured(args, env):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="bench_train.py", description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(prog="bench_train.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=None, help="the MNIST folder (default: $MNIST_DIR)")
     parser.add_argument("--epochs", type=int, default=5, help="epochs for the loop and for model.fit (at least 2)")
     parser.add_argument("--json", default=os.path.join(ROOT, "outputs", "benchmark.json"), help="where the JSON goes")
@@ -170,14 +170,13 @@ def main(argv=None):
             command = [sys.executable, "ablation.py", *STUDY_SLICE, "--workers", str(workers)]
             study[workers] = run_sampled([*command, "--out-dir", os.path.join(out_dir, f"study{workers}")], env)
 
-    import cli
     import files
-    import runs
+    import machine
     import senet_lenet  # TensorFlow from here on
     from mnist import MNISTDataError, load_mnist
     from settings import Settings
 
-    keras, tf = senet_lenet.keras, senet_lenet.tf
+    tf = senet_lenet.tf
     try:
         train_data, test_data = load_mnist(args.data_dir)
     except MNISTDataError as e:
@@ -206,8 +205,7 @@ def main(argv=None):
         }
     loop_epoch = measured["loop"]["steady_epoch_seconds"]
     result = {
-        "machine": {"cpu": runs.cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()},
-        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()},
+        **machine.record(),
         "epochs": args.epochs,
         **measured,
         "fit_steps_per_execution_vs_loop": measured["fit_steps_per_execution"]["steady_epoch_seconds"] / loop_epoch,
@@ -234,7 +232,7 @@ def main(argv=None):
         ),
         ("study slice: 1 ÷ 2 workers", f"{study[1][0] / study[2][0]:.2f} ×", ""),
     ]
-    print(f"\n{result['machine']['cpu']}, {result['machine']['cores']} cores, TensorFlow {tf.__version__}")
+    print(f"\n{result['machine']['cpu']}, {result['machine']['cpus']} cores, TensorFlow {tf.__version__}")
     print("| what | speed | time |\n| --- | --- | --- |")
     for row in rows:
         print("| " + " | ".join(row) + " |")

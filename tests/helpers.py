@@ -46,7 +46,7 @@ def assert_one_line_error(stderr, *fragments):
 
 
 class StopAfterEpoch:
-    """Acts as a signal arriving once the given epoch's checkpoint exists (a runs.StopOnSignal stand-in)."""
+    """Acts as a signal arriving once the given epoch's checkpoint exists (a signals.StopOnSignal stand-in)."""
 
     def __init__(self, out_dir, epoch):
         self.out_dir, self.epoch = out_dir, epoch

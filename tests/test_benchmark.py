@@ -26,7 +26,7 @@ def test_benchmark_reports_every_measurement(tmp_path, mnist_dir):
         assert data[f"{side}_vs_loop"] == pytest.approx(ratio)
     for script in ("train_script", "visualize_script"):
         assert data[script]["seconds"] > 0 and 0.05 < data[script]["peak_rss_gb"] < 24
-    assert data["machine"]["cores"] >= 1
+    assert data["machine"]["cpus"] >= 1
     slice_ = data["study_slice"]
     for workers in (1, 2):
         assert slice_[f"workers_{workers}"]["seconds"] > 0

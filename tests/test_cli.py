@@ -2,6 +2,9 @@
 
 import json
 import os
+import re
+import subprocess
+import sys
 
 import pytest
 import tensorflow as tf
@@ -9,7 +12,7 @@ import tensorflow as tf
 import runs
 import senet_lenet
 import visualize
-from helpers import assert_one_line_error, run_script
+from helpers import ROOT, assert_one_line_error
 
 
 @pytest.mark.parametrize(
@@ -50,11 +53,41 @@ def test_unwritable_output_directory(tmp_path, capsys):
     assert_one_line_error(capsys.readouterr().err, "cannot write to output directory")
 
 
-def test_bad_training_flag_in_a_fresh_interpreter(tmp_path):
-    result = run_script("senet_lenet.py", "--batch-size", "0", "--out-dir", tmp_path)
-    assert result.returncode == 2
-    assert_one_line_error(result.stderr, "--batch-size: must be positive")
-    assert os.listdir(tmp_path) == []
+# What a script does before TensorFlow loads, seen from outside: its help, a bad flag, a bad setting.
+# A fresh interpreter is the point here; `-X importtime` lists every module the process imported.
+BEFORE_TENSORFLOW = [
+    ("senet_lenet.py", ["--help"], 0, "--conv1-reduction"),
+    ("ablation.py", ["--help"], 0, "--workers"),
+    ("visualize.py", ["--help"], 0, "--compare"),
+    ("benchmarks/bench_train.py", ["--help"], 0, "--epochs"),
+    ("senet_lenet.py", ["--batch-size", "0", "--out-dir", "OUT"], 2, "--batch-size: must be positive"),
+    ("senet_lenet.py", ["--reduction", "32", "--out-dir", "OUT"], 2, "leaves no hidden unit"),
+    ("ablation.py", ["--seeds", "many"], 2, "'many' is not a whole number"),
+    ("visualize.py", ["--bogus"], 2, "unrecognized arguments: --bogus"),
+]
+
+
+@pytest.mark.parametrize(("script", "args", "code", "fragment"), BEFORE_TENSORFLOW)
+def test_help_and_bad_flags_are_answered_before_tensorflow_loads(script, args, code, fragment, tmp_path):
+    args = [arg.replace("OUT", str(tmp_path)) for arg in args]
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", os.path.join(ROOT, script), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    messages = "\n".join(line for line in result.stderr.splitlines() if not line.startswith("import time:"))
+    assert result.returncode == code, messages
+    assert "tensorflow" not in imported and "keras" not in imported and "matplotlib" not in imported
+    if code == 0:
+        assert fragment in result.stdout and messages == ""
+        text = " ".join(result.stdout.split())  # argparse wraps lines
+        assert "(default: None)" not in text and not re.search(r"\(default:[^()]*\) \(default:", text)
+    else:
+        assert_one_line_error(messages, fragment)
+        assert os.listdir(tmp_path) == []  # nothing written
 
 
 def visualize_error(capsys, *args):

@@ -15,6 +15,7 @@ import pytest
 import ablation
 import errors
 import files
+import locks
 import runs
 import senet_lenet
 import visualize
@@ -46,7 +47,7 @@ def test_a_new_run_refuses_a_folder_with_an_unfinished_run(unfinished_synthetic_
 
 
 def test_a_new_run_refuses_a_folder_with_a_finished_run(finished_run, synthetic_mnist_dir, capsys):
-    names = [name for name in os.listdir(finished_run) if name != runs.LOCK_FILE]
+    names = [name for name in os.listdir(finished_run) if name != locks.LOCK_FILE]
     stamps = {name: os.stat(finished_run / name).st_mtime_ns for name in names}
     assert train(finished_run, synthetic_mnist_dir, "--seed", "5") == 2
     err = capsys.readouterr().err
@@ -108,13 +109,13 @@ def test_a_study_never_replaces_runs_with_other_settings(tmp_path, synthetic_mni
 
 
 def test_a_second_writer_is_refused_naming_the_first(tmp_path, synthetic_mnist_dir, finished_run, capsys):
-    with runs.folder_lock(str(tmp_path), "senet_lenet.py"):
+    with locks.folder_lock(str(tmp_path), "senet_lenet.py"):
         assert train(tmp_path, synthetic_mnist_dir) == 2
         assert_one_line_error(capsys.readouterr().err, f"is in use by senet_lenet.py (pid {os.getpid()})")
         study = ["--seeds", "1", "--epochs", "1", "--data-dir", synthetic_mnist_dir, "--out-dir", str(tmp_path)]
         assert ablation.main(study) == 2
         assert_one_line_error(capsys.readouterr().err, "is in use by senet_lenet.py")
-    with runs.folder_lock(str(finished_run), "senet_lenet.py"):
+    with locks.folder_lock(str(finished_run), "senet_lenet.py"):
         assert visualize.main(["--run-dir", str(finished_run), "--data-dir", synthetic_mnist_dir]) == 2
         assert_one_line_error(capsys.readouterr().err, "visualize.py: error:", "is in use by senet_lenet.py")
     assert not (tmp_path / "run.json").exists()
@@ -122,19 +123,19 @@ def test_a_second_writer_is_refused_naming_the_first(tmp_path, synthetic_mnist_d
 
 def test_the_lock_goes_away_with_a_killed_process(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import runs, time\nwith runs.folder_lock({str(tmp_path)!r}, 'x'): time.sleep(60)"],
+        [sys.executable, "-c", f"import locks, time\nwith locks.folder_lock({str(tmp_path)!r}, 'x'): time.sleep(60)"],
         cwd=ROOT,
     )
     deadline = time.monotonic() + 30
-    while not (tmp_path / runs.LOCK_FILE).exists() or not (tmp_path / runs.LOCK_FILE).read_text():
+    while not (tmp_path / locks.LOCK_FILE).exists() or not (tmp_path / locks.LOCK_FILE).read_text():
         assert time.monotonic() < deadline
         time.sleep(0.05)
     with pytest.raises(errors.UsageError, match=f"in use by x \\(pid {holder.pid}\\)"):
-        with runs.folder_lock(str(tmp_path), "test"):
+        with locks.folder_lock(str(tmp_path), "test"):
             pass
     holder.send_signal(signal.SIGKILL)
     holder.wait()
-    with runs.folder_lock(str(tmp_path), "test"):
+    with locks.folder_lock(str(tmp_path), "test"):
         pass
 
 

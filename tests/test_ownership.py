@@ -10,8 +10,10 @@ import subprocess
 import pytest
 
 import ablation
+import cli
 import errors
 import files
+import locks
 import runs
 import senet_lenet
 import visualize
@@ -31,7 +33,7 @@ def tree(folder):
     return {
         str(path.relative_to(folder)): None if path.is_dir() else path.read_bytes()
         for path in sorted(folder.rglob("*"))
-        if path.name != runs.LOCK_FILE
+        if path.name != locks.LOCK_FILE
     }
 
 
@@ -232,7 +234,7 @@ def test_a_study_without_the_assignments_block_gives_its_tables(tmp_path, synthe
 
 
 class Signalled:
-    """A runs.StopOnSignal that has received SIGINT."""
+    """A signals.StopOnSignal that has received SIGINT."""
 
     def check(self):
         raise errors.Interrupted(signal.SIGINT)
@@ -245,7 +247,7 @@ def test_a_signal_while_the_study_writes_its_tables_is_reported(tmp_path, synthe
     assert ablation.main(args) == 0
     os.remove(tmp_path / "ablation.csv")
     with pytest.raises(errors.Interrupted):  # every run finished: the signal came while the tables were written
-        ablation.study(ablation.parse_args(args), Signalled())
+        ablation.study(cli.study_parser().parse_args(args), Signalled())
     assert (tmp_path / "ablation.csv").stat().st_size > 0
 
 

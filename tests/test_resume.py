@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import ablation
+import cli
 import errors
 import runs
 import senet_lenet
@@ -211,7 +212,7 @@ def test_ablation_resumes_a_half_finished_run(tmp_path, mnist_dir, capsys):
     reference = tmp_path / "reference"
     assert ablation.main([*args, "--out-dir", str(reference)]) == 0
     study = tmp_path / "study"
-    parsed = ablation.parse_args([*args, "--out-dir", str(study)])
+    parsed = cli.study_parser().parse_args([*args, "--out-dir", str(study)])
     with pytest.raises(errors.Interrupted):
         ablation.study(parsed, StopAfterEpoch(study / "se-r4_adam_seed0", 1))
     capsys.readouterr()

@@ -8,6 +8,7 @@ import pytest
 import errors
 import files
 import runs
+import signals
 from manifest import Manifest
 from settings import Settings
 
@@ -51,7 +52,7 @@ def test_read_run_rejects_what_it_did_not_write(tmp_path, text, fragment):
 
 def test_stop_on_signal_defers_the_signal_and_restores_the_handlers():
     before = signal.getsignal(signal.SIGINT)
-    with runs.StopOnSignal() as stop:
+    with signals.StopOnSignal() as stop:
         stop.check()  # nothing yet
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.signum == signal.SIGTERM

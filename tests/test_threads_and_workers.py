@@ -11,6 +11,7 @@ import time
 import pytest
 
 import ablation
+import machine
 import runs
 import senet_lenet
 import visualize
@@ -38,7 +39,7 @@ def test_one_core_and_every_core_give_the_same_bits(tmp_path, synthetic_mnist_di
     train_in_a_new_process(tmp_path / "one", synthetic_mnist_dir, *SMALL, cores="0")
     assert weights_sha(tmp_path / "one") == weights_sha(tmp_path / "all")
     run = runs.read_run(tmp_path / "all")
-    assert run["settings"].threads == 1 and run["machine"]["cpu"] == runs.cpu_model()
+    assert run["settings"].threads == 1 and run["machine"]["cpu"] == machine.cpu_model()
     assert run["versions"]["tensorflow"] == senet_lenet.tf.__version__
 
     # stopped after epoch 1 on one core, resumed on both: the same bits as never stopped

@@ -51,6 +51,26 @@ def test_heatmap_figure_is_reused_without_leftovers():
     assert np.asarray(figure.axes[0].images[0].get_array()).min() == 1
 
 
+def test_the_saved_heatmap_is_the_figure_a_plain_savefig_draws(tmp_path):
+    """The second batch's file, drawn on the reused figure, against a full draw of the same state:
+    nothing of the first batch (ticks, title) is left and nothing is missing (spines, colour bar)."""
+    import PIL.Image
+
+    rng = np.random.default_rng(1)
+    heatmap = heatmaps.HeatmapFigure(100, 16)
+    heatmap.draw(rng.random((100, 16)), rng.integers(0, 10, 100), "SE excitations, test batch 0")
+    heatmap.save(tmp_path / "0.png")
+    heatmap.draw(rng.random((100, 16)), rng.integers(3, 8, 100), "SE excitations, test batch 1")
+    heatmap.save(tmp_path / "1.png")
+    for artist in heatmap.changing:
+        artist.set_animated(False)
+    heatmap.figure.savefig(tmp_path / "plain.png", dpi=heatmap.figure.dpi)
+
+    saved, plain = (np.asarray(PIL.Image.open(tmp_path / name).convert("RGB")) for name in ("1.png", "plain.png"))
+    assert saved.shape == plain.shape
+    np.testing.assert_array_equal(saved, plain)
+
+
 def test_class_means():
     features = np.array([[0.0, 1.0], [1.0, 1.0], [0.5, 0.0]])
     labels = np.array([3, 3, 9])

@@ -1,0 +1,59 @@
+"""What senet_lenet.py draws of a trained model: its summary, its diagram (plot_model), its training curves."""
+
+import os
+import shutil
+
+import files
+
+
+def model_summary_text(model):
+    """model.summary() as text: model_summary.txt."""
+    lines = []
+    model.summary(print_fn=lambda line, **kwargs: lines.append(line))
+    return "\n".join(lines) + "\n"
+
+
+def diagram_name(model_name):
+    """SELeNet.png, or SELeNet.dot where Graphviz's `dot` is missing."""
+    return f"{model_name}.png" if shutil.which("dot") else f"{model_name}.dot"
+
+
+def save_model_diagram(model, out_dir, warn=print):
+    """SELeNet.png via plot_model; without Graphviz, SELeNet.dot and a warning. Returns the path."""
+    import keras  # loaded already: there is a model
+
+    options = dict(show_shapes=True, show_layer_names=True, show_layer_activations=True, dpi=96)
+    path = os.path.join(out_dir, diagram_name(model.name))
+    # With IPython importable, plot_model only prints its Graphviz message, so look for `dot` first.
+    if path.endswith(".png"):
+        files.write_via_scratch(path, lambda scratch: keras.utils.plot_model(model, to_file=scratch, **options))
+        return path
+    files.write_text(path, keras.utils.model_to_dot(model, **options).to_string())
+    png_path = path[: -len(".dot")] + ".png"
+    warn(
+        f"warning: Graphviz's `dot` program was not found, so {png_path} was not drawn; "
+        f"wrote the graph as {path}. Install Graphviz (Debian/Ubuntu: apt-get install "
+        f"graphviz; macOS: brew install graphviz; Windows: winget install graphviz) and rerun, "
+        f"or render it with: dot -Tpng {path} -o {png_path}"
+    )
+    return path
+
+
+def plot_training_curves(history, title):
+    """Loss and accuracy per epoch, train against test: training_curves.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    for axes, key, label in ((loss_axes, "loss", "loss"), (accuracy_axes, "accuracy", "accuracy (%)")):
+        axes.plot(epochs, [r[key] for r in history], "o-", label="train")
+        axes.plot(epochs, [r[f"test_{key}"] for r in history], "s-", label="test")
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(label)
+        axes.grid(alpha=0.3)
+        axes.legend()
+    figure.suptitle(title)
+    return figure

@@ -1,0 +1,61 @@
+"""What a run's bits depend on besides its settings: the versions and the machine that ran it.
+
+run.json records them; visualize.py and --compare print a note when two runs' differ."""
+
+import contextlib
+import os
+import platform
+
+
+def record():
+    """run.json's "versions" and "machine" entries for this process (TensorFlow is loaded already)."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    return {
+        "versions": {
+            "python": platform.python_version(),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "numpy": np.__version__,
+        },
+        "machine": {"platform": platform.platform(), "cpu": cpu_model(), "cpus": os.cpu_count()},
+    }
+
+
+def cpu_model():
+    """The processor's model name (Linux), else what platform says."""
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def environment(run=None):
+    """What the bits of a run depend on besides its settings: threads, TensorFlow, Keras, CPU model.
+    Of a run.json (a key it lacks: "unrecorded"), or of this process (run None: threads not set)."""
+    if run is None:
+        import keras
+        import tensorflow as tf
+
+        return {"tensorflow": tf.__version__, "keras": keras.__version__, "cpu": cpu_model()}
+    return {
+        "threads": run["settings"].threads,
+        "tensorflow": run.get("versions", {}).get("tensorflow", "unrecorded"),
+        "keras": run.get("versions", {}).get("keras", "unrecorded"),
+        "cpu": run.get("machine", {}).get("cpu", "unrecorded"),
+    }
+
+
+def environment_note(name_a, a, name_b, b):
+    """One line naming how two environments differ (bits are promised only for equal ones), or None."""
+    differences = [f"{key} ({a[key]} vs {b[key]})" for key in a if key in b and a[key] != b[key]]
+    if not differences:
+        return None
+    return (
+        f"note: {name_a} and {name_b} differ in {', '.join(differences)}: "
+        "the same bits are promised only for the same threads, versions and CPU"
+    )

@@ -1,0 +1,32 @@
+"""Stopping on SIGINT or SIGTERM between chunks of training steps, never in the middle of a file."""
+
+import signal
+
+from errors import Interrupted
+
+
+class StopOnSignal:
+    """While active, SIGINT and SIGTERM only set `signum`; the training loop stops
+    at the next chunk of steps, never in the middle of writing a file."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum = None
+        self._previous = {}
+
+    def __enter__(self):
+        for signum in self.SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def check(self):
+        if self.signum is not None:
+            raise Interrupted(self.signum)
