@@ -14,6 +14,7 @@ import numpy as np
 import PIL.Image
 
 import files
+from mnist import NUM_CLASSES
 from settings import block_suffix, block_where
 
 matplotlib.use("Agg")
@@ -86,6 +87,24 @@ class HeatmapFigure:
         rgb = np.asarray(canvas.buffer_rgba())[..., :3]
         with files.atomic_path(path) as temporary:
             PIL.Image.fromarray(rgb).save(temporary, format="png", compress_level=3)
+
+
+def class_means(features, labels):
+    """Mean excitation per digit 0-9: (10, channels); NaN for a digit absent from labels."""
+    means = np.full((NUM_CLASSES, features.shape[1]), np.nan, dtype=np.float64)
+    for digit in range(NUM_CLASSES):
+        if np.any(labels == digit):
+            means[digit] = features[labels == digit].mean(axis=0)
+    return means
+
+
+def class_mean_pixels(means, limits, cell=16):
+    """The class means as an RGB image for TensorBoard, coloured as se_class_mean.png: (1, 10 * cell,
+    channels * cell, 3) uint8, one cell-sized square per digit (row) and channel (column); black where NaN."""
+    low, high = limits
+    colors = matplotlib.colormaps[COLOR_MAP](np.clip((np.nan_to_num(means, nan=low) - low) / (high - low), 0, 1))
+    pixels = np.repeat(np.repeat(colors[..., :3], cell, axis=0), cell, axis=1)
+    return np.round(pixels * 255).astype(np.uint8)[np.newaxis]
 
 
 def heatmap_name(batch_index):

@@ -322,7 +322,7 @@ def train_run(settings, train_data, test_data, out_dir, resume=False, stop=None,
     (runs.make_room_for_a_new_run); returns its run.json contents.
 
     resume: continue from the newest usable checkpoint in out_dir. stop: a signals.StopOnSignal.
-    verbose: print the model summary and a progress bar per epoch.
+    verbose: print the model summary, and a progress bar per epoch on a terminal.
     """
     model = seeded_model(settings)
     optimizer = make_optimizer(settings, model)
@@ -339,7 +339,7 @@ def train_run(settings, train_data, test_data, out_dir, resume=False, stop=None,
             f"{settings.optimizer} lr {settings.lr}, batch {settings.batch_size}, "
             f"{settings.epochs} epochs, seed {settings.seed}"
         )
-    logs = EpochLogs(out_dir, manifest)
+    logs = EpochLogs(out_dir, manifest, test_data[1], settings.gate)
 
     def on_epoch_end(history, excitations):
         logs.write(history[-1], dict(zip(settings.se_blocks, excitations, strict=True)))
@@ -349,7 +349,9 @@ def train_run(settings, train_data, test_data, out_dir, resume=False, stop=None,
 
     try:
         data = train_data, test_data
-        history = train(model, optimizer, settings, data, history, on_epoch_end, stop, log=log, progress=verbose)
+        # Redirected (a log file, CI, nohup), the bar's carriage returns and colours would be noise in the file.
+        progress = verbose and sys.stdout.isatty()
+        history = train(model, optimizer, settings, data, history, on_epoch_end, stop, log=log, progress=progress)
     finally:
         logs.close()
     return save_run(model, settings, history, out_dir, manifest, warn=warn)

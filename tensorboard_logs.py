@@ -1,7 +1,9 @@
-"""TensorBoard logs of a run, one step per epoch: `tensorboard --logdir OUT/logs`.
+"""TensorBoard logs of a run, one step per epoch, as Keras's TensorBoard callback names them, so that a
+model.fit run overlays ours: `tensorboard --logdir outputs` shows every run below outputs/.
 
-OUT/logs/train   loss, accuracy (the training batches of the epoch)
-OUT/logs/test    loss, accuracy, and a histogram of each SE channel's excitation over the test set
+OUT/logs/train       epoch_loss, epoch_accuracy (a fraction, as Keras logs it) over the epoch's training batches
+OUT/logs/validation  the same over the test set; a histogram of each SE channel's excitation over the test set,
+                     and an image of the mean excitation per digit (IMAGES tab: the block learning, epoch by epoch)
 """
 
 import contextlib
@@ -10,16 +12,20 @@ import os
 import tensorflow as tf
 
 import files
+import heatmaps
 import runs
 from settings import block_suffix
+
+RUNS = ("train", "validation")  # Keras's names for the two
 
 
 class EpochLogs:
     """The run's event files, each recorded in its manifest once TensorFlow has named it."""
 
-    def __init__(self, out_dir, manifest):
+    def __init__(self, out_dir, manifest, test_labels, gate):
         self.directory = os.path.join(out_dir, runs.LOGS_DIR)
-        self.train, self.test = (self._writer(manifest, f"{runs.LOGS_DIR}/{run}/") for run in ("train", "test"))
+        self.test_labels, self.gate = test_labels, gate  # for the class means and their colour scale
+        self.train, self.validation = (self._writer(manifest, f"{runs.LOGS_DIR}/{run}/") for run in RUNS)
 
     @staticmethod
     def _writer(manifest, folder):
@@ -45,19 +51,23 @@ class EpochLogs:
 
     def _write(self, record, excitations):
         with self.train.as_default(step=record["epoch"]):
-            tf.summary.scalar("loss", record["loss"])
-            tf.summary.scalar("accuracy", record["accuracy"])
-        with self.test.as_default(step=record["epoch"]):
-            tf.summary.scalar("loss", record["test_loss"])
-            tf.summary.scalar("accuracy", record["test_accuracy"])
+            tf.summary.scalar("epoch_loss", record["loss"])
+            tf.summary.scalar("epoch_accuracy", record["accuracy"] / 100)
+        with self.validation.as_default(step=record["epoch"]):
+            tf.summary.scalar("epoch_loss", record["test_loss"])
+            tf.summary.scalar("epoch_accuracy", record["test_accuracy"] / 100)
             for block, excitation in (excitations or {}).items():
-                group = f"excitation{block_suffix(block)}"
+                suffix = block_suffix(block)
                 for channel in range(excitation.shape[1]):
-                    tf.summary.histogram(f"{group}/channel_{channel:02d}", excitation[:, channel])
+                    tf.summary.histogram(f"excitation{suffix}/channel_{channel:02d}", excitation[:, channel])
+                limits = heatmaps.color_limits(self.gate, excitation)
+                pixels = heatmaps.class_mean_pixels(heatmaps.class_means(excitation, self.test_labels), limits)
+                scale = f"rows: digits 0-9; columns: SE channels; colour map hot, {limits[0]:g} to {limits[1]:g}"
+                tf.summary.image(f"class_mean_excitation{suffix}", pixels, description=scale)
         self.train.flush()
-        self.test.flush()
+        self.validation.flush()
 
     def close(self):
         with contextlib.suppress(tf.errors.OpError):  # a failed write was reported already
             self.train.close()
-            self.test.close()
+            self.validation.close()

@@ -36,9 +36,9 @@ import heatmaps
 import locks
 import machine
 import runs
-from heatmaps import COLOR_MAP, HEATMAP_DIR, first_of_each_label, label_sorted
+from heatmaps import COLOR_MAP, HEATMAP_DIR, class_means, first_of_each_label, label_sorted
 from manifest import Manifest
-from mnist import NUM_CLASSES, load_mnist, select
+from mnist import load_mnist, select
 from settings import block_suffix, block_where
 
 matplotlib.use("Agg")
@@ -109,15 +109,6 @@ def load_data(run, data_dir, train=True):
 # ----------------------------------------------------------------------------
 
 
-def class_means(features, labels):
-    """Mean excitation per digit 0-9: (10, channels); NaN for a digit absent from labels."""
-    means = np.full((NUM_CLASSES, features.shape[1]), np.nan, dtype=np.float64)
-    for digit in range(NUM_CLASSES):
-        if np.any(labels == digit):
-            means[digit] = features[labels == digit].mean(axis=0)
-    return means
-
-
 def class_mean_summary(means, features):
     """One line: how much the excitation varies between digits, against between channels."""
     digits = np.flatnonzero(~np.isnan(means).any(axis=1))  # the digits the test set holds
@@ -129,6 +120,8 @@ def class_mean_summary(means, features):
         f"(max {between_digits.max():.3f}, channel {int(between_digits.argmax())}); "
         f"std between channels {between_channels:.3f}; "
     )
+    if not np.ptp(features, axis=0).any():
+        return line + "the block is dead: its excitation is the same for every test image"
     if len(digits) < 2:
         return line + "most distinct digit: needs two digits in the test set"
     others = [np.delete(present, i, axis=0).mean(axis=0) for i in range(len(digits))]
@@ -192,7 +185,7 @@ def comparison_figure(features_a, features_b, labels, names, batch_index, limits
     panels = (
         (sorted_a, names[0], limits),
         (sorted_b, names[1], limits),
-        (difference, f"|A − B| in this batch (max {largest:.3g})", (0.0, largest or 1.0)),
+        (difference, f"|A − B| (max in this batch {largest:.3g})", (0.0, largest or 1.0)),
     )
     images = []
     for ax, (data, title, (low, high)) in zip(axes, panels, strict=True):
@@ -296,16 +289,16 @@ def visualize(args):
     role = excitation_role.excitation_role(model, settings, train_data, test_data)
     excitation_role.save_role(out, role, run["sha256"][runs.WEIGHTS_FILE])
     print(excitation_role.role_line(role))
-    heatmap_dirs = ", ".join(f"{HEATMAP_DIR}{block_suffix(b)}/" for b in excitations)
-    print(
-        f"Wrote {count} heatmaps to {os.path.join(out, heatmap_dirs)}, se_features.npz, se_class_mean.png, "
-        f"se_class_profile.png and {runs.ROLE_FILE} to {out}/"
-    )
+    folders = sorted({name.split("/")[0] + "/" for name in names if "/" in name})
+    others = [name for name in names if "/" not in name]
+    print(f"Wrote {count} heatmaps to each of {', '.join(folders)} and {', '.join(others)} in {out}/")
 
 
 def compare(args):
     dir_a, dir_b = args.compare
     run_a, run_b = load_run(dir_a), load_run(dir_b)
+    if os.path.samefile(dir_a, dir_b):
+        print(f"note: {dir_a} and {dir_b} are the same run folder: its excitations are compared with themselves")
     if run_a["settings"].test_samples != run_b["settings"].test_samples:
         raise errors.UsageError(f"{dir_a} and {dir_b} were tested on different test sets")
     if run_a["settings"].se_blocks != run_b["settings"].se_blocks:

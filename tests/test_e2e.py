@@ -33,6 +33,7 @@ def test_default_run_reaches_the_assignments_accuracy(default_run):
     assert run["settings"]["batch_size"] == 100 and run["settings"]["epochs"] == 10
     assert run["settings"]["seed"] == 0 and run["settings"]["train_samples"] is None
     assert len(re.findall(r"^Epoch \d+, Loss: ", stdout, flags=re.MULTILINE)) == 10
+    assert "\r" not in stdout and "\x1b" not in stdout  # redirected: no progress bar
     assert run["final"]["test_accuracy"] >= 98.5
     assert run["final"]["train_accuracy"] >= 99.0
     for name in ("selenet.weights.h5", "history.csv", "model_summary.txt", "SELeNet.png", "training_curves.png"):

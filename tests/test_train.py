@@ -64,12 +64,19 @@ def test_sgd_learns():
     assert losses[0] > losses[1] > losses[2]
 
 
-def test_epoch_lines_in_the_assignments_form(tmp_path, synthetic_mnist_dir, capsys):
-    args = ["--epochs", "1", "--train-samples", "500", "--test-samples", "100"]
+@pytest.mark.parametrize("terminal", [False, True])
+def test_epoch_lines_in_the_assignments_form(terminal, tmp_path, synthetic_mnist_dir, capsys, monkeypatch):
+    """A progress bar on a terminal; redirected (a log file, CI), one line per epoch and no control characters."""
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: terminal)
+    args = ["--epochs", "2", "--train-samples", "500", "--test-samples", "100"]
     assert senet_lenet.main([*args, "--data-dir", synthetic_mnist_dir, "--out-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    pattern = r"^Epoch 1, Loss: \d+\.\d{4}, Accuracy: \d+\.\d{2}, Test Loss: \d+\.\d{4}, Test Accuracy: \d+\.\d{2}$"
-    assert len(re.findall(pattern, out, flags=re.MULTILINE)) == 1, out
+    pattern = r"^Epoch \d, Loss: \d+\.\d{4}, Accuracy: \d+\.\d{2}, Test Loss: \d+\.\d{4}, Test Accuracy: \d+\.\d{2}$"
+    assert len(re.findall(pattern, out, flags=re.MULTILINE)) == 2, out
+    assert ("\r" in out and "\x1b[" in out and "5/5" in out) == terminal, out
+    if not terminal:
+        training = out[out.index("Training on") :].splitlines()
+        assert len(training) == 1 + 2 + 1, out  # what it trains, two epochs, where it saved
 
 
 def test_without_graphviz_the_run_writes_dot_and_succeeds(tmp_path, synthetic_mnist_dir):

@@ -74,7 +74,7 @@ def test_the_saved_heatmap_is_the_figure_a_plain_savefig_draws(tmp_path):
 def test_class_means():
     features = np.array([[0.0, 1.0], [1.0, 1.0], [0.5, 0.0]])
     labels = np.array([3, 3, 9])
-    means = visualize.class_means(features, labels)
+    means = heatmaps.class_means(features, labels)
     assert means.shape == (10, 2)
     np.testing.assert_allclose(means[3], [0.5, 1.0])
     np.testing.assert_allclose(means[9], [0.5, 0.0])
@@ -151,3 +151,33 @@ def test_compare_refuses_runs_with_different_gates(tmp_path, synthetic_mnist_dir
     args = ["--compare", str(tmp_path / "sigmoid"), str(tmp_path / "tanh"), "--data-dir", synthetic_mnist_dir]
     assert visualize.main(args) == 2
     assert_one_line_error(capsys.readouterr().err, "have different gates (sigmoid and tanh)")
+
+
+def test_a_dead_block_names_no_distinct_digit():
+    features = np.full((50, 16), 0.5)  # one hidden unit stuck at zero: the same excitation for every image
+    line = visualize.class_mean_summary(heatmaps.class_means(features, np.arange(50) % 10), features)
+    assert "std between digits 0.000" in line and "the block is dead" in line and "most distinct" not in line
+
+
+def test_the_wrote_line_names_every_file_of_both_blocks(tmp_path, synthetic_mnist_dir, capsys):
+    settings = Settings(epochs=1, train_samples=300, test_samples=200, se_position="both")
+    write_synthetic_run(tmp_path / "both", synthetic_mnist_dir, settings)
+    assert visualize.main(["--run-dir", str(tmp_path / "both"), "--data-dir", synthetic_mnist_dir]) == 0
+    (wrote,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Wrote")]
+    written = {
+        os.path.relpath(os.path.join(folder, name), tmp_path / "both")
+        for folder, _, names in os.walk(tmp_path / "both")
+        for name in names
+    }
+    for name in written - set(visualize.runs.run_file_names(settings)) - {"manifest.json", ".selenet.lock"}:
+        if "/" not in name:
+            assert name in wrote, name
+    assert "2 heatmaps to each of se_features/, se_features_conv1/" in wrote
+    assert {"se_class_mean_conv1.png", "se_class_profile_conv1.png"} <= written
+
+
+def test_compare_says_when_both_runs_are_one(synthetic_run, synthetic_mnist_dir, capsys):
+    args = ["--compare", str(synthetic_run), str(synthetic_run), "--data-dir", synthetic_mnist_dir]
+    assert visualize.main(args) == 0
+    out = capsys.readouterr().out
+    assert "are the same run folder" in out and "Max |excitation difference| over 300 test images: 0" in out
