@@ -398,10 +398,7 @@ def main(argv=None):
         with signals.StopOnSignal() as stop:
             study(args, stop)
     except (Exception, KeyboardInterrupt) as e:
-        code = cli.exit_code("ablation.py", e, lambda interrupted: f"ablation.py: stopped by {interrupted}; {KEPT}")
-        if code is None:
-            raise
-        return code
+        return cli.exit_code("ablation.py", e, lambda interrupted: f"ablation.py: stopped by {interrupted}; {KEPT}")
     return 0
 
 

@@ -46,8 +46,8 @@ def report_error(prog, error, code=2):
 
 
 def exit_code(prog, error, stopped=None):
-    """Reports an error a script ends with as one line on stderr; returns its exit code, or None for an
-    error that is not one of these (a bug: let it raise with its traceback). The one place that maps
+    """Reports an error a script ends with as one line on stderr and returns its exit code; an error that
+    is not one of these (a bug) is raised again, with its traceback. The one place that maps
     errors to exit codes: bad input 2; a failed run (divergence, a write error, no deterministic kernel)
     1; a signal 128 + its number. stopped(interrupted): the line for a stop by a signal."""
     tensorflow = sys.modules.get("tensorflow")
@@ -64,7 +64,7 @@ def exit_code(prog, error, stopped=None):
         return 128 + error.signum
     if isinstance(error, KeyboardInterrupt):
         return stopped_by_ctrl_c(prog)
-    return None
+    raise error
 
 
 def no_deterministic_kernel(error):

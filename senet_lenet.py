@@ -391,12 +391,9 @@ def main(argv=None):
                 train_run(settings, train_data, test_data, args.out_dir, resume=args.resume, stop=stop, warn=warn)
                 stop.check()  # a signal that came while the last files were written: reported, not lost
     except (Exception, KeyboardInterrupt) as e:
-        code = cli.exit_code(
-            "senet_lenet.py", e, lambda stop: runs.interrupted_message("senet_lenet.py", stop, args.out_dir)
+        return cli.exit_code(
+            "senet_lenet.py", e, lambda signal: runs.interrupted_message("senet_lenet.py", signal, args.out_dir)
         )
-        if code is None:
-            raise
-        return code
     print(f"Saved the run to {args.out_dir}/ (weights, run.json, history.csv, figures)")
     return 0
 

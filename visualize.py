@@ -341,10 +341,7 @@ def main(argv=None):
             else:
                 visualize(args)
     except (Exception, KeyboardInterrupt) as e:
-        code = cli.exit_code("visualize.py", e)
-        if code is None:
-            raise
-        return code
+        return cli.exit_code("visualize.py", e)
     return 0
 
 

@@ -13,6 +13,7 @@ from study_stats import Comparison, holm
 QUICK_STUDY = [
     *"--seeds 2 --epochs 1 --train-samples 2000 --test-samples 500 --reductions 2 4 --optimizers adam sgd".split(),
     *"--squeezes avg --gates sigmoid --positions conv2".split(),  # the other axes: test_a_study_of_every_axis
+    *"--workers 1".split(),  # in this process (workers: tests/test_threads_and_workers.py)
 ]
 RUNS = ["se-r4_adam", "se-r4_sgd", "no-se_adam", "no-se_sgd", "se-r2_adam"]
 
@@ -107,7 +108,7 @@ def test_comparisons_use_students_t_and_holm():
 def test_a_study_of_every_axis(tmp_path, synthetic_mnist_dir, capsys):
     args = ["--seeds", "1", "--epochs", "1", "--train-samples", "300", "--test-samples", "200", "--reductions", "4"]
     args += ["--squeezes", "max", "--gates", "relu", "--positions", "both", "--optimizers", "adam"]
-    args += ["--data-dir", synthetic_mnist_dir, "--out-dir", str(tmp_path)]
+    args += ["--data-dir", synthetic_mnist_dir, "--out-dir", str(tmp_path), "--workers", "1"]  # in this process
     assert ablation.main(args) == 0
     rows = {r["run"]: r for r in read_rows(tmp_path)}
     names = ("se-r4_adam", "no-se_adam", "se-r4-max_adam", "se-r4-relu_adam", "se-r4-both_adam")

@@ -164,3 +164,13 @@ def test_an_op_without_a_deterministic_kernel_is_one_line(tmp_path, synthetic_mn
     args = ["--epochs", "1", "--train-samples", "100", "--data-dir", synthetic_mnist_dir, "--out-dir", str(tmp_path)]
     assert senet_lenet.main(args) == 1
     assert_one_line_error(capsys.readouterr().err, "senet_lenet.py: error: " + message, "verified on CPU")
+
+
+def test_a_bug_is_not_reported_as_bad_input_but_raised(tmp_path, synthetic_mnist_dir, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(senet_lenet, "train_run", broken)
+    args = ["--train-samples", "100", "--test-samples", "100", "--data-dir", synthetic_mnist_dir]
+    with pytest.raises(ZeroDivisionError, match="a bug"):
+        senet_lenet.main([*args, "--out-dir", str(tmp_path)])

@@ -223,7 +223,7 @@ def test_no_room_anywhere_is_one_line(tiny_memory, tmp_path, synthetic_mnist_dir
 
 def test_a_study_without_the_assignments_block_gives_its_tables(tmp_path, synthetic_mnist_dir, capsys):
     args = ["--seeds", "2", "--epochs", "1", "--train-samples", "300", "--test-samples", "100", "--reductions", "8"]
-    args += ["--optimizers", "sgd", "--squeezes", "max", "--gates", "tanh", "--positions", "conv1"]
+    args += ["--optimizers", "sgd", "--squeezes", "max", "--gates", "tanh", "--positions", "conv1", "--workers", "1"]
     assert ablation.main([*args, "--data-dir", synthetic_mnist_dir, "--out-dir", str(tmp_path)]) == 0
     markdown = (tmp_path / "ablation.md").read_text()
     assert "Not run in this study, so the comparisons with them are left out: se-r4_adam, no-se_adam." in markdown
@@ -243,7 +243,7 @@ class Signalled:
 def test_a_signal_while_the_study_writes_its_tables_is_reported(tmp_path, synthetic_mnist_dir):
     args = ["--seeds", "1", "--epochs", "1", "--train-samples", "300", "--test-samples", "100", "--reductions", "4"]
     args += ["--optimizers", "adam", "--squeezes", "avg", "--gates", "sigmoid", "--positions", "conv2"]
-    args += ["--data-dir", synthetic_mnist_dir, "--out-dir", str(tmp_path)]
+    args += ["--data-dir", synthetic_mnist_dir, "--out-dir", str(tmp_path), "--workers", "1"]
     assert ablation.main(args) == 0
     os.remove(tmp_path / "ablation.csv")
     with pytest.raises(errors.Interrupted):  # every run finished: the signal came while the tables were written

@@ -92,6 +92,7 @@ def rows_but_seconds(study):
         return [{k: v for k, v in row.items() if k != "seconds_per_epoch"} for row in csv.DictReader(f)]
 
 
+@pytest.mark.e2e  # whole studies in worker processes: minutes
 def test_workers_give_the_same_study_and_the_same_runs_as_senet_lenet(tmp_path, synthetic_mnist_dir):
     data = ["--data-dir", synthetic_mnist_dir]
     assert ablation.main([*STUDY, *data, "--workers", "1", "--out-dir", str(tmp_path / "serial")]) == 0
@@ -109,6 +110,7 @@ def test_workers_give_the_same_study_and_the_same_runs_as_senet_lenet(tmp_path, 
     assert weights_sha(tmp_path / "alone") == weights_sha(tmp_path / "parallel" / "se-r4-max_adam_seed0")
 
 
+@pytest.mark.e2e  # whole studies in worker processes: minutes
 def test_ctrl_c_stops_every_worker_and_the_study_resumes(tmp_path, synthetic_mnist_dir):
     args = [*STUDY, "--epochs", "3", "--train-samples", "3000"]
     args += ["--data-dir", synthetic_mnist_dir, "--out-dir", str(tmp_path)]
@@ -140,6 +142,7 @@ def test_ctrl_c_stops_every_worker_and_the_study_resumes(tmp_path, synthetic_mni
     assert len(rows) == 6 and all(float(row["final_test_accuracy"]) > 0 for row in rows)
 
 
+@pytest.mark.e2e  # whole studies in worker processes: minutes
 def test_a_study_on_ray_equals_the_serial_one(tmp_path, synthetic_mnist_dir):
     data = ["--data-dir", synthetic_mnist_dir]
     small = [*STUDY, "--seeds", "1", "--squeezes", "avg"]
