@@ -284,8 +284,9 @@ def sweep_figure(rows, reductions):
             color="C0",
             capsize=4,
         )
+        dead = sum(1 for r in group if r["dead_blocks"])
         axes.annotate(
-            f"{group[0]['parameters']:,} params",
+            f"{group[0]['parameters']:,} params" + (f"\ndead in {dead}/{len(group)} seeds" if dead else ""),
             (reduction, mean),
             textcoords="offset points",
             xytext=(6, 6),
@@ -316,7 +317,7 @@ def variants_figure(compared):
     axes.set_yticks(range(len(effect)), [c.name for c in effect])
     axes.invert_yaxis()
     axes.set_xlabel("test accuracy difference, paired by seed (points): mean and 95 % CI")
-    axes.set_title("Filled: survives Holm's correction (p < 0.05 within the family); hollow: cannot tell")
+    figure.suptitle("SE variants, paired by seed. Filled: survives Holm's correction (p < 0.05 in its family)")
     axes.grid(alpha=0.3, axis="x")
     return figure
 
