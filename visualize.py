@@ -291,7 +291,7 @@ def visualize(args):
     print(excitation_role.role_line(role))
     folders = sorted({name.split("/")[0] + "/" for name in names if "/" in name})
     others = [name for name in names if "/" not in name]
-    print(f"Wrote {count} heatmaps to each of {', '.join(folders)} and {', '.join(others)} in {out}/")
+    print(f"Wrote to {out}/: {count} heatmaps in {' and in '.join(folders)}; {', '.join(others)}")
 
 
 def compare(args):

@@ -1,6 +1,7 @@
 """benchmarks/bench_train.py runs and reports every measurement (no speed is asserted here)."""
 
 import json
+import os
 
 import pytest
 
@@ -33,3 +34,15 @@ def test_benchmark_reports_every_measurement(tmp_path, mnist_dir):
         assert 0.05 < slice_[f"workers_{workers}"]["peak_rss_gb_all_processes"] < 24
     assert slice_["speedup_2_workers"] == pytest.approx(slice_["workers_1"]["seconds"] / slice_["workers_2"]["seconds"])
     assert "| study slice: 1 ÷ 2 workers |" in result.stdout
+
+
+def test_heatmap_benchmark_reports_every_variant(tmp_path):
+    report = tmp_path / "heatmaps.json"
+    result = run_script("benchmarks/bench_heatmaps.py", "--rounds", "1", "--json", report, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    variants = json.loads(report.read_text())["variants"]
+    plain = variants["one figure, set_data + savefig"]["median"]
+    assert len(variants) == (4 if os.cpu_count() > 1 else 3)
+    for name, row in variants.items():
+        assert row["median"] > 0 and row["vs_plain"] == pytest.approx(row["median"] / plain), name
+        assert f"| {name} | " in result.stdout

@@ -172,7 +172,7 @@ def test_the_wrote_line_names_every_file_of_both_blocks(tmp_path, synthetic_mnis
     for name in written - set(visualize.runs.run_file_names(settings)) - {"manifest.json", ".selenet.lock"}:
         if "/" not in name:
             assert name in wrote, name
-    assert "2 heatmaps to each of se_features/, se_features_conv1/" in wrote
+    assert "2 heatmaps in se_features/ and in se_features_conv1/;" in wrote
     assert {"se_class_mean_conv1.png", "se_class_profile_conv1.png"} <= written
 
 
