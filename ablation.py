@@ -1,16 +1,17 @@
 """Does the SE block help LeNet-5 on MNIST, and what does it do? The SENet paper's ablations over seeds.
 
-    python ablation.py                      # 5 seeds, 10 epochs, into outputs/ablation
+    python ablation.py                      # 20 seeds, 10 epochs, every axis: 260 runs into outputs/ablation
     python ablation.py --seeds 3 --epochs 5 --data-dir ../shared/mnist
 
-It trains, in this process and with senet_lenet's own training code, over seeds 0..N-1:
+It trains, in worker processes (study_runs.py) with senet_lenet's own training code, over seeds 0..N-1:
   the grid    {SE (reduction 4), no SE} x {Adam lr 0.001, SGD lr 0.01}
   the sweeps  SE with Adam: reductions 1, 2, 4, 8, 16; squeeze avg or max; gate sigmoid, tanh or relu;
-              position after conv2, conv1 or both (the assignment's block, r4 avg sigmoid conv2, shared)
+              position after conv2, conv1 (its own reduction, --conv1-reduction) or both
+              (the assignment's block, r4 avg sigmoid conv2, shared)
 and measures each SE run's excitation at inference (excitation_role.py). Each run is a normal run
 folder; a finished one is not trained again, so an interrupted study continues where it stopped.
-Then it writes ablation.csv, ablation.md, ablation_curves.png, reduction_sweep.png and
-ablation_variants.png: means ± sample std, and paired differences with 95 % confidence intervals.
+Then it writes ablation.csv, ablation_comparisons.csv, ablation.md and three figures: means ± sample
+std, and paired differences with 95 % intervals and Holm-corrected p-values (study_stats.py).
 """
 
 import os

@@ -1,4 +1,5 @@
-"""The command-line pieces every script shares: flags and their types, one-line errors, the resume rules."""
+"""The command line: each script's parser (read before TensorFlow loads), flags and their types, one-line
+errors and exit codes, the resume rules."""
 
 import argparse
 import dataclasses
@@ -282,7 +283,7 @@ def visualize_parser():
 def study_parser():
     parser = ArgumentParser(
         prog="ablation.py",
-        description="Train SE-LeNet with and without SE, Adam and SGD, and a reduction sweep, over seeds.",
+        description="Train SE-LeNet over seeds: with and without SE, Adam and SGD, and sweeps of the SE block.",
     )
     parser.add_argument("--seeds", type=positive_int, default=20, help="seeds 0..N-1 per configuration")
     parser.add_argument("--epochs", type=positive_int, default=Settings.epochs, help="epochs per run")
