@@ -37,7 +37,7 @@ import senet_lenet
 import signals
 import study_runs
 from manifest import Manifest
-from settings import BLOCK_CHANNELS, Settings
+from settings import BLOCK_CHANNELS, Settings, se_hidden_units
 from study_stats import Comparison, holm
 
 matplotlib.use("Agg")
@@ -182,7 +182,8 @@ def blocks_text(row):
     parts = []
     for block, field in (("conv1", "conv1_reduction"), ("conv2", "reduction")):
         if row[field] != "":
-            parts.append(f"{block} r{row[field]} ({BLOCK_CHANNELS[block] // int(row[field])})")
+            reduction = int(row[field])
+            parts.append(f"{block} r{reduction} ({se_hidden_units(reduction, BLOCK_CHANNELS[block])})")
     return ", ".join(parts) or "–"
 
 

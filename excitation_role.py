@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 import files
+import heatmaps
 import runs
 import senet_lenet
 from manifest import Manifest
@@ -53,7 +54,7 @@ def excitation_role(model, settings, train_data, test_data):
     }
     # How far each block's excitation moves between test images: its largest channel's range (0: dead).
     for block, excitation in zip(settings.se_blocks, learned, strict=True):
-        role[f"range_{block}"] = round(float(np.ptp(excitation, axis=0).max()), 6)
+        role[f"range_{block}"] = heatmaps.excitation_range(excitation)
     return role
 
 

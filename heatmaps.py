@@ -98,6 +98,12 @@ def class_means(features, labels):
     return means
 
 
+def excitation_range(excitation):
+    """How far an SE block's excitation (N, C) moves between images: its widest channel's range, to 6
+    decimals. 0 is a dead block: the same excitation for every image."""
+    return round(float(np.ptp(excitation, axis=0).max()), 6)
+
+
 def class_mean_pixels(means, limits, cell=16):
     """The class means as an RGB image for TensorBoard, coloured as se_class_mean.png: (1, 10 * cell,
     channels * cell, 3) uint8, one cell-sized square per digit (row) and channel (column); black where NaN."""

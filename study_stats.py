@@ -14,6 +14,11 @@ LEVEL = 0.95  # confidence of the intervals; Holm's family-wise error rate is 1 
 TARGET_HALF_WIDTH = 0.1  # accuracy points: the precision the study aims for
 
 
+def _half_width(std, n):
+    """Student's t half-width of the LEVEL interval of a mean of n values with this standard deviation."""
+    return stats.t.ppf((1 + LEVEL) / 2, n - 1) * std / math.sqrt(n)
+
+
 @dataclasses.dataclass
 class Comparison:
     name: str  # "se-r8_adam − se-r4_adam"
@@ -36,9 +41,7 @@ class Comparison:
     @property
     def half_width(self):
         """Half the width of the LEVEL confidence interval of the mean difference."""
-        if self.seeds < 2:
-            return math.nan
-        return stats.t.ppf((1 + LEVEL) / 2, self.seeds - 1) * self.std / math.sqrt(self.seeds)
+        return _half_width(self.std, self.seeds) if self.seeds > 1 else math.nan
 
     @property
     def p(self):
@@ -55,7 +58,7 @@ class Comparison:
         if self.seeds < 2 or self.std == 0:
             return self.seeds
         n = 2
-        while stats.t.ppf((1 + LEVEL) / 2, n - 1) * self.std / math.sqrt(n) > TARGET_HALF_WIDTH:
+        while _half_width(self.std, n) > TARGET_HALF_WIDTH:
             n += 1
         return n
 

@@ -120,7 +120,7 @@ def class_mean_summary(means, features):
         f"(max {between_digits.max():.3f}, channel {int(between_digits.argmax())}); "
         f"std between channels {between_channels:.3f}; "
     )
-    if not np.ptp(features, axis=0).any():
+    if heatmaps.excitation_range(features) == 0:
         return line + "the block is dead: its excitation is the same for every test image"
     if len(digits) < 2:
         return line + "most distinct digit: needs two digits in the test set"
@@ -271,16 +271,16 @@ def visualize(args):
             for folder in {os.path.dirname(name) + "/" for name in names if "/" in name}:
                 manifest.release(*(folder + n for n in manifest.owned(folder) if folder + n not in names))
         labels = test_data[1]
+        limits = {block: heatmaps.color_limits(settings.gate, features) for block, features in excitations.items()}
         for block, features in excitations.items():
-            limits = heatmaps.color_limits(settings.gate, features)
             count = heatmaps.save_heatmaps(
-                features, labels, out, args.batch_size, args.max_batches, pool, block, limits
+                features, labels, out, args.batch_size, args.max_batches, pool, block, limits[block]
             )
     save_features(os.path.join(out, "se_features.npz"), excitations, labels, predictions)
     for block, features in excitations.items():
         suffix, means = block_suffix(block), class_means(features, labels)
-        limits = heatmaps.color_limits(settings.gate, features)
-        files.save_figure(class_mean_figure(means, block, limits), os.path.join(out, f"se_class_mean{suffix}.png"))
+        figure = class_mean_figure(means, block, limits[block])
+        files.save_figure(figure, os.path.join(out, f"se_class_mean{suffix}.png"))
         files.save_figure(
             class_profile_figure(features, labels, block), os.path.join(out, f"se_class_profile{suffix}.png")
         )
