@@ -258,12 +258,13 @@ def visualize(args):
     settings, out = run["settings"], args.run_dir
     use_the_runs_threads(out, run)
     manifest = Manifest(out, "run")
-    with heatmaps.worker() as pool:  # starting while the test set is evaluated
-        train_data, test_data = load_data(run, args.data_dir)
-        batches = -(-len(test_data[1]) // args.batch_size)
-        drawn = min(batches, args.max_batches or batches)
-        names = output_names(settings, drawn)
-        manifest.check_free(*names)  # refused before anything is written if a name holds the user's
+    train_data, test_data = load_data(run, args.data_dir)
+    batches = -(-len(test_data[1]) // args.batch_size)
+    drawn = min(batches, args.max_batches or batches)
+    names = output_names(settings, drawn)
+    manifest.check_free(*names)  # refused before anything is written if a name holds the user's
+    blocks = len(settings.se_blocks)
+    with heatmaps.worker(drawn * blocks) as pool:  # starting while the test set is evaluated
         model = restore_model(out, run)
         predictions, excitations = checked_excitations(out, run, test_data, model)
         manifest.claim(*names, weights=run["sha256"][runs.WEIGHTS_FILE])  # recorded with the weights drawn

@@ -71,7 +71,7 @@ def main(argv=None):
     features = random.random((TEST_IMAGES, CHANNELS)).astype(np.float32)
     labels = random.integers(0, 10, TEST_IMAGES)
     started = time.perf_counter()
-    with heatmaps.worker() as pool:
+    with heatmaps.worker(-(-TEST_IMAGES // BATCH)) as pool:
         if pool is not None:
             pool.apply(int)  # waits until the worker has started
         worker_start = time.perf_counter() - started

@@ -8,7 +8,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import senet_lenet  # noqa: E402
-from helpers import QUICK, write_synthetic_mnist, write_synthetic_run  # noqa: E402
+from helpers import QUICK, SYNTHETIC_STUDY, write_synthetic_mnist, write_synthetic_run  # noqa: E402
 from mnist import IDX_FILES, find_idx_files, load_mnist  # noqa: E402
 from settings import Settings  # noqa: E402
 
@@ -68,4 +68,15 @@ def trained_synthetic_run(tmp_path_factory, synthetic_mnist_dir):
     out_dir = tmp_path_factory.mktemp("trained_synthetic_run")
     args = ["--epochs", "2", "--train-samples", "500", "--test-samples", "200", "--seed", "3"]
     assert senet_lenet.main([*args, "--data-dir", synthetic_mnist_dir, "--out-dir", str(out_dir)]) == 0
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def synthetic_study(tmp_path_factory, synthetic_mnist_dir):
+    """A finished study (SYNTHETIC_STUDY, eight runs) on synthetic digits; tests change a copy. Its tests share
+    one xdist group, so that one test process trains it."""
+    import ablation
+
+    out_dir = tmp_path_factory.mktemp("synthetic_study")
+    assert ablation.main([*SYNTHETIC_STUDY, "--data-dir", synthetic_mnist_dir, "--out-dir", str(out_dir)]) == 0
     return out_dir

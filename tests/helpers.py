@@ -14,6 +14,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A quick run: a slice of real MNIST, enough to learn something in seconds.
 QUICK = ["--epochs", "2", "--train-samples", "3000", "--test-samples", "500"]
 
+# A study of every axis once, in this process: the grid with both optimizers and each sweep's other value.
+SYNTHETIC_STUDY = [
+    *"--seeds 1 --epochs 1 --train-samples 300 --test-samples 200 --optimizers adam sgd --reductions 8".split(),
+    *"--squeezes max --gates relu --positions both --workers 1".split(),
+]
+
 
 def default_sigint():
     """preexec_fn for a child that must answer Ctrl-C even where this process ignores it (a background job)."""

@@ -2,12 +2,14 @@
 
 import csv
 import os
+import shutil
 import statistics
 
 import pytest
 
 import ablation
 import visualize
+from helpers import SYNTHETIC_STUDY
 from study_stats import Comparison, holm
 
 QUICK_STUDY = [
@@ -105,28 +107,31 @@ def test_comparisons_use_students_t_and_holm():
     assert [c.survives for c in family] == [c.holm_p < 0.05 for c in family]
 
 
-def test_a_study_of_every_axis(tmp_path, synthetic_mnist_dir, capsys):
-    args = ["--seeds", "1", "--epochs", "1", "--train-samples", "300", "--test-samples", "200", "--reductions", "4"]
-    args += ["--squeezes", "max", "--gates", "relu", "--positions", "both", "--optimizers", "adam"]
-    args += ["--data-dir", synthetic_mnist_dir, "--out-dir", str(tmp_path), "--workers", "1"]  # in this process
-    assert ablation.main(args) == 0
-    rows = {r["run"]: r for r in read_rows(tmp_path)}
-    names = ("se-r4_adam", "no-se_adam", "se-r4-max_adam", "se-r4-relu_adam", "se-r4-both_adam")
-    assert sorted(rows) == sorted(f"{name}_seed0" for name in names)
+@pytest.mark.xdist_group("synthetic_study")
+def test_a_study_of_every_axis(synthetic_study, tmp_path, synthetic_mnist_dir, capsys):
+    rows = {r["run"]: r for r in read_rows(synthetic_study)}
+    names = ("se-r4_adam", "se-r4_sgd", "no-se_adam", "no-se_sgd", "se-r8_adam")
+    names += ("se-r4-max_adam", "se-r4-relu_adam", "se-r4-both_adam")
+    assert list(rows) == [f"{name}_seed0" for name in names]
     assert rows["se-r4-both_adam_seed0"]["se_position"] == "both" and rows["se-r4-max_adam_seed0"]["squeeze"] == "max"
+    assert rows["se-r8_adam_seed0"]["reduction"] == "8" and rows["no-se_sgd_seed0"]["lr"] == "0.01"
     for row in rows.values():
         role = [row[f"role_{v}"] for v in ("learned", "train_mean", "ones", "shuffled")]
         assert all(role) if row["model"] == "se" else not any(role)
         if row["model"] == "se":
             assert float(row["role_learned"]) == float(row["final_test_accuracy"])
     assert rows["se-r4-both_adam_seed0"]["conv1_reduction"] == "2" and rows["se-r4_adam_seed0"]["conv1_reduction"] == ""
-    markdown = (tmp_path / "ablation.md").read_text()
+    markdown = (synthetic_study / "ablation.md").read_text()
     assert "| se-r4-both_adam | adam | conv1 r2 (3), conv2 r4 (4) |" in markdown
-    with open(tmp_path / "ablation_comparisons.csv", newline="") as f:
+    with open(synthetic_study / "ablation_comparisons.csv", newline="") as f:
         compared = {r["comparison"]: r for r in csv.DictReader(f)}
-    assert compared["se-r4_adam − no-se_adam"]["family"] == "effect"
+    assert compared["se-r4_sgd − no-se_sgd"]["family"] == "effect"
     assert compared["se-r4-max_adam: train_mean − learned"]["family"] == "role"
-    capsys.readouterr()
+
+    study = tmp_path / "study"
+    shutil.copytree(synthetic_study, study)
+    args = [*SYNTHETIC_STUDY, "--data-dir", synthetic_mnist_dir, "--out-dir", str(study)]
     assert ablation.main(args) == 0  # everything reused: nothing trained or evaluated again
     out = capsys.readouterr().out
-    assert "] training " not in out and "] evaluating" not in out
+    assert "8 runs: 8 finished already, 0 to do" in out and "] training " not in out and "] evaluating" not in out
+    assert (study / "ablation.md").read_text() == markdown

@@ -17,7 +17,7 @@ import locks
 import runs
 import senet_lenet
 import visualize
-from helpers import assert_one_line_error, write_synthetic_run
+from helpers import SYNTHETIC_STUDY, assert_one_line_error, write_synthetic_run
 from manifest import MANIFEST_FILE, Manifest
 from settings import Settings
 
@@ -221,16 +221,20 @@ def test_no_room_anywhere_is_one_line(tiny_memory, tmp_path, synthetic_mnist_dir
 # ---- 8: the study -------------------------------------------------------------------------------------------
 
 
-def test_a_study_without_the_assignments_block_gives_its_tables(tmp_path, synthetic_mnist_dir, capsys):
-    args = ["--seeds", "2", "--epochs", "1", "--train-samples", "300", "--test-samples", "100", "--reductions", "8"]
-    args += ["--optimizers", "sgd", "--squeezes", "max", "--gates", "tanh", "--positions", "conv1", "--workers", "1"]
-    assert ablation.main([*args, "--data-dir", synthetic_mnist_dir, "--out-dir", str(tmp_path)]) == 0
-    markdown = (tmp_path / "ablation.md").read_text()
+@pytest.mark.xdist_group("synthetic_study")
+def test_a_study_without_the_assignments_block_gives_its_tables(synthetic_study, tmp_path, synthetic_mnist_dir, capsys):
+    shutil.copytree(synthetic_study, tmp_path / "study")
+    args = [*SYNTHETIC_STUDY, "--optimizers", "sgd", "--data-dir", synthetic_mnist_dir]
+    args += ["--out-dir", str(tmp_path / "study")]
+    assert ablation.main(args) == 0
+    out = capsys.readouterr().out
+    assert "6 runs: 6 finished already, 0 to do" in out  # the study's runs but the grid's with Adam
+    markdown = (tmp_path / "study" / "ablation.md").read_text()
     assert "Not run in this study, so the comparisons with them are left out: se-r4_adam, no-se_adam." in markdown
     assert "| se-r4_sgd − no-se_sgd | effect |" in markdown  # against no SE with SGD: there
     assert "se-r8_adam − " not in markdown  # against the assignment's block with Adam: not run
     for name in ablation.STUDY_FILES:
-        assert (tmp_path / name).stat().st_size > 0
+        assert (tmp_path / "study" / name).stat().st_size > 0
 
 
 class Signalled:
@@ -240,15 +244,14 @@ class Signalled:
         raise errors.Interrupted(signal.SIGINT)
 
 
-def test_a_signal_while_the_study_writes_its_tables_is_reported(tmp_path, synthetic_mnist_dir):
-    args = ["--seeds", "1", "--epochs", "1", "--train-samples", "300", "--test-samples", "100", "--reductions", "4"]
-    args += ["--optimizers", "adam", "--squeezes", "avg", "--gates", "sigmoid", "--positions", "conv2"]
-    args += ["--data-dir", synthetic_mnist_dir, "--out-dir", str(tmp_path), "--workers", "1"]
-    assert ablation.main(args) == 0
-    os.remove(tmp_path / "ablation.csv")
+@pytest.mark.xdist_group("synthetic_study")
+def test_a_signal_while_the_study_writes_its_tables_is_reported(synthetic_study, tmp_path, synthetic_mnist_dir):
+    shutil.copytree(synthetic_study, tmp_path / "study")
+    os.remove(tmp_path / "study" / "ablation.csv")
+    args = [*SYNTHETIC_STUDY, "--data-dir", synthetic_mnist_dir, "--out-dir", str(tmp_path / "study")]
     with pytest.raises(errors.Interrupted):  # every run finished: the signal came while the tables were written
         ablation.study(cli.study_parser().parse_args(args), Signalled())
-    assert (tmp_path / "ablation.csv").stat().st_size > 0
+    assert (tmp_path / "study" / "ablation.csv").stat().st_size > 0
 
 
 # ---- 9: the truth after a signal; another run's or a damaged file ------------------------------------------------

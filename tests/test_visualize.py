@@ -71,6 +71,24 @@ def test_the_saved_heatmap_is_the_figure_a_plain_savefig_draws(tmp_path):
     np.testing.assert_array_equal(saved, plain)
 
 
+def test_the_worker_draws_the_files_this_process_would(tmp_path):
+    """Enough heatmaps for the second process: every other batch drawn there, byte-identical files."""
+    rng = np.random.default_rng(2)
+    batches = heatmaps.WORKER_MIN_HEATMAPS
+    features, labels = rng.random((10 * batches, 16)).astype(np.float32), rng.integers(0, 10, 10 * batches)
+    with heatmaps.worker(batches) as pool:
+        assert pool is not None  # two cores or more: CI's machines have two
+        assert heatmaps.save_heatmaps(features, labels, tmp_path / "two", 10, pool=pool) == batches
+    with heatmaps.worker(batches - 1) as pool:
+        assert pool is None  # too few to pay for its start-up
+        heatmaps.save_heatmaps(features, labels, tmp_path / "one", 10, pool=pool)
+    names = sorted(os.listdir(tmp_path / "one" / heatmaps.HEATMAP_DIR))
+    assert names == sorted(os.listdir(tmp_path / "two" / heatmaps.HEATMAP_DIR)) and len(names) == batches
+    for name in names:
+        one, two = (tmp_path / run / heatmaps.HEATMAP_DIR / name for run in ("one", "two"))
+        assert one.read_bytes() == two.read_bytes(), name
+
+
 def test_class_means():
     features = np.array([[0.0, 1.0], [1.0, 1.0], [0.5, 0.0]])
     labels = np.array([3, 3, 9])
