@@ -8,7 +8,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import senet_lenet  # noqa: E402
-from helpers import QUICK, SYNTHETIC_STUDY, write_synthetic_mnist, write_synthetic_run  # noqa: E402
+from helpers import QUICK, SYNTHETIC_STUDY, TRAINED_SYNTHETIC, write_synthetic_mnist, write_synthetic_run  # noqa: E402
 from mnist import IDX_FILES, find_idx_files, load_mnist  # noqa: E402
 from settings import Settings  # noqa: E402
 
@@ -66,8 +66,7 @@ def unfinished_synthetic_run(tmp_path, synthetic_mnist_dir):
 def trained_synthetic_run(tmp_path_factory, synthetic_mnist_dir):
     """A run of two epochs on 500 synthetic digits, trained by senet_lenet.py's main: every file a run writes."""
     out_dir = tmp_path_factory.mktemp("trained_synthetic_run")
-    args = ["--epochs", "2", "--train-samples", "500", "--test-samples", "200", "--seed", "3"]
-    assert senet_lenet.main([*args, "--data-dir", synthetic_mnist_dir, "--out-dir", str(out_dir)]) == 0
+    assert senet_lenet.main([*TRAINED_SYNTHETIC, "--data-dir", synthetic_mnist_dir, "--out-dir", str(out_dir)]) == 0
     return out_dir
 
 

@@ -14,6 +14,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A quick run: a slice of real MNIST, enough to learn something in seconds.
 QUICK = ["--epochs", "2", "--train-samples", "3000", "--test-samples", "500"]
 
+# The run of the trained_synthetic_run fixture (conftest.py), trained once per test process: a test that trains
+# with these flags on the synthetic digits may take that run as its reference.
+TRAINED_SYNTHETIC = ["--epochs", "2", "--train-samples", "500", "--test-samples", "200", "--seed", "3"]
+
 # A study of every axis once, in this process: the grid with both optimizers and each sweep's other value.
 SYNTHETIC_STUDY = [
     *"--seeds 1 --epochs 1 --train-samples 300 --test-samples 200 --optimizers adam sgd --reductions 8".split(),

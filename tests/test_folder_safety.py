@@ -19,7 +19,15 @@ import locks
 import runs
 import senet_lenet
 import visualize
-from helpers import ROOT, assert_one_line_error, default_sigint, synthetic_digits, without_seconds, write_synthetic_run
+from helpers import (
+    ROOT,
+    TRAINED_SYNTHETIC,
+    assert_one_line_error,
+    default_sigint,
+    synthetic_digits,
+    without_seconds,
+    write_synthetic_run,
+)
 from settings import Settings
 
 SMALL = ["--epochs", "2", "--train-samples", "300", "--test-samples", "100"]
@@ -299,21 +307,22 @@ def weights_of(run_dir):
 
 
 @pytest.mark.parametrize("leave_kib", [800, 1250], ids=["at a checkpoint", "at the weights"])
-def test_a_full_disk_is_one_line_and_the_run_resumes(small_disk, tmp_path, synthetic_mnist_dir, leave_kib, capsys):
-    assert train(tmp_path / "reference", synthetic_mnist_dir) == 0
+def test_a_full_disk_is_one_line_and_the_run_resumes(
+    small_disk, trained_synthetic_run, synthetic_mnist_dir, leave_kib, capsys
+):
     run_dir = small_disk / "run"
     filler = fill(small_disk, leave_kib)
-    capsys.readouterr()
-    assert train(run_dir, synthetic_mnist_dir) == 1
+    args = [*TRAINED_SYNTHETIC, "--data-dir", synthetic_mnist_dir, "--out-dir", str(run_dir)]
+    assert senet_lenet.main(args) == 1
     assert_one_line_error(capsys.readouterr().err, "senet_lenet.py: error: cannot write", "no space left on device")
     everything = [name for _, dirs, files in os.walk(run_dir) for name in dirs + files]
     assert not [name for name in everything if files.is_temporary(name)]
 
     filler.unlink()
     assert senet_lenet.main(["--out-dir", str(run_dir), "--resume", "--data-dir", synthetic_mnist_dir]) == 0
-    resumed, reference = runs.read_run(run_dir), runs.read_run(tmp_path / "reference")
+    resumed, reference = runs.read_run(run_dir), runs.read_run(trained_synthetic_run)
     assert without_seconds(resumed["history"]) == without_seconds(reference["history"])
-    for a, b in zip(weights_of(run_dir), weights_of(tmp_path / "reference"), strict=True):
+    for a, b in zip(weights_of(run_dir), weights_of(trained_synthetic_run), strict=True):
         np.testing.assert_array_equal(a, b)
 
 

@@ -3,6 +3,7 @@ give the same table and the same runs as one process and as senet_lenet.py."""
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,10 +16,8 @@ import machine
 import runs
 import senet_lenet
 import visualize
-from helpers import ROOT, assert_one_line_error, default_sigint, run_script
+from helpers import ROOT, TRAINED_SYNTHETIC, assert_one_line_error, default_sigint, run_script
 from settings import Settings
-
-SMALL = ["--epochs", "2", "--train-samples", "500", "--test-samples", "200", "--seed", "4"]
 
 
 def weights_sha(run_dir):
@@ -34,39 +33,38 @@ def train_in_a_new_process(out_dir, data_dir, *extra, cores=None):
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to differ from one")
-def test_one_core_and_every_core_give_the_same_bits(tmp_path, synthetic_mnist_dir):
-    """Epoch 1 in a fresh interpreter on one core (taskset), then resumed here on every core: the same weights
-    after each epoch as runs here that were never stopped."""
-    data = ["--data-dir", synthetic_mnist_dir]
-    for epochs in ("1", "2"):
-        assert senet_lenet.main([*SMALL, "--epochs", epochs, *data, "--out-dir", str(tmp_path / epochs)]) == 0
-    train_in_a_new_process(tmp_path / "moved", synthetic_mnist_dir, *SMALL, "--epochs", "1", cores="0")
-    assert weights_sha(tmp_path / "moved") == weights_sha(tmp_path / "1")
-    run = runs.read_run(tmp_path / "moved")
+def test_one_core_and_every_core_give_the_same_bits(trained_synthetic_run, tmp_path, synthetic_mnist_dir):
+    """Epoch 1 in a fresh interpreter on one core (taskset), epoch 2 resumed here on every core: the same
+    weights as the run trained here on every core, never stopped."""
+    moved = tmp_path / "moved"
+    train_in_a_new_process(moved, synthetic_mnist_dir, *TRAINED_SYNTHETIC, "--epochs", "1", cores="0")
+    run = runs.read_run(moved)
     assert run["settings"].threads == 1 and run["machine"]["cpu"] == machine.cpu_model()
     assert run["versions"]["tensorflow"] == senet_lenet.tf.__version__
 
-    assert senet_lenet.main(["--out-dir", str(tmp_path / "moved"), "--resume", "--epochs", "2", *data]) == 0
-    assert weights_sha(tmp_path / "moved") == weights_sha(tmp_path / "2")
+    resume = ["--out-dir", str(moved), "--resume", "--epochs", "2", "--data-dir", synthetic_mnist_dir]
+    assert senet_lenet.main(resume) == 0
+    assert runs.read_run(moved)["settings"] == runs.read_run(trained_synthetic_run)["settings"]
+    assert weights_sha(moved) == weights_sha(trained_synthetic_run)
 
 
-def test_threads_are_recorded_resumed_and_compared(tmp_path, synthetic_mnist_dir, capsys):
-    train_in_a_new_process(tmp_path / "two", synthetic_mnist_dir, *SMALL, "--threads", "2", "--epochs", "1")
-    assert runs.read_run(tmp_path / "two")["settings"].threads == 2
-    assert senet_lenet.main([*SMALL, "--data-dir", synthetic_mnist_dir, "--out-dir", str(tmp_path / "one")]) == 0
-    capsys.readouterr()
-    args = ["--compare", str(tmp_path / "one"), str(tmp_path / "two"), "--data-dir", synthetic_mnist_dir]
+def test_threads_are_recorded_resumed_and_compared(trained_synthetic_run, tmp_path, synthetic_mnist_dir, capsys):
+    two = tmp_path / "two"
+    train_in_a_new_process(two, synthetic_mnist_dir, *TRAINED_SYNTHETIC, "--threads", "2", "--epochs", "1")
+    assert runs.read_run(two)["settings"].threads == 2
+    one = shutil.copytree(trained_synthetic_run, tmp_path / "one")  # the comparison is written into it
+    args = ["--compare", str(one), str(two), "--data-dir", synthetic_mnist_dir]
     assert visualize.main(args) == 0
     out = capsys.readouterr().out
     assert "differ in threads (1 vs 2)" in out and "same bits are promised only for the same threads" in out
 
     # --resume takes the recorded threads: in this process (1 thread already) it is one clear line
-    resume = ["--out-dir", str(tmp_path / "two"), "--resume", "--epochs", "2", "--data-dir", synthetic_mnist_dir]
+    resume = ["--out-dir", str(two), "--resume", "--epochs", "2", "--data-dir", synthetic_mnist_dir]
     assert senet_lenet.main(resume) == 2
     assert_one_line_error(capsys.readouterr().err, "already runs TensorFlow with threads = 1; threads = 2 needs")
     done = run_script("senet_lenet.py", *resume)
     assert done.returncode == 0, done.stderr
-    assert runs.read_run(tmp_path / "two")["settings"].threads == 2
+    assert runs.read_run(two)["settings"].threads == 2
 
 
 def test_an_old_run_json_reads_with_tensorflows_own_threads():
