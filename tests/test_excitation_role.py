@@ -65,8 +65,11 @@ def test_each_variant_really_replaces_the_excitation(trained_synthetic_run, synt
 
 @pytest.mark.parametrize(
     "settings",
-    [Settings(epochs=1, test_samples=200, se_position="both"), Settings(epochs=1, test_samples=200, gate="relu")]
-    + [Settings(epochs=1, test_samples=200, gate="tanh", squeeze="max")],
+    [
+        Settings(epochs=1, train_samples=300, test_samples=200, se_position="both"),
+        Settings(epochs=1, train_samples=300, test_samples=200, gate="relu"),
+        Settings(epochs=1, train_samples=300, test_samples=200, gate="tanh", squeeze="max"),
+    ],
     ids=["both", "relu", "tanh-max"],
 )
 def test_visualize_handles_every_variant(tmp_path, synthetic_mnist_dir, settings, capsys):

@@ -184,7 +184,9 @@ def test_visualize_and_compare_refuse_non_finite_runs(tmp_path, synthetic_mnist_
 
 @pytest.mark.parametrize("samples", [1, 3])
 def test_tiny_test_sets_can_be_visualized(tmp_path, synthetic_mnist_dir, samples, recwarn, capsys):
-    write_synthetic_run(tmp_path / "run", synthetic_mnist_dir, Settings(epochs=1, test_samples=samples))
+    write_synthetic_run(
+        tmp_path / "run", synthetic_mnist_dir, Settings(epochs=1, train_samples=300, test_samples=samples)
+    )
     assert visualize.main(["--run-dir", str(tmp_path / "run"), "--data-dir", synthetic_mnist_dir]) == 0
     out = capsys.readouterr().out
     assert "SE class means:" in out and "nan" not in out
@@ -232,7 +234,7 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path, synthetic_mnist_dir, delay
 
 def test_ctrl_c_during_visualize_is_one_line(tmp_path, synthetic_mnist_dir):
     run_dir = tmp_path / "run"
-    write_synthetic_run(run_dir, synthetic_mnist_dir, Settings(epochs=1))  # 10,000 test images: 100 heatmaps
+    write_synthetic_run(run_dir, synthetic_mnist_dir, Settings(epochs=1, train_samples=300))  # 100 heatmaps
     process = start("visualize.py", "--run-dir", run_dir, "--data-dir", synthetic_mnist_dir)
     assert "test accuracy" in process.stdout.readline()  # evaluated; now drawing
     process.send_signal(signal.SIGINT)

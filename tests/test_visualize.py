@@ -165,7 +165,9 @@ def test_compare_draws_each_run_on_its_gates_scale_and_the_difference_on_its_own
 
 def test_compare_refuses_runs_with_different_gates(tmp_path, synthetic_mnist_dir, capsys):
     for name, gate in (("sigmoid", "sigmoid"), ("tanh", "tanh")):
-        write_synthetic_run(tmp_path / name, synthetic_mnist_dir, Settings(epochs=1, test_samples=200, gate=gate))
+        write_synthetic_run(
+            tmp_path / name, synthetic_mnist_dir, Settings(epochs=1, train_samples=300, test_samples=200, gate=gate)
+        )
     args = ["--compare", str(tmp_path / "sigmoid"), str(tmp_path / "tanh"), "--data-dir", synthetic_mnist_dir]
     assert visualize.main(args) == 2
     assert_one_line_error(capsys.readouterr().err, "have different gates (sigmoid and tanh)")
