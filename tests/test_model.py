@@ -172,3 +172,24 @@ def test_the_block_after_conv1_has_its_own_reduction():
     assert model.get_layer("se_reduce").units == 16 // Settings.reduction
     old = Settings.from_dict({k: v for k, v in Settings(reduction=4).as_dict().items() if k != "conv1_reduction"})
     assert old.conv1_reduction == 4  # a run.json from before the setting: conv1's block had the shared one
+
+
+@pytest.mark.parametrize("settings", [Settings(), Settings(se_position="both", gate="relu"), Settings(se=False)])
+def test_predict_gives_the_bits_of_keras_predict(settings):
+    """senet_lenet.predict against model.predict, a last batch smaller than the others included, for the
+    model and for the one given excitations (what visualize.py and the study's excitation role measure)."""
+    model = senet_lenet.seeded_model(settings)
+    images = np.random.default_rng(5).integers(0, 256, (senet_lenet.EVAL_BATCH_SIZE + 7, 28, 28), dtype=np.uint8)
+    predictions, excitations = senet_lenet.predict(model, images)
+    keras_outputs = model.predict(images, batch_size=senet_lenet.EVAL_BATCH_SIZE, verbose=0)
+    keras_outputs = keras_outputs if isinstance(keras_outputs, list) else [keras_outputs]
+    assert len(excitations) == len(settings.se_blocks)
+    for ours, theirs in zip([predictions, *excitations], keras_outputs, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    if settings.se:
+        given = senet_lenet.build_model(settings, excitation_inputs=True)
+        copy_weights(model, given)
+        shuffled = [e[::-1] for e in excitations]
+        ours = senet_lenet.predict(given, [images, *shuffled])[0]
+        theirs = given.predict([images, *shuffled], batch_size=senet_lenet.EVAL_BATCH_SIZE, verbose=0)
+        np.testing.assert_array_equal(ours, theirs)
