@@ -1,6 +1,7 @@
 """Fixtures: the real MNIST (end-to-end layer), synthetic MNIST and run folders (fast layer)."""
 
 import os
+import shutil
 import sys
 
 import pytest
@@ -48,18 +49,30 @@ def synthetic_mnist_dir(tmp_path_factory):
     return write_synthetic_mnist(tmp_path_factory.mktemp("synthetic_mnist"))
 
 
-@pytest.fixture
-def synthetic_run(tmp_path, synthetic_mnist_dir):
-    """A finished run folder with an untrained model (no training), that a test may change."""
-    write_synthetic_run(tmp_path / "run", synthetic_mnist_dir)
-    return tmp_path / "run"
+@pytest.fixture(scope="session")
+def synthetic_run_template(tmp_path_factory, synthetic_mnist_dir):
+    run_dir = tmp_path_factory.mktemp("template") / "run"
+    write_synthetic_run(run_dir, synthetic_mnist_dir)
+    return run_dir
 
 
 @pytest.fixture
-def unfinished_synthetic_run(tmp_path, synthetic_mnist_dir):
-    """A run folder stopped after epoch 1 of 2, with its checkpoint."""
-    write_synthetic_run(tmp_path / "unfinished", synthetic_mnist_dir, epochs_done=1)
-    return tmp_path / "unfinished"
+def synthetic_run(tmp_path, synthetic_run_template):
+    """A finished run folder with an untrained model (no training), that a test may change: a copy."""
+    return shutil.copytree(synthetic_run_template, tmp_path / "run")
+
+
+@pytest.fixture(scope="session")
+def unfinished_synthetic_run_template(tmp_path_factory, synthetic_mnist_dir):
+    run_dir = tmp_path_factory.mktemp("unfinished_template") / "unfinished"
+    write_synthetic_run(run_dir, synthetic_mnist_dir, epochs_done=1)
+    return run_dir
+
+
+@pytest.fixture
+def unfinished_synthetic_run(tmp_path, unfinished_synthetic_run_template):
+    """A run folder stopped after epoch 1 of 2, with its checkpoint: a copy."""
+    return shutil.copytree(unfinished_synthetic_run_template, tmp_path / "unfinished")
 
 
 @pytest.fixture(scope="session")
