@@ -221,8 +221,8 @@ def predict(model, inputs):
     """(predictions (N, 10), [excitations (N, C) of each SE block]) of any of the models, in order, as NumPy.
     inputs: the images (uint8, as MNIST stores them), or a list for a model that takes given excitations.
 
-    The bits of model.predict (the same graph, in the same batches), without its tf.data pipeline: that
-    took 0.1 s of the 0.2 s of a 200-image call (tests/test_model.py compares the two)."""
+    The bits of model.predict (the same graph, in the same batches) without its tf.data pipeline, most of
+    the time of a call on a few hundred images (docs/speed.md; tests/test_model.py compares the two)."""
     batched = inputs if isinstance(inputs, list) else [inputs]
     step = tf.function(lambda *batch: forward(model, list(batch) if len(batch) > 1 else batch[0]))
     outputs = [step(*(x[i : i + EVAL_BATCH_SIZE] for x in batched)) for i in range(0, len(batched[0]), EVAL_BATCH_SIZE)]
