@@ -223,11 +223,11 @@ def predict(model, inputs):
 
     The bits of model.predict (the same graph, in the same batches) without its tf.data pipeline, most of
     the time of a call on a few hundred images (docs/speed.md; tests/test_model.py compares the two)."""
-    batched = inputs if isinstance(inputs, list) else [inputs]
+    inputs = inputs if isinstance(inputs, list) else [inputs]
     step = tf.function(lambda *batch: forward(model, list(batch) if len(batch) > 1 else batch[0]))
-    outputs = [step(*(x[i : i + EVAL_BATCH_SIZE] for x in batched)) for i in range(0, len(batched[0]), EVAL_BATCH_SIZE)]
-    predictions = np.concatenate([p.numpy() for p, _ in outputs])
-    return predictions, [np.concatenate([e[block].numpy() for _, e in outputs]) for block in range(len(outputs[0][1]))]
+    starts = range(0, len(inputs[0]), EVAL_BATCH_SIZE)
+    predictions, excitations = zip(*(step(*(x[i : i + EVAL_BATCH_SIZE] for x in inputs)) for i in starts), strict=True)
+    return np.concatenate(predictions), [np.concatenate(block) for block in zip(*excitations, strict=True)]
 
 
 def accuracy_percent(predictions, labels):
