@@ -52,7 +52,7 @@ def test_threads_are_recorded_resumed_and_compared(trained_synthetic_run, tmp_pa
     two = tmp_path / "two"
     train_in_a_new_process(two, synthetic_mnist_dir, *TRAINED_SYNTHETIC, "--threads", "2", "--epochs", "1")
     assert runs.read_run(two)["settings"].threads == 2
-    one = shutil.copytree(trained_synthetic_run, tmp_path / "one")  # the comparison is written into it
+    one = shutil.copytree(trained_synthetic_run, tmp_path / "one")  # a copy: visualize leaves its lock file there
     args = ["--compare", str(one), str(two), "--data-dir", synthetic_mnist_dir]
     assert visualize.main(args) == 0
     out = capsys.readouterr().out
