@@ -327,12 +327,12 @@ def study_parser():
     parser.add_argument(
         "--threads", type=whole_number, default=Settings.threads, help="TensorFlow's threads per run (a setting)"
     )
+    cores = study_runs.available_cores()
     parser.add_argument(
         "--workers",
         type=positive_int,
-        default=study_runs.available_cores(),
-        help=f"runs trained at once, each in a worker process (default: {study_runs.available_cores()}, "
-        "the cores this process may use)",
+        default=cores,
+        help=f"runs trained at once, each in a worker process (default: {cores}, the cores this process may use)",
     )
     parser.add_argument(
         "--ray",

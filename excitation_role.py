@@ -36,8 +36,9 @@ def with_given_excitations(model, settings):
 def excitation_role(model, settings, train_data, test_data):
     """{variant: test accuracy %} for the four VARIANTS."""
     given = with_given_excitations(model, settings)
-    _, train_excitations = senet_lenet.predict(model, train_data[0])
-    _, learned = senet_lenet.predict(model, test_data[0])
+    predict = senet_lenet.predictor(model)  # one trace where both sets fill whole batches of 1,000
+    _, train_excitations = predict(train_data[0])
+    _, learned = predict(test_data[0])
     order = np.random.default_rng(settings.seed).permutation(len(test_data[1]))
     variants = {
         "learned": learned,
@@ -48,9 +49,9 @@ def excitation_role(model, settings, train_data, test_data):
         "shuffled": [e[order] for e in learned],
     }
     images, labels = test_data
+    predict_given = senet_lenet.predictor(given)  # one trace for the four variants
     role = {
-        name: senet_lenet.accuracy_percent(senet_lenet.predict(given, [images, *variants[name]])[0], labels)
-        for name in VARIANTS
+        name: senet_lenet.accuracy_percent(predict_given([images, *variants[name]])[0], labels) for name in VARIANTS
     }
     # How far each block's excitation moves between test images: its largest channel's range (0: dead).
     for block, excitation in zip(settings.se_blocks, learned, strict=True):

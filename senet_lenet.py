@@ -217,17 +217,28 @@ def evaluate(test_step, images, labels, batch_size=EVAL_BATCH_SIZE):
     return np.concatenate(predictions), [np.concatenate(block) for block in zip(*excitations, strict=True)]
 
 
-def predict(model, inputs):
-    """(predictions (N, 10), [excitations (N, C) of each SE block]) of any of the models, in order, as NumPy.
-    inputs: the images (uint8, as MNIST stores them), or a list for a model that takes given excitations.
+def predictor(model):
+    """predict(inputs) -> (predictions (N, 10), [excitations (N, C) of each SE block]) of any of the models, in
+    order, as NumPy. inputs: the images (uint8, as MNIST stores them), or a list for a model that takes given
+    excitations. Traced once per input shape, however often it is called.
 
     The bits of model.predict (the same graph, in the same batches) without its tf.data pipeline, most of
     the time of a call on a few hundred images (docs/speed.md; tests/test_model.py compares the two)."""
-    inputs = inputs if isinstance(inputs, list) else [inputs]
     step = tf.function(lambda *batch: forward(model, list(batch) if len(batch) > 1 else batch[0]))
-    starts = range(0, len(inputs[0]), EVAL_BATCH_SIZE)
-    predictions, excitations = zip(*(step(*(x[i : i + EVAL_BATCH_SIZE] for x in inputs)) for i in starts), strict=True)
-    return np.concatenate(predictions), [np.concatenate(block) for block in zip(*excitations, strict=True)]
+
+    def predict(inputs):
+        inputs = inputs if isinstance(inputs, list) else [inputs]
+        starts = range(0, len(inputs[0]), EVAL_BATCH_SIZE)
+        batches = (step(*(x[i : i + EVAL_BATCH_SIZE] for x in inputs)) for i in starts)
+        predictions, excitations = zip(*batches, strict=True)
+        return np.concatenate(predictions), [np.concatenate(block) for block in zip(*excitations, strict=True)]
+
+    return predict
+
+
+def predict(model, inputs):
+    """predictor(model)(inputs), for a model predicted once."""
+    return predictor(model)(inputs)
 
 
 def accuracy_percent(predictions, labels):
