@@ -1,13 +1,14 @@
 """Does the SE block help LeNet-5 on MNIST, and what does it do? The SENet paper's ablations over seeds.
 
-    python ablation.py                      # 20 seeds, 10 epochs, every axis: 260 runs into outputs/ablation
-    python ablation.py --seeds 3 --epochs 5 --data-dir ../shared/mnist
+    python ablation.py                      # 20 seeds, 10 epochs, every axis: 360 runs into outputs/ablation
+    python ablation.py --seeds 3 --epochs 5 --data-dir path/to/mnist
 
 It trains, in worker processes (study_runs.py) with senet_lenet's own training code, over seeds 0..N-1:
-  the grid    {SE (reduction 4), no SE} x {Adam lr 0.001, SGD lr 0.01}
+  the grid    {SE (reduction 4), no SE} x {Adam lr 0.001, SGD lr 0.01, SGD lr 0.01 with momentum 0.9}
   the sweeps  SE with Adam: reductions 1, 2, 4, 8, 16; squeeze avg or max; gate sigmoid, tanh or relu;
-              position after conv2, conv1 (its own reduction, --conv1-reduction) or both
-              (the assignment's block, r4 avg sigmoid conv2, shared)
+              position after conv2, conv1 (its own reduction, --conv1-reduction) or both; the
+              excitation Dense, Conv1D (ECA-Net) or a trained fixed gain; biases in the Dense layers
+              (the assignment's block, r4 avg sigmoid conv2 Dense without biases, shared)
 and measures each SE run's excitation at inference (excitation_role.py). Each run is a normal run
 folder; a finished one is not trained again, so an interrupted study continues where it stopped.
 Then it writes ablation.csv, ablation_comparisons.csv, ablation.md and three figures: means ± sample
@@ -37,7 +38,7 @@ import senet_lenet
 import signals
 import study_runs
 from manifest import Manifest
-from settings import BLOCK_CHANNELS, Settings, se_hidden_units
+from settings import BLOCK_CHANNELS, STUDY_OPTIMIZERS, Settings, eca_kernel_size, se_hidden_units
 from study_stats import Comparison, holm
 
 matplotlib.use("Agg")
@@ -48,44 +49,63 @@ SWEEP_OPTIMIZER = "adam"  # every sweep trains with Adam at GRID_REDUCTION, but 
 BASE = Settings.the_assignments_block()
 ROLE_FIELDS = [f"role_{variant}" for variant in excitation_role.VARIANTS]
 CSV_FIELDS = [
-    *("run", "model", "optimizer", "lr", "reduction", "conv1_reduction", "se_position", "squeeze", "gate", "seed"),
+    *("run", "model", "optimizer", "lr", "momentum", "reduction", "conv1_reduction"),
+    *("se_position", "squeeze", "gate", "excitation", "se_bias", "seed"),
     *("parameters", "final_test_accuracy", "best_test_accuracy", "final_train_accuracy", "seconds_per_epoch"),
     *ROLE_FIELDS,
     "dead_blocks",  # the SE blocks whose excitation is the same for every test image
 ]
 
 
-def configurations(optimizers, reductions, squeezes=(), gates=(), positions=()):
-    """Every configuration as a dict (model, optimizer, reduction, se_position, squeeze, gate), in order:
-    the grid {SE, no SE} x optimizers, then the sweeps of reduction, squeeze, gate and position."""
-    se = {"model": "se", "optimizer": SWEEP_OPTIMIZER, "reduction": GRID_REDUCTION, **BASE}
+def grid(optimizers):
+    """The grid's configurations: {SE, no SE} x optimizers (names of STUDY_OPTIMIZERS), each once."""
+    se = {"model": "se", "reduction": GRID_REDUCTION, **BASE}
     configs = [{**se, "optimizer": optimizer} for optimizer in optimizers]
     configs += [{"model": "no-se", "optimizer": optimizer, "reduction": None, **BASE} for optimizer in optimizers]
+    return unique(configs)
+
+
+def configurations(optimizers, reductions, squeezes=(), gates=(), positions=(), excitations=(), biases=()):
+    """Every configuration as a dict (model, optimizer, reduction and the block's settings of BASE), in
+    order: the grid, then the sweeps of reduction, squeeze, gate, position, excitation and biases."""
+    se = {"model": "se", "optimizer": SWEEP_OPTIMIZER, "reduction": GRID_REDUCTION, **BASE}
+    configs = grid(optimizers)
     configs += [{**se, "reduction": r} for r in reductions]
-    configs += [{**se, "squeeze": q} for q in squeezes]
-    configs += [{**se, "gate": g} for g in gates]
-    configs += [{**se, "se_position": p} for p in positions]
-    unique = []
+    for key, values in (("squeeze", squeezes), ("gate", gates), ("se_position", positions)):
+        configs += [{**se, key: value} for value in values]
+    configs += [{**se, "excitation": e, "reduction": GRID_REDUCTION if e == "dense" else None} for e in excitations]
+    configs += [{**se, "se_bias": bias} for bias in biases]
+    return unique(configs)
+
+
+def unique(configs):
+    """configs without repeats, in their first order."""
+    kept = []
     for config in configs:
-        if config not in unique:
-            unique.append(config)
-    return unique
+        if config not in kept:
+            kept.append(config)
+    return kept
 
 
 def config_name(config):
-    """se-r4_adam for the assignment's block; variants add what differs (se-r4-max_adam, se-r4-conv1_adam)."""
+    """se-r4_adam for the assignment's block; variants add what differs (se-r4-max_adam, se-r4-conv1_adam,
+    se-r4-bias_adam); the excitations without a bottleneck are se-eca_adam and se-fixed_adam."""
     if config["model"] == "no-se":
         return f"no-se_{config['optimizer']}"
     variant = "".join(f"-{config[key]}" for key in ("squeeze", "gate", "se_position") if config[key] != BASE[key])
-    return f"se-r{config['reduction']}{variant}_{config['optimizer']}"
+    variant += "-bias" if config["se_bias"] else ""
+    kind = {"dense": f"se-r{config['reduction']}", "conv1d": "se-eca", "fixed": "se-fixed"}[config["excitation"]]
+    return f"{kind}{variant}_{config['optimizer']}"
 
 
 def run_settings(args, config, seed):
     se = config["model"] == "se"
+    optimizer, momentum = STUDY_OPTIMIZERS[config["optimizer"]]
     return Settings(
         epochs=args.epochs,
-        optimizer=config["optimizer"],
-        reduction=config["reduction"] if se else Settings.reduction,
+        optimizer=optimizer,
+        momentum=momentum,
+        reduction=config["reduction"] if se and config["reduction"] else Settings.reduction,
         se=se,
         seed=seed,
         train_samples=args.train_samples,
@@ -117,14 +137,16 @@ def earlier_run(run_dir, settings):
 
 def csv_row(name, model, run, role):
     settings, history = run["settings"], run["history"]
+    dense = settings.excitation == "dense"
     steady = [r["seconds"] for r in history[1:]] or [history[0]["seconds"]]  # epoch 1 includes tracing
     return {
         "run": name,
         "model": model,
         "optimizer": settings.optimizer,
         "lr": settings.lr,
-        "reduction": settings.reduction if "conv2" in settings.se_blocks else "",
-        "conv1_reduction": settings.conv1_reduction if "conv1" in settings.se_blocks else "",
+        "momentum": settings.momentum,
+        "reduction": settings.reduction if "conv2" in settings.se_blocks and dense else "",
+        "conv1_reduction": settings.conv1_reduction if "conv1" in settings.se_blocks and dense else "",
         **{key: getattr(settings, key) if model == "se" else "" for key in BASE},
         "seed": settings.seed,
         "parameters": run["model"]["parameters"],
@@ -136,7 +158,7 @@ def csv_row(name, model, run, role):
             field: role[variant] if role else ""
             for field, variant in zip(ROLE_FIELDS, excitation_role.VARIANTS, strict=True)
         },
-        "dead_blocks": " ".join(excitation_role.dead_blocks(role)) if role else "",
+        "dead_blocks": " ".join(excitation_role.dead_blocks(role, settings)) if role else "",
     }
 
 
@@ -171,6 +193,8 @@ def comparisons(rows, configs):
         other = plain if name == base else base
         if other in ran:
             effect.append(Comparison(f"{name} − {other}", "effect", paired(rows, name, other)))
+        if config["excitation"] == "fixed":
+            continue  # the same excitation for every image by design: train_mean and shuffled are learned
         for variant in ("train_mean", "shuffled"):
             differences = paired(rows, name, name, f"role_{variant}", "role_learned")
             role.append(Comparison(f"{name}: {variant} − learned", "role", differences))
@@ -178,13 +202,18 @@ def comparisons(rows, configs):
 
 
 def blocks_text(row):
-    """Each SE block of a run with its reduction and hidden units: "conv1 r2 (3), conv2 r4 (4)"."""
+    """Each SE block of a run with its reduction and hidden units: "conv1 r2 (3), conv2 r4 (4)"; "conv2 ECA k3",
+    "conv2 fixed gain" for the excitations without a bottleneck."""
+    if row["excitation"] == "conv1d":
+        return f"conv2 ECA k{eca_kernel_size(BLOCK_CHANNELS['conv2'])}" if row["se_position"] == "conv2" else "ECA"
+    if row["excitation"] == "fixed":
+        return "conv2 fixed gain" if row["se_position"] == "conv2" else "fixed gain"
     parts = []
     for block, field in (("conv1", "conv1_reduction"), ("conv2", "reduction")):
         if row[field] != "":
             reduction = int(row[field])
             parts.append(f"{block} r{reduction} ({se_hidden_units(reduction, BLOCK_CHANNELS[block])})")
-    return ", ".join(parts) or "–"
+    return ", ".join(parts) + (", biases" if row["se_bias"] is True else "") or "–"
 
 
 def summary_markdown(rows, configs, compared):
@@ -340,7 +369,8 @@ STUDY_FILES = (
 
 
 def run_study(args, stop):
-    configs = configurations(args.optimizers, sorted(set(args.reductions)), args.squeezes, args.gates, args.positions)
+    sweeps = args.squeezes, args.gates, args.positions, args.excitations, [b == "on" for b in args.se_biases]
+    configs = configurations(args.optimizers, sorted(set(args.reductions)), *sweeps)
     plan = []  # (name, model, settings, finished run.json or None, resumable), every folder checked first
     for config in configs:
         for seed in range(args.seeds):
@@ -377,7 +407,7 @@ def run_study(args, stop):
     files.write_text(path, files.csv_text(comparison_rows(compared), COMPARISON_FIELDS))
     markdown = summary_markdown(rows, configs, compared)
     files.write_text(os.path.join(args.out_dir, "ablation.md"), markdown)
-    grid_names = [config_name(c) for c in configs[: 2 * len(args.optimizers)]]
+    grid_names = [config_name(c) for c in grid(args.optimizers)]
     figures = {
         "ablation_curves.png": curves_figure(finished, grid_names),
         "reduction_sweep.png": sweep_figure(rows, sorted(set(args.reductions))),

@@ -16,7 +16,16 @@ from mnist import MNISTDataError
 # imports before TensorFlow. Warnings and errors still show; the oneDNN notice is logged before this
 # setting is read, and stays.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-from settings import GATES, LEARNING_RATES, SE_POSITIONS, SQUEEZES, Settings, SettingsError
+from settings import (
+    EXCITATIONS,
+    GATES,
+    LEARNING_RATES,
+    SE_POSITIONS,
+    SQUEEZES,
+    STUDY_OPTIMIZERS,
+    Settings,
+    SettingsError,
+)
 
 USER_ERRORS = (errors.UsageError, MNISTDataError, SettingsError)  # each reported as one line, exit code 2
 
@@ -133,6 +142,7 @@ SETTING_FLAGS = {
     "batch_size": ("--batch-size", {"type": positive_int}, "images per training step"),
     "optimizer": ("--optimizer", {"choices": sorted(LEARNING_RATES)}, "the optimizer"),
     "lr": ("--lr", {"type": positive_float}, "learning rate"),
+    "momentum": ("--momentum", {"type": float}, "SGD's momentum (0: the assignment's plain SGD; the paper's: 0.9)"),
     "reduction": ("--reduction", {"type": whole_number}, "SE reduction ratio r: 16 // r hidden units"),
     "conv1_reduction": (
         "--conv1-reduction",
@@ -146,6 +156,13 @@ SETTING_FLAGS = {
     "se_position": ("--se-position", {"choices": tuple(SE_POSITIONS)}, "SE block after conv2, conv1 or both"),
     "squeeze": ("--squeeze", {"choices": SQUEEZES}, "the squeeze: global average or max pooling"),
     "gate": ("--gate", {"choices": GATES}, "the excitation's nonlinearity"),
+    "excitation": (
+        "--excitation",
+        {"choices": EXCITATIONS},
+        "squeezed -> excitation: dense (the assignment's bottleneck), conv1d (ECA-Net), fixed (one gain per channel)",
+    ),
+    "eca_kernel": ("--eca-kernel", {"type": whole_number}, "with --excitation conv1d: its kernel size, odd"),
+    "se_bias": ("--se-bias", {"action": "store_true"}, "biases in the SE block's Dense (or Conv1D) layers"),
     "threads": (
         "--threads",
         {"type": whole_number},
@@ -158,10 +175,11 @@ def add_setting_flags(parser, names=tuple(SETTING_FLAGS)):
     """A flag per setting, in the namespace only when given, so that --resume can tell them from defaults."""
     defaults = Settings().as_dict()
     defaults["lr"] = ", ".join(f"{lr} for {name}" for name, lr in LEARNING_RATES.items())
+    defaults["eca_kernel"] = "ECA's rule, 3 for 16 channels and 1 for 6"
     for name in names:
         flag, options, text = SETTING_FLAGS[name]
         default = "all" if defaults[name] is None else defaults[name]
-        if name != "se":
+        if name not in ("se", "se_bias"):
             text = f"{text} (default: {default})"
         parser.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=text, **options)
 
@@ -292,9 +310,9 @@ def study_parser():
     parser.add_argument(
         "--optimizers",
         nargs="+",
-        choices=sorted(LEARNING_RATES),
-        default=["adam", "sgd"],
-        help="optimizers of the grid",
+        choices=tuple(STUDY_OPTIMIZERS),
+        default=list(STUDY_OPTIMIZERS),
+        help="optimizers of the grid (sgd-momentum: SGD with momentum 0.9, the SENet paper's)",
     )
     parser.add_argument(
         "--reductions",
@@ -311,6 +329,20 @@ def study_parser():
         choices=tuple(SE_POSITIONS),
         default=list(SE_POSITIONS),
         help="SE positions of the sweep",
+    )
+    parser.add_argument(
+        "--excitations",
+        nargs="+",
+        choices=EXCITATIONS,
+        default=list(EXCITATIONS),
+        help="excitations of the sweep: dense (the assignment's), conv1d (ECA-Net), fixed (a trained gain per channel)",
+    )
+    parser.add_argument(
+        "--se-biases",
+        nargs="+",
+        choices=("off", "on"),
+        default=["off", "on"],
+        help="the sweep of biases in the block's Dense layers (off: the assignment's)",
     )
     parser.add_argument(
         "--train-samples", type=positive_int, default=None, help="first N training images only (default: all)"

@@ -59,8 +59,11 @@ def excitation_role(model, settings, train_data, test_data):
     return role
 
 
-def dead_blocks(role):
-    """The SE blocks whose excitation is the same for every test image (a constant gain: nothing learned)."""
+def dead_blocks(role, settings):
+    """The SE blocks whose excitation is the same for every test image (a constant gain: nothing learned);
+    none for the fixed gain, which is the same for every image by design."""
+    if settings.excitation == "fixed":
+        return []
     return [name.removeprefix("range_") for name, value in role.items() if name.startswith("range_") and value == 0]
 
 

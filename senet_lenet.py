@@ -38,7 +38,15 @@ from checkpoints import Checkpoints
 from errors import Diverged, UsageError
 from manifest import Manifest
 from mnist import IMAGE_SIZE, NUM_CLASSES, load_mnist, select
-from settings import BLOCK_CHANNELS, CONV1_FILTERS, CONV2_FILTERS, Settings, se_hidden_units
+from settings import (
+    BLOCK_CHANNELS,
+    CONV1_FILTERS,
+    CONV2_FILTERS,
+    EXCITATIONS,
+    Settings,
+    eca_kernel_size,
+    se_hidden_units,
+)
 from tensorboard_logs import EpochLogs
 
 # Speed knobs that do not change results.
@@ -53,22 +61,55 @@ SE_NAMES = {"conv1": "se_conv1", "conv2": "se"}  # each SE block's layer-name pr
 SQUEEZE_LAYERS = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D}
 
 
-def se_block(x, reduction=Settings.reduction, name="se", squeeze="avg", gate="sigmoid", excitation=None):
+def se_block(
+    x,
+    reduction=Settings.reduction,
+    name="se",
+    squeeze="avg",
+    gate="sigmoid",
+    excitation="dense",
+    bias=False,
+    eca_kernel=None,
+    given=None,
+):
     """Squeeze-and-Excitation on x (N, H, W, C). Returns (scaled x, excitation (N, C)).
 
-    excitation: an (N, C) tensor to scale by instead of the block's own (to study what it does).
+    excitation: what turns the squeezed (N, C) into the excitation: "dense", the assignment's bottleneck
+    C -> C // reduction -> C; "conv1d", ECA-Net's 1-D convolution across the channels (eca_kernel wide;
+    None: ECA's rule); "fixed", one trained number per channel, the same for every image. bias: biases in
+    the Dense (or Conv1D) layers. given: an (N, C) tensor to scale by instead of the block's own (to study
+    what it does).
     """
     channels = x.shape[-1]
-    if excitation is None:
-        hidden = se_hidden_units(reduction, channels)
-        if squeeze not in SQUEEZE_LAYERS:
-            raise ValueError(f"unknown squeeze {squeeze!r}; choose {', '.join(SQUEEZE_LAYERS)}")
-        squeezed = SQUEEZE_LAYERS[squeeze](name=f"{name}_squeeze")(x)  # (N, C)
-        reduced = keras.layers.Dense(hidden, activation="relu", use_bias=False, name=f"{name}_reduce")(squeezed)
-        excitation = keras.layers.Dense(channels, activation=gate, use_bias=False, name=f"{name}_expand")(reduced)
-    scale = keras.layers.Reshape((1, 1, channels), name=f"{name}_excite")(excitation)  # (N, 1, 1, C)
+    if squeeze not in SQUEEZE_LAYERS:
+        raise ValueError(f"unknown squeeze {squeeze!r}; choose {', '.join(SQUEEZE_LAYERS)}")
+    if excitation not in EXCITATIONS:
+        raise ValueError(f"unknown excitation {excitation!r}; choose {', '.join(EXCITATIONS)}")
+    if given is None:
+        given = _excitation(x, reduction, name, squeeze, gate, excitation, bias, eca_kernel)
+    scale = keras.layers.Reshape((1, 1, channels), name=f"{name}_excite")(given)  # (N, 1, 1, C)
     scaled = keras.layers.Multiply(name=f"{name}_scale")([x, scale])  # (N, H, W, C)
-    return scaled, excitation  # excitation: (N, C), each in (0, 1) with the sigmoid gate
+    return scaled, given  # the excitation: (N, C), each in (0, 1) with the sigmoid gate
+
+
+def _excitation(x, reduction, name, squeeze, gate, excitation, bias, eca_kernel):
+    channels = x.shape[-1]
+    squeezed = SQUEEZE_LAYERS[squeeze](name=f"{name}_squeeze")(x)  # (N, C)
+    if excitation == "dense":
+        hidden = se_hidden_units(reduction, channels)
+        reduced = keras.layers.Dense(hidden, activation="relu", use_bias=bias, name=f"{name}_reduce")(squeezed)
+        return keras.layers.Dense(channels, activation=gate, use_bias=bias, name=f"{name}_expand")(reduced)
+    if excitation == "conv1d":  # each channel from its eca_kernel neighbours, one kernel shared by all
+        sequence = keras.layers.Reshape((channels, 1), name=f"{name}_reshape")(squeezed)  # (N, C, 1)
+        kernel = eca_kernel or eca_kernel_size(channels)
+        conv = keras.layers.Conv1D(1, kernel, padding="same", activation=gate, use_bias=bias, name=f"{name}_conv1d")
+        return keras.layers.Reshape((channels,), name=f"{name}_flatten")(conv(sequence))  # (N, C)
+    # fixed: 0 * squeezed + 1, frozen, is a 1 for every image, so that the next layer's C weights are the
+    # gains (built-in layers only; the gains get no gradient from the image).
+    one = keras.layers.Dense(
+        1, kernel_initializer="zeros", bias_initializer="ones", trainable=False, name=f"{name}_one"
+    )
+    return keras.layers.Dense(channels, activation=gate, use_bias=False, name=f"{name}_gain")(one(squeezed))  # (N, C)
 
 
 def build_model(settings=None, excitation_inputs=False):
@@ -89,7 +130,15 @@ def build_model(settings=None, excitation_inputs=False):
         if block not in blocks:
             return x
         x, excitation = se_block(
-            x, settings.block_reduction(block), SE_NAMES[block], settings.squeeze, settings.gate, given.get(block)
+            x,
+            settings.block_reduction(block),
+            SE_NAMES[block],
+            settings.squeeze,
+            settings.gate,
+            settings.excitation,
+            settings.se_bias,
+            settings.eca_kernel,
+            given=given.get(block),
         )
         excitations.append(excitation)
         return x
@@ -150,8 +199,10 @@ def seeded_model(settings):
 
 def make_optimizer(settings, model):
     """The optimizer `settings` name, with its state variables built for `model`."""
-    optimizers = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
-    optimizer = optimizers[settings.optimizer](settings.lr)
+    if settings.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(settings.lr, momentum=settings.momentum)
+    else:
+        optimizer = keras.optimizers.Adam(settings.lr)
     optimizer.build(model.trainable_variables)
     return optimizer
 

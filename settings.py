@@ -9,11 +9,17 @@ import math
 import numbers
 
 LEARNING_RATES = {"adam": 0.001, "sgd": 0.01}  # the assignment's learning rate per optimizer
+# The study's optimizers: name -> (optimizer, momentum). SGD with momentum 0.9 is the SENet paper's.
+STUDY_OPTIMIZERS = {"adam": ("adam", 0.0), "sgd": ("sgd", 0.0), "sgd-momentum": ("sgd", 0.9)}
 CONV1_FILTERS = 6
 CONV2_FILTERS = 16  # channels the assignment's SE block recalibrates
 SE_POSITIONS = {"conv2": ("conv2",), "conv1": ("conv1",), "both": ("conv1", "conv2")}  # -> SE blocks, in depth order
 SQUEEZES = ("avg", "max")  # global average or global max pooling
 GATES = ("sigmoid", "tanh", "relu")  # the excitation's nonlinearity
+# What turns the squeezed vector into the excitation: the assignment's two Dense layers; ECA-Net's 1-D
+# convolution across the channels ("Conv1D or Dense", the assignment says); or one trained number per
+# channel that ignores the image, the null model for "SE is a fixed gain".
+EXCITATIONS = ("dense", "conv1d", "fixed")
 
 
 BLOCK_CHANNELS = {"conv1": CONV1_FILTERS, "conv2": CONV2_FILTERS}
@@ -34,6 +40,12 @@ class SettingsError(ValueError):
     """Settings that no run can have: reported as one line, exit code 2."""
 
 
+def eca_kernel_size(channels, gamma=2, b=1):
+    """ECA-Net's kernel size for `channels`: |log2(C) / gamma + b / gamma| made odd (3 for 16 channels, 1 for 6)."""
+    t = int(abs(math.log2(channels) / gamma + b / gamma))
+    return t if t % 2 else t + 1
+
+
 def se_hidden_units(reduction, channels=CONV2_FILTERS):
     """Units of the SE bottleneck; ValueError if `reduction` leaves none."""
     if isinstance(reduction, bool) or not isinstance(reduction, numbers.Integral) or reduction < 1:
@@ -52,6 +64,7 @@ class Settings:
     batch_size: int = 100  # images per optimizer step
     optimizer: str = "adam"  # "adam" or "sgd"
     lr: float = None  # learning rate; None: LEARNING_RATES[optimizer]
+    momentum: float = 0.0  # SGD's momentum: 0 is the assignment's plain SGD, 0.9 the SENet paper's
     reduction: int = 4  # SE bottleneck: 16 channels -> 16 // 4 hidden units
     se: bool = True  # False: plain LeNet-5, the ablation's baseline
     seed: int = 0  # seeds weights and data order; same seed => same bits
@@ -63,6 +76,9 @@ class Settings:
     # The block after conv1 (6 channels) has its own reduction: 6 // 2 = 3 hidden units. At the conv2
     # block's 4 it would have one hidden unit, which a ReLU can leave dead (a constant excitation).
     conv1_reduction: int = 2
+    excitation: str = "dense"  # the block's excitation: "dense" (the assignment's), "conv1d" (ECA) or "fixed"
+    eca_kernel: int = None  # with excitation "conv1d": the 1-D kernel's size (odd); None: ECA's rule per block
+    se_bias: bool = False  # biases in the block's Dense layers (or its Conv1D): the assignment has none
     # TensorFlow's intra-op threads (one inter-op thread). The bits depend on it, so it is a setting and not
     # the machine's core count: 1 gives the same bits on any number of cores. 0: TensorFlow's choice.
     threads: int = 1
@@ -78,15 +94,33 @@ class Settings:
                 _check_positive_int(name, value)
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not (0 < self.lr < math.inf):
             raise SettingsError(f"lr must be a positive number, got {self.lr!r}")
-        if not isinstance(self.se, bool):
-            raise SettingsError(f"se must be true or false, got {self.se!r}")
+        for name in ("se", "se_bias"):
+            if not isinstance(getattr(self, name), bool):
+                raise SettingsError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        momentum = self.momentum
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
+            raise SettingsError(f"momentum must be a number from 0 to below 1, got {momentum!r}")
+        if momentum and self.optimizer != "sgd":
+            raise SettingsError(f"momentum is SGD's; {self.optimizer} has its own (momentum must be 0)")
+        object.__setattr__(self, "momentum", float(momentum))  # run.json and the checks compare 0 and 0.0 alike
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or not 0 <= self.threads <= 1024:
             raise SettingsError(f"threads must be a whole number from 0 to 1024, got {self.threads!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
             raise SettingsError(f"seed must be a whole number from 0 to 2**32 - 1, got {self.seed!r}")
-        for name, choices in (("se_position", tuple(SE_POSITIONS)), ("squeeze", SQUEEZES), ("gate", GATES)):
+        choices_of = {"se_position": tuple(SE_POSITIONS), "squeeze": SQUEEZES, "gate": GATES, "excitation": EXCITATIONS}
+        for name, choices in choices_of.items():
             if getattr(self, name) not in choices:
                 raise SettingsError(f"unknown {name} {getattr(self, name)!r}; choose {', '.join(choices)}")
+        if self.eca_kernel is not None:
+            kernel = self.eca_kernel
+            if isinstance(kernel, bool) or not isinstance(kernel, int) or kernel < 1 or kernel % 2 == 0:
+                raise SettingsError(f"eca_kernel must be an odd positive whole number, got {kernel!r}")
+            if self.excitation != "conv1d":
+                raise SettingsError("eca_kernel is the Conv1D excitation's kernel: it needs excitation conv1d")
+        if self.se_bias and self.excitation == "fixed":
+            raise SettingsError("se_bias: the fixed gain has no layer that takes the image, so no bias to add")
+        if self.excitation != "dense":
+            return  # no bottleneck: the reduction is not used
         try:
             for block in self.se_blocks or ("conv2",):
                 se_hidden_units(self.block_reduction(block), BLOCK_CHANNELS[block])
@@ -115,8 +149,8 @@ class Settings:
 
     @classmethod
     def the_assignments_block(cls):
-        """The assignment's SE block: its position, squeeze and gate (the defaults)."""
-        return {name: getattr(cls, name) for name in ("se_position", "squeeze", "gate")}
+        """The assignment's SE block: its position, squeeze, gate, Dense excitation without biases (the defaults)."""
+        return {name: getattr(cls, name) for name in ("se_position", "squeeze", "gate", "excitation", "se_bias")}
 
     def block_reduction(self, block):
         """The reduction of the SE block after `block` ("conv1" or "conv2")."""
@@ -139,5 +173,12 @@ def _check_positive_int(name, value):
 
 def later_settings(values):
     """The settings a run.json from before they existed had: the assignment's block; the block after conv1
-    with the shared reduction; TensorFlow's own thread count (0: one per core)."""
-    return {**Settings.the_assignments_block(), "conv1_reduction": values.get("reduction"), "threads": 0}
+    with the shared reduction; TensorFlow's own thread count (0: one per core); plain SGD; the Dense
+    excitation without biases."""
+    return {
+        **Settings.the_assignments_block(),
+        "conv1_reduction": values.get("reduction"),
+        "threads": 0,
+        "momentum": Settings.momentum,
+        "eca_kernel": Settings.eca_kernel,
+    }

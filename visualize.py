@@ -109,8 +109,9 @@ def load_data(run, data_dir, train=True):
 # ----------------------------------------------------------------------------
 
 
-def class_mean_summary(means, features):
-    """One line: how much the excitation varies between digits, against between channels."""
+def class_mean_summary(means, features, fixed_gain=False):
+    """One line: how much the excitation varies between digits, against between channels.
+    fixed_gain: the block is Settings.excitation "fixed", the same for every image by design."""
     digits = np.flatnonzero(~np.isnan(means).any(axis=1))  # the digits the test set holds
     present = means[digits]
     between_digits = present.std(axis=0)  # per channel
@@ -120,6 +121,8 @@ def class_mean_summary(means, features):
         f"(max {between_digits.max():.3f}, channel {int(between_digits.argmax())}); "
         f"std between channels {between_channels:.3f}; "
     )
+    if fixed_gain:
+        return line + "a trained fixed gain: the same excitation for every image by design"
     if heatmaps.excitation_range(features) == 0:
         return line + "the block is dead: its excitation is the same for every test image"
     if len(digits) < 2:
@@ -285,7 +288,7 @@ def visualize(args):
         files.save_figure(
             class_profile_figure(features, labels, block), os.path.join(out, f"se_class_profile{suffix}.png")
         )
-        summary = class_mean_summary(means, features)
+        summary = class_mean_summary(means, features, settings.excitation == "fixed")
         print(summary.replace("SE class means:", f"SE class means{block_where(block)}:"))
     role = excitation_role.excitation_role(model, settings, train_data, test_data)
     excitation_role.save_role(out, role, run["sha256"][runs.WEIGHTS_FILE])

@@ -21,7 +21,7 @@ TRAINED_SYNTHETIC = ["--epochs", "2", "--train-samples", "500", "--test-samples"
 # A study of every axis once, in this process: the grid with both optimizers and each sweep's other value.
 SYNTHETIC_STUDY = [
     *"--seeds 1 --epochs 1 --train-samples 300 --test-samples 200 --optimizers adam sgd --reductions 8".split(),
-    *"--squeezes max --gates relu --positions both --workers 1".split(),
+    *"--squeezes max --gates relu --positions both --excitations conv1d fixed --se-biases on --workers 1".split(),
 ]
 
 

@@ -85,12 +85,21 @@ def test_no_se_run_has_no_excitations_to_draw(study, mnist_dir, capsys):
 
 
 def test_configurations_and_their_names():
-    configs = ablation.configurations(["adam", "sgd"], [2, 4], ["avg", "max"], ["sigmoid", "relu"], ["conv2", "both"])
+    sweeps = ["avg", "max"], ["sigmoid", "relu"], ["conv2", "both"], ["dense", "conv1d", "fixed"], [False, True]
+    configs = ablation.configurations(["adam", "sgd", "sgd-momentum"], [2, 4], *sweeps)
     names = [ablation.config_name(c) for c in configs]
     assert names == [
-        "se-r4_adam", "se-r4_sgd", "no-se_adam", "no-se_sgd", "se-r2_adam", "se-r4-max_adam", "se-r4-relu_adam",
-        "se-r4-both_adam",
+        "se-r4_adam", "se-r4_sgd", "se-r4_sgd-momentum", "no-se_adam", "no-se_sgd", "no-se_sgd-momentum",
+        "se-r2_adam", "se-r4-max_adam", "se-r4-relu_adam", "se-r4-both_adam", "se-eca_adam", "se-fixed_adam",
+        "se-r4-bias_adam",
     ]  # fmt: skip
+    args = ablation.cli.study_parser().parse_args([])
+    settings = {ablation.config_name(c): ablation.run_settings(args, c, 0) for c in configs}
+    assert (settings["se-r4_sgd-momentum"].optimizer, settings["se-r4_sgd-momentum"].momentum) == ("sgd", 0.9)
+    assert settings["se-r4_sgd"].momentum == 0 and settings["se-r4_adam"] == ablation.Settings(seed=0)
+    assert settings["se-eca_adam"].excitation == "conv1d" and settings["se-r4-bias_adam"].se_bias
+    default = ablation.configurations(args.optimizers, args.reductions, args.squeezes, args.gates, args.positions)
+    assert len(default) == 15 and len(ablation.configurations(args.optimizers, [4], *sweeps)) == 12
 
 
 def test_comparisons_use_students_t_and_holm():
@@ -111,8 +120,10 @@ def test_comparisons_use_students_t_and_holm():
 def test_a_study_of_every_axis(synthetic_study, tmp_path, synthetic_mnist_dir, capsys):
     rows = {r["run"]: r for r in read_rows(synthetic_study)}
     names = ("se-r4_adam", "se-r4_sgd", "no-se_adam", "no-se_sgd", "se-r8_adam")
-    names += ("se-r4-max_adam", "se-r4-relu_adam", "se-r4-both_adam")
+    names += ("se-r4-max_adam", "se-r4-relu_adam", "se-r4-both_adam", "se-eca_adam", "se-fixed_adam", "se-r4-bias_adam")
     assert list(rows) == [f"{name}_seed0" for name in names]
+    assert rows["se-fixed_adam_seed0"]["excitation"] == "fixed" and rows["se-fixed_adam_seed0"]["dead_blocks"] == ""
+    assert rows["se-eca_adam_seed0"]["reduction"] == "" and rows["se-r4-bias_adam_seed0"]["se_bias"] == "True"
     assert rows["se-r4-both_adam_seed0"]["se_position"] == "both" and rows["se-r4-max_adam_seed0"]["squeeze"] == "max"
     assert rows["se-r8_adam_seed0"]["reduction"] == "8" and rows["no-se_sgd_seed0"]["lr"] == "0.01"
     for row in rows.values():
@@ -127,11 +138,19 @@ def test_a_study_of_every_axis(synthetic_study, tmp_path, synthetic_mnist_dir, c
         compared = {r["comparison"]: r for r in csv.DictReader(f)}
     assert compared["se-r4_sgd − no-se_sgd"]["family"] == "effect"
     assert compared["se-r4-max_adam: train_mean − learned"]["family"] == "role"
+    assert (
+        compared["se-eca_adam − se-r4_adam"]["family"] == compared["se-fixed_adam − se-r4_adam"]["family"] == "effect"
+    )
+    assert "se-fixed_adam: shuffled − learned" not in compared  # equal by design: nothing to test
+    assert (
+        "| se-eca_adam | adam | conv2 ECA k3 |" in markdown
+        and "| se-fixed_adam | adam | conv2 fixed gain |" in markdown
+    )
 
     study = tmp_path / "study"
     shutil.copytree(synthetic_study, study)
     args = [*SYNTHETIC_STUDY, "--data-dir", synthetic_mnist_dir, "--out-dir", str(study)]
     assert ablation.main(args) == 0  # everything reused: nothing trained or evaluated again
     out = capsys.readouterr().out
-    assert "8 runs: 8 finished already, 0 to do" in out and "] training " not in out and "] evaluating" not in out
+    assert "11 runs: 11 finished already, 0 to do" in out and "] training " not in out and "] evaluating" not in out
     assert (study / "ablation.md").read_text() == markdown

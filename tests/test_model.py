@@ -3,9 +3,10 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import senet_lenet
-from settings import Settings
+from settings import Settings, eca_kernel_size
 
 GATES = {"sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)), "tanh": np.tanh, "relu": lambda z: np.maximum(z, 0.0)}
 
@@ -193,3 +194,85 @@ def test_predict_gives_the_bits_of_keras_predict(settings):
         ours = senet_lenet.predict(given, [images, *shuffled])[0]
         theirs = given.predict([images, *shuffled], batch_size=senet_lenet.EVAL_BATCH_SIZE, verbose=0)
         np.testing.assert_array_equal(ours, theirs)
+
+
+def eca_numpy(x, kernel, squeeze="avg", gate="sigmoid"):
+    """ECA written out in NumPy: squeeze, one kernel slid across the channels (zero-padded), gate, rescale."""
+    squeezed = x.mean(axis=(1, 2)) if squeeze == "avg" else x.max(axis=(1, 2))  # (N, C)
+    half = len(kernel) // 2
+    padded = np.pad(squeezed, ((0, 0), (half, half)))
+    channels = squeezed.shape[1]
+    excitation = GATES[gate](np.stack([padded[:, c : c + len(kernel)] @ kernel for c in range(channels)], axis=1))
+    return x * excitation[:, None, None, :], excitation
+
+
+@pytest.mark.parametrize("kernel_size, squeeze, gate", [(3, "avg", "sigmoid"), (5, "max", "tanh"), (1, "avg", "relu")])
+def test_eca_block_matches_numpy(kernel_size, squeeze, gate):
+    rng = np.random.default_rng(kernel_size)
+    inputs = keras.Input((6, 5, 16))
+    scaled, excitation = senet_lenet.se_block(
+        inputs, squeeze=squeeze, gate=gate, excitation="conv1d", eca_kernel=kernel_size
+    )
+    block = keras.Model(inputs, [scaled, excitation])
+    kernel = rng.normal(size=kernel_size).astype(np.float32)
+    block.get_layer("se_conv1d").set_weights([kernel.reshape(kernel_size, 1, 1)])
+    x = rng.normal(size=(3, 6, 5, 16)).astype(np.float32)
+
+    got_scaled, got_excitation = (t.numpy() for t in block(x))
+    want_scaled, want_excitation = eca_numpy(x.astype(np.float64), kernel.astype(np.float64), squeeze, gate)
+    np.testing.assert_allclose(got_excitation, want_excitation, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got_scaled, want_scaled, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels, kernel", [(16, 3), (6, 1), (64, 3), (256, 5), (512, 5)])
+def test_eca_kernel_rule(channels, kernel):
+    """ECA-Net's k = |log2(C) / 2 + 1 / 2| made odd (its Table and code: 3 up to 64 channels, 5 at 256 and 512)."""
+    assert eca_kernel_size(channels) == kernel
+
+
+def test_eca_model_takes_the_rule_per_block_and_has_no_reduction():
+    model = senet_lenet.build_model(Settings(excitation="conv1d", se_position="both"))
+    assert model.get_layer("se_conv1d").kernel_size == (3,) and model.get_layer("se_conv1_conv1d").kernel_size == (1,)
+    assert model.count_params() == 44426 + 3 + 1
+    assert not any(layer.name.endswith(("_reduce", "_expand")) for layer in model.layers)
+
+
+def test_fixed_gain_is_one_trained_number_per_channel_whatever_the_image():
+    model = senet_lenet.seeded_model(Settings(excitation="fixed"))
+    gain = model.get_layer("se_gain")
+    assert [tuple(w.shape) for w in model.trainable_weights if "se_" in w.path] == [(1, 16)]
+    assert not model.get_layer("se_one").trainable
+    images = np.random.default_rng(6).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    _, (excitation,) = senet_lenet.forward(model, images)
+    want = 1 / (1 + np.exp(-gain.get_weights()[0][0]))  # sigmoid of the one weight per channel
+    np.testing.assert_allclose(excitation.numpy(), np.broadcast_to(want, (5, 16)), rtol=1e-6)
+
+
+def test_fixed_gain_gets_its_gradient_and_the_image_none():
+    """One training step moves the gains; the frozen 1 stays 1 for any image."""
+    settings = Settings(excitation="fixed")
+    model = senet_lenet.seeded_model(settings)
+    images = np.random.default_rng(7).integers(0, 256, (8, 28, 28), dtype=np.uint8)
+    labels = np.arange(8) % 10
+    with tf.GradientTape() as tape:
+        predictions, _ = senet_lenet.forward(model, images, training=True)
+        loss = keras.losses.SparseCategoricalCrossentropy()(labels, predictions)
+    gradient = tape.gradient(loss, model.get_layer("se_gain").kernel)
+    assert np.all(np.isfinite(gradient.numpy())) and np.any(gradient.numpy() != 0)
+    one = keras.Model(model.input, model.get_layer("se_one").output)
+    np.testing.assert_array_equal(one(images).numpy(), np.ones((8, 1), np.float32))
+
+
+@pytest.mark.parametrize("settings, parameters", [(Settings(se_bias=True), 44554 + 4 + 16)])
+def test_biases_in_the_dense_layers(settings, parameters):
+    model = senet_lenet.build_model(settings)
+    assert model.count_params() == parameters
+    assert model.get_layer("se_reduce").use_bias and model.get_layer("se_expand").use_bias
+    assert not senet_lenet.build_model().get_layer("se_expand").use_bias  # the assignment's: none
+
+
+def test_momentum_reaches_sgd():
+    model = senet_lenet.build_model()
+    assert senet_lenet.make_optimizer(Settings(optimizer="sgd", momentum=0.9), model).momentum == 0.9
+    plain = senet_lenet.make_optimizer(Settings(optimizer="sgd"), senet_lenet.build_model())
+    assert plain.momentum == 0 and not plain.momentums  # the assignment's SGD: no momentum variables

@@ -228,7 +228,7 @@ def test_a_study_without_the_assignments_block_gives_its_tables(synthetic_study,
     args += ["--out-dir", str(tmp_path / "study")]
     assert ablation.main(args) == 0
     out = capsys.readouterr().out
-    assert "6 runs: 6 finished already, 0 to do" in out  # the study's runs but the grid's with Adam
+    assert "9 runs: 9 finished already, 0 to do" in out  # the study's runs but the grid's with Adam
     markdown = (tmp_path / "study" / "ablation.md").read_text()
     assert "Not run in this study, so the comparisons with them are left out: se-r4_adam, no-se_adam." in markdown
     assert "| se-r4_sgd − no-se_sgd | effect |" in markdown  # against no SE with SGD: there

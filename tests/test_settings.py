@@ -13,6 +13,7 @@ def test_defaults_are_the_assignments():
         "batch_size": 100,
         "optimizer": "adam",
         "lr": 0.001,
+        "momentum": 0.0,
         "reduction": 4,
         "se": True,
         "seed": 0,
@@ -22,6 +23,9 @@ def test_defaults_are_the_assignments():
         "squeeze": "avg",
         "gate": "sigmoid",
         "conv1_reduction": 2,
+        "excitation": "dense",
+        "eca_kernel": None,
+        "se_bias": False,
         "threads": 1,
     }
 
@@ -63,6 +67,14 @@ def test_a_dict_round_trips():
         ({"gate": "softmax"}, "unknown gate 'softmax'; choose sigmoid, tanh, relu"),
         ({"se_position": "both", "conv1_reduction": 8}, "SE reduction 8 leaves no hidden unit for 6 channels"),
         ({"threads": -1}, "threads must be a whole number from 0 to 1024, got -1"),
+        ({"optimizer": "sgd", "momentum": 1.0}, "momentum must be a number from 0 to below 1, got 1.0"),
+        ({"optimizer": "sgd", "momentum": -0.1}, "momentum must be a number from 0 to below 1, got -0.1"),
+        ({"momentum": 0.9}, "momentum is SGD's; adam has its own (momentum must be 0)"),
+        ({"excitation": "attention"}, "unknown excitation 'attention'; choose dense, conv1d, fixed"),
+        ({"excitation": "conv1d", "eca_kernel": 4}, "eca_kernel must be an odd positive whole number, got 4"),
+        ({"eca_kernel": 3}, "eca_kernel is the Conv1D excitation's kernel: it needs excitation conv1d"),
+        ({"excitation": "fixed", "se_bias": True}, "se_bias: the fixed gain has no layer that takes the image"),
+        ({"se_bias": 1}, "se_bias must be true or false, got 1"),
     ],
 )
 def test_bad_values_are_one_clear_error(changes, message):
@@ -73,8 +85,15 @@ def test_bad_values_are_one_clear_error(changes, message):
 
 
 def test_a_run_json_from_before_the_later_settings_reads_with_their_defaults():
-    values = {k: v for k, v in Settings().as_dict().items() if k not in ("se_position", "squeeze", "gate")}
+    later = ("se_position", "squeeze", "gate", "momentum", "excitation", "eca_kernel", "se_bias")
+    values = {k: v for k, v in Settings().as_dict().items() if k not in later}
     assert Settings.from_dict(values) == Settings()
+
+
+def test_the_excitations_without_a_bottleneck_take_any_reduction():
+    """ECA and the fixed gain have no hidden layer, so the reduction (kept in run.json) is not checked."""
+    assert Settings(excitation="conv1d", reduction=4).excitation == "conv1d"
+    assert Settings(optimizer="sgd", momentum=0).momentum == 0.0
 
 
 def test_unknown_and_missing_keys_are_named():
