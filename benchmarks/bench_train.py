@@ -129,7 +129,7 @@ def run_sampled(args, env):
 # enough that the workers' start-up (a TensorFlow import each) is a small part, as in the real study.
 STUDY_SLICE = [
     *"--seeds 2 --epochs 3 --reductions 4 --optimizers adam sgd".split(),
-    *"--squeezes avg --gates sigmoid --positions conv2".split(),
+    *"--squeezes avg --gates sigmoid --positions conv2 --excitations dense --se-biases off".split(),
 ]
 
 

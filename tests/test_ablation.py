@@ -14,7 +14,8 @@ from study_stats import Comparison, holm
 
 QUICK_STUDY = [
     *"--seeds 2 --epochs 1 --train-samples 2000 --test-samples 500 --reductions 2 4 --optimizers adam sgd".split(),
-    *"--squeezes avg --gates sigmoid --positions conv2".split(),  # the other axes: test_a_study_of_every_axis
+    *"--squeezes avg --gates sigmoid --positions conv2 --excitations dense --se-biases off".split(),  # the other axes:
+    # test_a_study_of_every_axis
     *"--workers 1".split(),  # in this process (workers: tests/test_threads_and_workers.py)
 ]
 RUNS = ["se-r4_adam", "se-r4_sgd", "no-se_adam", "no-se_sgd", "se-r2_adam"]

@@ -85,6 +85,7 @@ def test_bad_threads_are_one_line(value, capsys):
 
 STUDY = ["--seeds", "2", "--epochs", "1", "--train-samples", "500", "--test-samples", "200", "--reductions", "4"]
 STUDY += ["--optimizers", "adam", "--squeezes", "avg", "max", "--gates", "sigmoid", "--positions", "conv2"]
+STUDY += ["--excitations", "dense", "--se-biases", "off"]
 
 
 def rows_but_seconds(study):
