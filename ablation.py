@@ -3,7 +3,7 @@
     python ablation.py                      # 20 seeds, 10 epochs, every axis: 360 runs into outputs/ablation
     python ablation.py --seeds 3 --epochs 5 --data-dir path/to/mnist
 
-It trains, in worker processes (study_runs.py) with senet_lenet's own training code, over seeds 0..N-1:
+It trains, in worker processes (workers.py) with senet_lenet's own training code, over seeds 0..N-1:
   the grid    {SE (reduction 4), no SE} x {Adam lr 0.001, SGD lr 0.01, SGD lr 0.01 with momentum 0.9}
   the sweeps  SE with Adam: reductions 1, 2, 4, 8, 16; squeeze avg or max; gate sigmoid, tanh or relu;
               position after conv2, conv1 (its own reduction, --conv1-reduction) or both; the
@@ -20,7 +20,7 @@ import statistics
 import sys
 import time
 
-import cli  # first: it quiets TensorFlow's C++ info lines before TensorFlow loads
+from selenet import cli  # first: it quiets TensorFlow's C++ info lines before TensorFlow loads
 
 if __name__ == "__main__":  # before TensorFlow loads (seconds): Ctrl-C, --help and a bad flag answered at once
     cli.start("ablation.py", cli.study_parser)
@@ -28,18 +28,12 @@ if __name__ == "__main__":  # before TensorFlow loads (seconds): Ctrl-C, --help 
 import matplotlib
 import numpy as np
 
-import checkpoints
-import errors
-import excitation_role
-import files
-import locks
-import runs
 import senet_lenet
-import signals
-import study_runs
-from manifest import Manifest
-from settings import BLOCK_CHANNELS, STUDY_OPTIMIZERS, Settings, eca_kernel_size, se_hidden_units
-from study_stats import Comparison, holm
+from selenet import checkpoints, errors, files, locks, runs, signals
+from selenet.manifest import Manifest
+from selenet.settings import BLOCK_CHANNELS, STUDY_OPTIMIZERS, Settings, eca_kernel_size, se_hidden_units
+from study import excitation_role, workers
+from study.stats import Comparison, holm
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the Agg backend
@@ -387,7 +381,7 @@ def run_study(args, stop):
             results[name] = run, role
         else:
             data_dir = os.path.abspath(args.data_dir) if args.data_dir else None
-            tasks.append(study_runs.Task(name, settings, run_dir, data_dir, train=run is None, resume=resumable))
+            tasks.append(workers.Task(name, settings, run_dir, data_dir, train=run is None, resume=resumable))
     where = f"on Ray ({args.ray})" if args.ray else f"in {min(args.workers, max(len(tasks), 1))} process(es)"
     print(f"{len(plan)} runs: {len(results)} finished already, {len(tasks)} to do {where}", flush=True)
     started = time.perf_counter()
@@ -398,7 +392,7 @@ def run_study(args, stop):
         accuracy = run["final"]["test_accuracy"]
         print(f"[{len(results)}/{len(plan)}] {task.name}: test accuracy {accuracy:.2f} %; {elapsed} so far", flush=True)
 
-    study_runs.run_all(tasks, args.workers, stop, done, args.ray)
+    workers.run_all(tasks, args.workers, stop, done, args.ray)
     rows = [csv_row(name, model, *results[name]) for name, model, *_ in plan]
     finished = {name: results[name][0] for name, *_ in plan}
     files.write_text(os.path.join(args.out_dir, "ablation.csv"), files.csv_text(rows, CSV_FIELDS))

@@ -20,7 +20,7 @@ import os
 import sys
 import time
 
-import cli  # first: it quiets TensorFlow's C++ info lines before TensorFlow loads
+from selenet import cli  # first: it quiets TensorFlow's C++ info lines before TensorFlow loads
 
 if __name__ == "__main__":  # before TensorFlow loads (seconds): Ctrl-C, --help and a bad flag answered at once
     cli.start("senet_lenet.py", cli.train_parser, cli.check_settings)
@@ -29,25 +29,22 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import figures
-import files
-import locks
-import runs
-import signals
-from checkpoints import Checkpoints
-from errors import Diverged, UsageError
-from manifest import Manifest
-from mnist import IMAGE_SIZE, NUM_CLASSES, load_mnist, select
-from settings import (
+from selenet import figures, files, locks, runs, signals
+from selenet.checkpoints import Checkpoints
+from selenet.errors import Diverged, UsageError
+from selenet.manifest import Manifest
+from selenet.mnist import IMAGE_SIZE, load_mnist, select
+from selenet.settings import (
     BLOCK_CHANNELS,
     CONV1_FILTERS,
     CONV2_FILTERS,
     EXCITATIONS,
+    NUM_CLASSES,
     Settings,
     eca_kernel_size,
     se_hidden_units,
 )
-from tensorboard_logs import EpochLogs
+from selenet.tensorboard_logs import EpochLogs
 
 # Speed knobs that do not change results.
 STEPS_PER_CALL = 50  # training steps per tf.function call (and per progress-bar update)
@@ -365,20 +362,22 @@ def save_run(model, settings, history, out_dir, manifest, warn=print):
     run.json saying "finished" comes last: a run stopped before it is resumed, and its files redrawn.
     Files drawn from other weights (visualize.py's, recorded with their weights' SHA-256) are removed.
     """
-    manifest.claim(*(name for name in runs.run_file_names(settings) if not name.endswith("/")))
+    diagram = figures.diagram_name(model.name)  # .png, or .dot where Graphviz is missing: recorded in run.json
+    manifest.claim(*(name for name in runs.run_file_names(settings, diagram) if not name.endswith("/")))
     path = os.path.join(out_dir, runs.WEIGHTS_FILE)
     checksums = {runs.WEIGHTS_FILE: files.write_via_scratch(path, model.save_weights)}
     path = os.path.join(out_dir, runs.MODEL_FILE)
     checksums[runs.MODEL_FILE] = files.write_via_scratch(path, model.save)  # built-in layers: loads anywhere
     files.write_text(os.path.join(out_dir, runs.SUMMARY_FILE), figures.model_summary_text(model))
-    figures.save_model_diagram(model, out_dir, warn=warn)
+    figures.save_model_diagram(model, out_dir, diagram, warn=warn)
+    manifest.release(*(name for name in runs.diagram_names(settings) if name != diagram))  # drawn before, elsewhere
     curves = figures.plot_training_curves(history, f"{model.name} on MNIST")
     files.save_figure(curves, os.path.join(out_dir, runs.CURVES_FILE))
     weights = checksums[runs.WEIGHTS_FILE]
     stale = manifest.release_all(keep=lambda name, facts: facts.get("weights", weights) == weights)
     if stale:
         warn(f"removed {len(stale)} files in {out_dir} drawn from the run's earlier weights; run visualize.py again")
-    run = runs.run_record(model, settings, history, checksums)
+    run = runs.run_record(model, settings, history, checksums, diagram)
     runs.save_progress(run, out_dir, manifest)
     return run
 

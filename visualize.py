@@ -22,7 +22,7 @@ import contextlib
 import os
 import sys
 
-import cli
+from selenet import cli
 
 if __name__ == "__main__":  # before Matplotlib and TensorFlow load: Ctrl-C, --help and a bad flag answered at once
     cli.start("visualize.py", cli.visualize_parser)
@@ -30,16 +30,12 @@ if __name__ == "__main__":  # before Matplotlib and TensorFlow load: Ctrl-C, --h
 import matplotlib
 import numpy as np
 
-import errors
-import files
-import heatmaps
-import locks
-import machine
-import runs
-from heatmaps import COLOR_MAP, HEATMAP_DIR, class_means, first_of_each_label, label_sorted
-from manifest import Manifest
-from mnist import load_mnist, select
-from settings import block_suffix, block_where
+from selenet import errors, excitation_stats, files, heatmaps, locks, machine, runs
+from selenet.excitation_stats import COLOR_MAP, class_means
+from selenet.heatmaps import HEATMAP_DIR, first_of_each_label, label_sorted
+from selenet.manifest import Manifest
+from selenet.mnist import load_mnist, select
+from selenet.settings import block_suffix, block_where
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the Agg backend
@@ -123,7 +119,7 @@ def class_mean_summary(means, features, fixed_gain=False):
     )
     if fixed_gain:
         return line + "a trained fixed gain: the same excitation for every image by design"
-    if heatmaps.excitation_range(features) == 0:
+    if excitation_stats.excitation_range(features) == 0:
         return line + "the block is dead: its excitation is the same for every test image"
     if len(digits) < 2:
         return line + "most distinct digit: needs two digits in the test set"
@@ -255,7 +251,7 @@ def use_the_runs_threads(run_dir, run):
 
 
 def visualize(args):
-    import excitation_role  # TensorFlow: not on top (see restore_model)
+    from study import excitation_role  # TensorFlow: not on top (see restore_model)
 
     run = load_run(args.run_dir)
     settings, out = run["settings"], args.run_dir
@@ -275,7 +271,9 @@ def visualize(args):
             for folder in {os.path.dirname(name) + "/" for name in names if "/" in name}:
                 manifest.release(*(folder + n for n in manifest.owned(folder) if folder + n not in names))
         labels = test_data[1]
-        limits = {block: heatmaps.color_limits(settings.gate, features) for block, features in excitations.items()}
+        limits = {
+            block: excitation_stats.color_limits(settings.gate, features) for block, features in excitations.items()
+        }
         for block, features in excitations.items():
             count = heatmaps.save_heatmaps(
                 features, labels, out, args.batch_size, args.max_batches, pool, block, limits[block]
@@ -327,7 +325,7 @@ def compare(args):
     features_a, features_b = excitations_a[block], excitations_b[block]
     batch = slice(args.batch * args.batch_size, (args.batch + 1) * args.batch_size)
     names = [f"{d} (seed {r['settings'].seed})" for d, r in ((dir_a, run_a), (dir_b, run_b))]
-    limits = heatmaps.color_limits(run_a["settings"].gate, np.concatenate([features_a, features_b]))
+    limits = excitation_stats.color_limits(run_a["settings"].gate, np.concatenate([features_a, features_b]))
     figure = comparison_figure(features_a[batch], features_b[batch], test_data[1][batch], names, args.batch, limits)
     path = os.path.join(dir_b, f"compare_{args.batch}.png")
     Manifest(dir_b, "run").claim(os.path.basename(path), weights=run_b["sha256"][runs.WEIGHTS_FILE])

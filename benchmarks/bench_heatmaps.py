@@ -23,9 +23,7 @@ sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 
-import cli  # noqa: E402
-import heatmaps  # noqa: E402
-import machine  # noqa: E402
+from selenet import cli, heatmaps, machine  # noqa: E402
 
 plt = heatmaps.plt
 BATCH, TEST_IMAGES, CHANNELS = 100, 10_000, 16

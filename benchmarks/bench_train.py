@@ -30,7 +30,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import cli  # noqa: E402
+from selenet import cli  # noqa: E402
 
 
 def steady_epoch_seconds(seconds):
@@ -170,11 +170,10 @@ def main(argv=None):
             command = [sys.executable, "ablation.py", *STUDY_SLICE, "--workers", str(workers)]
             study[workers] = run_sampled([*command, "--out-dir", os.path.join(out_dir, f"study{workers}")], env)
 
-    import files
-    import machine
     import senet_lenet  # TensorFlow from here on
-    from mnist import MNISTDataError, load_mnist
-    from settings import Settings
+    from selenet import files, machine
+    from selenet.mnist import MNISTDataError, load_mnist
+    from selenet.settings import Settings
 
     tf = senet_lenet.tf
     try:

@@ -62,8 +62,7 @@ class StopAfterEpoch:
         self.out_dir, self.epoch = out_dir, epoch
 
     def check(self):
-        import errors
-        import runs
+        from selenet import errors, runs
 
         if self.epoch in runs.checkpoint_epochs(self.out_dir):
             raise errors.Interrupted(signal.SIGINT)
@@ -95,7 +94,7 @@ def synthetic_digits(count, seed=0):
 def write_synthetic_mnist(directory):
     """The four MNIST IDX files, full-sized, of synthetic digits; returns the directory."""
     os.makedirs(directory, exist_ok=True)
-    from mnist import IDX_FILES, TEST_RECORDS, TRAIN_RECORDS
+    from selenet.mnist import IDX_FILES, TEST_RECORDS, TRAIN_RECORDS
 
     for split, count in (("train", TRAIN_RECORDS), ("test", TEST_RECORDS)):
         images, labels = synthetic_digits(count, seed=split == "test")
@@ -108,13 +107,12 @@ def write_synthetic_mnist(directory):
 def write_synthetic_run(run_dir, data_dir, settings=None, epochs_done=None):
     """A run folder as senet_lenet.py leaves it, without training: an untrained model's weights
     (seeded) and a run.json whose accuracies are that model's on the test data. Returns run.json."""
-    import files
-    import runs
     import senet_lenet
-    from checkpoints import Checkpoints
-    from manifest import Manifest
-    from mnist import load_mnist, select
-    from settings import Settings
+    from selenet import files, runs
+    from selenet.checkpoints import Checkpoints
+    from selenet.manifest import Manifest
+    from selenet.mnist import load_mnist, select
+    from selenet.settings import Settings
 
     settings = settings or Settings(epochs=2, train_samples=300, test_samples=300)
     epochs_done = settings.epochs if epochs_done is None else epochs_done

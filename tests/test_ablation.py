@@ -10,7 +10,7 @@ import pytest
 import ablation
 import visualize
 from helpers import SYNTHETIC_STUDY
-from study_stats import Comparison, holm
+from study.stats import Comparison, holm
 
 QUICK_STUDY = [
     *"--seeds 2 --epochs 1 --train-samples 2000 --test-samples 500 --reductions 2 4 --optimizers adam sgd".split(),

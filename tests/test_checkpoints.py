@@ -5,13 +5,12 @@ import os
 import numpy as np
 import pytest
 
-import errors
-import runs
 import senet_lenet
-from checkpoints import Checkpoints
 from helpers import StopAfterEpoch, synthetic_digits, without_seconds
-from manifest import Manifest
-from settings import Settings
+from selenet import errors, runs
+from selenet.checkpoints import Checkpoints
+from selenet.manifest import Manifest
+from selenet.settings import Settings
 
 
 def model_and_optimizer(seed=1):

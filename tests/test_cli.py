@@ -9,10 +9,10 @@ import sys
 import pytest
 import tensorflow as tf
 
-import runs
 import senet_lenet
 import visualize
 from helpers import ROOT, assert_one_line_error
+from selenet import runs
 
 
 @pytest.mark.parametrize(

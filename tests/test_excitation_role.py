@@ -7,13 +7,13 @@ import shutil
 import numpy as np
 import pytest
 
-import excitation_role
-import runs
 import senet_lenet
 import visualize
 from helpers import assert_one_line_error, write_synthetic_run
-from mnist import load_mnist, select
-from settings import Settings
+from selenet import runs
+from selenet.mnist import load_mnist, select
+from selenet.settings import Settings
+from study import excitation_role
 
 
 @pytest.fixture

@@ -8,13 +8,12 @@ import sys
 import numpy as np
 import pytest
 
-import errors
-import runs
 import senet_lenet
 import visualize
 from helpers import StopAfterEpoch, without_seconds
-from mnist import load_mnist, select
-from settings import Settings
+from selenet import errors, runs
+from selenet.mnist import load_mnist, select
+from selenet.settings import Settings
 
 NEW_SETTINGS = {
     "eca": {"excitation": "conv1d"},

@@ -13,10 +13,6 @@ import numpy as np
 import pytest
 
 import ablation
-import errors
-import files
-import locks
-import runs
 import senet_lenet
 import visualize
 from helpers import (
@@ -28,7 +24,8 @@ from helpers import (
     without_seconds,
     write_synthetic_run,
 )
-from settings import Settings
+from selenet import errors, files, locks, runs
+from selenet.settings import Settings
 
 SMALL = ["--epochs", "2", "--train-samples", "300", "--test-samples", "100"]
 
@@ -131,7 +128,7 @@ def test_a_second_writer_is_refused_naming_the_first(tmp_path, synthetic_mnist_d
 
 def test_the_lock_goes_away_with_a_killed_process(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import locks, time\nwith locks.folder_lock({str(tmp_path)!r}, 'x'): time.sleep(60)"],
+        [sys.executable, "-c", f"from selenet import locks; import time\nwith locks.folder_lock({str(tmp_path)!r}, 'x'): time.sleep(60)"],
         cwd=ROOT,
     )
     deadline = time.monotonic() + 30

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-import mnist
 from helpers import assert_one_line_error, idx_bytes, run_script
+from selenet import mnist
 
 
 def write(path, data, compress=None):

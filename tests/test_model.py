@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import senet_lenet
-from settings import Settings, eca_kernel_size
+from selenet.settings import Settings, eca_kernel_size
 
 GATES = {"sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)), "tanh": np.tanh, "relu": lambda z: np.maximum(z, 0.0)}
 

@@ -10,16 +10,12 @@ import subprocess
 import pytest
 
 import ablation
-import cli
-import errors
-import files
-import locks
-import runs
 import senet_lenet
 import visualize
 from helpers import SYNTHETIC_STUDY, assert_one_line_error, write_synthetic_run
-from manifest import MANIFEST_FILE, Manifest
-from settings import Settings
+from selenet import cli, errors, files, locks, runs
+from selenet.manifest import MANIFEST_FILE, Manifest
+from selenet.settings import Settings
 
 SMALL = ["--epochs", "2", "--train-samples", "300", "--test-samples", "100"]
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import mnist
+from selenet import mnist
 
 EXAMPLES = 400  # per test, three tests: 1,200 examples
 

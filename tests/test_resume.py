@@ -12,12 +12,10 @@ import numpy as np
 import pytest
 
 import ablation
-import cli
-import errors
-import runs
 import senet_lenet
 import visualize
 from helpers import ROOT, StopAfterEpoch, assert_one_line_error, default_sigint, without_seconds
+from selenet import cli, errors, runs
 
 # Long enough that a signal sent after epoch 2's checkpoint lands before the last epoch.
 RESUMABLE = ["--epochs", "6", "--train-samples", "6000", "--test-samples", "500"]
@@ -138,6 +136,27 @@ def test_resume_a_finished_run(finished_run, capsys):
     assert senet_lenet.main(["--out-dir", str(finished_run), "--resume"]) == 0
     assert "already finished all 2 epochs: nothing to resume" in capsys.readouterr().out
     assert os.stat(finished_run / runs.WEIGHTS_FILE).st_mtime_ns == stamp
+
+
+def test_a_finished_run_is_finished_where_graphviz_is_missing(finished_run, tmp_path, monkeypatch, capsys):
+    """Drawn with Graphviz (SELeNet.png, recorded in run.json), read where `dot` is not on PATH: still whole."""
+    assert runs.read_run(finished_run)["diagram"] == "SELeNet.png"
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    stamp = os.stat(finished_run / runs.WEIGHTS_FILE).st_mtime_ns
+    assert senet_lenet.main(["--out-dir", str(finished_run), "--resume"]) == 0
+    assert "already finished all 2 epochs: nothing to resume" in capsys.readouterr().out
+    assert (
+        os.stat(finished_run / runs.WEIGHTS_FILE).st_mtime_ns == stamp and not (finished_run / "SELeNet.dot").exists()
+    )
+
+
+def test_a_diagram_drawn_again_replaces_the_other_kind(finished_run, synthetic_mnist_dir, tmp_path, monkeypatch):
+    """Redrawn where Graphviz is missing: SELeNet.dot, recorded; the run's earlier SELeNet.png is removed."""
+    os.remove(finished_run / runs.MODEL_FILE)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert senet_lenet.main(["--out-dir", str(finished_run), "--resume", "--data-dir", synthetic_mnist_dir]) == 0
+    assert runs.read_run(finished_run)["diagram"] == "SELeNet.dot" and (finished_run / "SELeNet.dot").exists()
+    assert not (finished_run / "SELeNet.png").exists()
 
 
 def test_resume_redraws_what_a_finished_run_lacks(finished_run, synthetic_mnist_dir, capsys):

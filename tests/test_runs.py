@@ -5,12 +5,9 @@ import signal
 
 import pytest
 
-import errors
-import files
-import runs
-import signals
-from manifest import Manifest
-from settings import Settings
+from selenet import errors, files, runs, signals
+from selenet.manifest import Manifest
+from selenet.settings import Settings
 
 
 def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):

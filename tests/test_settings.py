@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from settings import Settings, SettingsError, se_hidden_units
+from selenet.settings import Settings, SettingsError, se_hidden_units
 
 
 def test_defaults_are_the_assignments():

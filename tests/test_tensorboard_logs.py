@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import heatmaps
-import runs
 import senet_lenet
 import visualize
 from helpers import synthetic_digits
-from mnist import load_mnist
-from settings import Settings
+from selenet import excitation_stats, runs
+from selenet.mnist import load_mnist
+from selenet.settings import Settings
 
 
 def read_events(log_dir):
@@ -52,7 +51,7 @@ def test_event_files_hold_the_history_and_the_excitations(trained_synthetic_run,
     encoded = validation[("class_mean_excitation", 2)]  # [width, height, PNG]
     assert encoded[:2].tolist() == [b"256", b"160"]
     pixels = tf.io.decode_png(encoded[2]).numpy()
-    means = heatmaps.class_means(excitation, labels)
+    means = excitation_stats.class_means(excitation, labels)
     expected = (matplotlib.colormaps["hot"](means)[..., :3] * 255).round().astype(np.uint8)
     np.testing.assert_array_equal(pixels[::16, ::16], expected)
 

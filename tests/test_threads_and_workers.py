@@ -12,12 +12,11 @@ import time
 import pytest
 
 import ablation
-import machine
-import runs
 import senet_lenet
 import visualize
 from helpers import ROOT, TRAINED_SYNTHETIC, assert_one_line_error, default_sigint, run_script
-from settings import Settings
+from selenet import machine, runs
+from selenet.settings import Settings
 
 
 def weights_sha(run_dir):
@@ -158,7 +157,7 @@ def test_a_study_on_ray_equals_the_serial_one(tmp_path, synthetic_mnist_dir):
 def test_a_workers_interruption_reaches_the_study_whole():
     import pickle
 
-    import errors
+    from selenet import errors
 
     again = pickle.loads(pickle.dumps(errors.Interrupted(signal.SIGTERM)))  # how a worker's error arrives
     assert again.signum == signal.SIGTERM and str(again) == "SIGTERM"

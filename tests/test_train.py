@@ -11,12 +11,12 @@ import keras
 import numpy as np
 import pytest
 
-import runs
 import senet_lenet
 import visualize
 from helpers import QUICK, synthetic_digits, without_seconds
-from mnist import load_mnist, select
-from settings import Settings
+from selenet import runs
+from selenet.mnist import load_mnist, select
+from selenet.settings import Settings
 
 
 def train_synthetic(**changes):

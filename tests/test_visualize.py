@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-import heatmaps
 import visualize
 from helpers import ROOT, assert_one_line_error, synthetic_digits, write_synthetic_run
-from settings import Settings
+from selenet import excitation_stats, heatmaps
+from selenet.settings import Settings
 
 
 def test_heatmap_draws_the_batch_sorted_by_label():
@@ -92,7 +92,7 @@ def test_the_worker_draws_the_files_this_process_would(tmp_path):
 def test_class_means():
     features = np.array([[0.0, 1.0], [1.0, 1.0], [0.5, 0.0]])
     labels = np.array([3, 3, 9])
-    means = heatmaps.class_means(features, labels)
+    means = excitation_stats.class_means(features, labels)
     assert means.shape == (10, 2)
     np.testing.assert_allclose(means[3], [0.5, 1.0])
     np.testing.assert_allclose(means[9], [0.5, 0.0])
@@ -175,7 +175,7 @@ def test_compare_refuses_runs_with_different_gates(tmp_path, synthetic_mnist_dir
 
 def test_a_dead_block_names_no_distinct_digit():
     features = np.full((50, 16), 0.5)  # one hidden unit stuck at zero: the same excitation for every image
-    line = visualize.class_mean_summary(heatmaps.class_means(features, np.arange(50) % 10), features)
+    line = visualize.class_mean_summary(excitation_stats.class_means(features, np.arange(50) % 10), features)
     assert "std between digits 0.000" in line and "the block is dead" in line and "most distinct" not in line
 
 

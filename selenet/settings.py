@@ -11,6 +11,7 @@ import numbers
 LEARNING_RATES = {"adam": 0.001, "sgd": 0.01}  # the assignment's learning rate per optimizer
 # The study's optimizers: name -> (optimizer, momentum). SGD with momentum 0.9 is the SENet paper's.
 STUDY_OPTIMIZERS = {"adam": ("adam", 0.0), "sgd": ("sgd", 0.0), "sgd-momentum": ("sgd", 0.9)}
+NUM_CLASSES = 10  # the digits: the model's last layer has one unit per class
 CONV1_FILTERS = 6
 CONV2_FILTERS = 16  # channels the assignment's SE block recalibrates
 SE_POSITIONS = {"conv2": ("conv2",), "conv1": ("conv1",), "both": ("conv1", "conv2")}  # -> SE blocks, in depth order

@@ -11,10 +11,8 @@ import os
 
 import tensorflow as tf
 
-import files
-import heatmaps
-import runs
-from settings import block_suffix
+from selenet import excitation_stats, files, runs
+from selenet.settings import block_suffix
 
 RUNS = ("train", "validation")  # Keras's names for the two
 
@@ -60,8 +58,10 @@ class EpochLogs:
                 suffix = block_suffix(block)
                 for channel in range(excitation.shape[1]):
                     tf.summary.histogram(f"excitation{suffix}/channel_{channel:02d}", excitation[:, channel])
-                limits = heatmaps.color_limits(self.gate, excitation)
-                pixels = heatmaps.class_mean_pixels(heatmaps.class_means(excitation, self.test_labels), limits)
+                limits = excitation_stats.color_limits(self.gate, excitation)
+                pixels = excitation_stats.class_mean_pixels(
+                    excitation_stats.class_means(excitation, self.test_labels), limits
+                )
                 scale = f"rows: digits 0-9; columns: SE channels; colour map hot, {limits[0]:g} to {limits[1]:g}"
                 tf.summary.image(f"class_mean_excitation{suffix}", pixels, description=scale)
         self.train.flush()

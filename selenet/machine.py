@@ -24,6 +24,11 @@ def record():
     }
 
 
+def available_cores():
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def cpu_model():
     """The processor's model name (Linux), else what platform says."""
     with contextlib.suppress(OSError):

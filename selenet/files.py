@@ -14,7 +14,7 @@ import secrets
 import shutil
 import tempfile
 
-from errors import UsageError, WriteError
+from selenet.errors import UsageError, WriteError
 
 TEMPORARY_PREFIX = ".selenet-tmp-"
 TEMPORARY_NAME = re.compile(rf"^{re.escape(TEMPORARY_PREFIX)}\d+-[0-9a-f]{{8}}")

@@ -3,7 +3,7 @@
 import os
 import shutil
 
-import files
+from selenet import files
 
 
 def model_summary_text(model):
@@ -18,12 +18,13 @@ def diagram_name(model_name):
     return f"{model_name}.png" if shutil.which("dot") else f"{model_name}.dot"
 
 
-def save_model_diagram(model, out_dir, warn=print):
-    """SELeNet.png via plot_model; without Graphviz, SELeNet.dot and a warning. Returns the path."""
+def save_model_diagram(model, out_dir, name=None, warn=print):
+    """SELeNet.png via plot_model; without Graphviz, SELeNet.dot and a warning (name: diagram_name's, found
+    before). Returns the path."""
     import keras  # loaded already: there is a model
 
     options = dict(show_shapes=True, show_layer_names=True, show_layer_activations=True, dpi=96)
-    path = os.path.join(out_dir, diagram_name(model.name))
+    path = os.path.join(out_dir, name or diagram_name(model.name))
     # With IPython importable, plot_model only prints its Graphviz message, so look for `dot` first.
     if path.endswith(".png"):
         files.write_via_scratch(path, lambda scratch: keras.utils.plot_model(model, to_file=scratch, **options))

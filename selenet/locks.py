@@ -3,7 +3,7 @@
 import contextlib
 import os
 
-from errors import UsageError
+from selenet.errors import UsageError
 
 LOCK_FILE = ".selenet.lock"  # holds the name and pid of the process that writes the folder
 

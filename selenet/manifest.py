@@ -12,8 +12,8 @@ the weights a figure was drawn from ("weights").
 import json
 import os
 
-import files
-from errors import UsageError
+from selenet import files
+from selenet.errors import UsageError
 
 MANIFEST_FILE = "manifest.json"
 WRITTEN_BY = "SE-LeNet"

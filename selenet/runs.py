@@ -12,12 +12,10 @@ import os
 import re
 import shlex
 
-import figures
-import files
-import machine
-from errors import RunNotFound, UsageError
-from manifest import Manifest
-from settings import Settings
+from selenet import files, machine
+from selenet.errors import RunNotFound, UsageError
+from selenet.manifest import Manifest
+from selenet.settings import Settings
 
 OUT_DIR = "outputs"  # where a run's files go unless --out-dir says otherwise
 WEIGHTS_FILE = "selenet.weights.h5"
@@ -35,11 +33,17 @@ ROLE_FILE = "excitation_role.csv"  # visualize.py's and the study's measure of t
 CHECKSUMMED = (WEIGHTS_FILE, MODEL_FILE)  # run.json records their SHA-256
 
 
-def run_file_names(settings):
-    """The paths a run of `settings` writes in its folder (folders end in "/")."""
+def diagram_names(settings):
+    """The model diagram's two names: SELeNet.png (plot_model), or SELeNet.dot where Graphviz was missing."""
+    return f"{settings.model_name}.png", f"{settings.model_name}.dot"
+
+
+def run_file_names(settings, diagram=None):
+    """The paths a run of `settings` writes in its folder (folders end in "/"): with diagram, the one it drew
+    (run.json's "diagram"); without, both names it may draw."""
     return (
         *(WEIGHTS_FILE, MODEL_FILE, RUN_FILE, HISTORY_FILE, SUMMARY_FILE, CURVES_FILE),
-        figures.diagram_name(settings.model_name),
+        *([diagram] if diagram else diagram_names(settings)),
         *(f"{CHECKPOINT_DIR}/", f"{LOGS_DIR}/"),
     )
 
@@ -78,10 +82,11 @@ def read_run(run_dir):
     return run
 
 
-def run_record(model, settings, history, checksums=None):
+def run_record(model, settings, history, checksums=None, diagram=None):
     """What run.json holds: enough to rebuild the model and to resume or judge the run.
 
-    checksums: {file: SHA-256} of a finished run's weights and model files."""
+    checksums: {file: SHA-256} of a finished run's weights and model files. diagram: the name of the model
+    diagram it drew (SELeNet.png or SELeNet.dot), so that whether it is whole does not depend on the reader's PATH."""
     last = history[-1]
     return {
         "settings": settings,
@@ -91,6 +96,7 @@ def run_record(model, settings, history, checksums=None):
         "history": history,
         "finished": len(history) == settings.epochs,
         "sha256": dict(checksums or {}),
+        **({"diagram": diagram} if diagram else {}),
         **machine.record(),
     }
 
@@ -188,9 +194,14 @@ def folder_run(out_dir):
 
 
 def missing_run_files(out_dir, settings, run=None):
-    """The files a finished run writes that out_dir lacks, or holds damaged (run: its run.json, if any)."""
-    names = [name for name in run_file_names(settings) if not name.endswith("/")]
+    """The files a finished run writes that out_dir lacks, or holds damaged (run: its run.json, if any).
+    The diagram is the one run.json records; a run.json from before that record: either of its names."""
+    diagram = run.get("diagram") if run is not None else None
+    names = [name for name in run_file_names(settings, diagram) if not name.endswith("/")]
     missing = [name for name in names if not os.path.isfile(os.path.join(out_dir, name))]
+    drawn = [name for name in diagram_names(settings) if name not in missing]
+    if diagram is None and drawn:  # one of the two is there: the diagram is whole
+        missing = [name for name in missing if name not in diagram_names(settings)]
     damaged = damaged_files(out_dir, run) if run is not None else []
     return missing + [name for name in damaged if name not in missing]
 

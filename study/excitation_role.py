@@ -15,11 +15,9 @@ import os
 
 import numpy as np
 
-import files
-import heatmaps
-import runs
 import senet_lenet
-from manifest import Manifest
+from selenet import excitation_stats, files, runs
+from selenet.manifest import Manifest
 
 VARIANTS = ("learned", "train_mean", "ones", "shuffled")
 
@@ -55,7 +53,7 @@ def excitation_role(model, settings, train_data, test_data):
     }
     # How far each block's excitation moves between test images: its largest channel's range (0: dead).
     for block, excitation in zip(settings.se_blocks, learned, strict=True):
-        role[f"range_{block}"] = heatmaps.excitation_range(excitation)
+        role[f"range_{block}"] = excitation_stats.excitation_range(excitation)
     return role
 
 

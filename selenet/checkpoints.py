@@ -14,10 +14,9 @@ import shutil
 
 import tensorflow as tf
 
-import files
-import runs
-from errors import UsageError, first_line
-from settings import Settings
+from selenet import files, runs
+from selenet.errors import UsageError, first_line
+from selenet.settings import Settings
 
 SETTINGS_KEY = "settings/.ATTRIBUTES/VARIABLE_VALUE"  # where tf.train.Checkpoint keeps the settings variable
 

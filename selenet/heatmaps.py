@@ -13,15 +13,14 @@ import matplotlib
 import numpy as np
 import PIL.Image
 
-import files
-from mnist import NUM_CLASSES
-from settings import block_suffix, block_where
+from selenet import files
+from selenet.excitation_stats import COLOR_MAP
+from selenet.settings import block_suffix, block_where
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the Agg backend
 
 HEATMAP_DIR = "se_features"  # RUN/se_features/{i}_se_feature.png; another block's: se_features_conv1/...
-COLOR_MAP = "hot"  # the assignment's
 # The second process takes 0.40 s to start and saves 0.014 s a heatmap (docs/speed.md): fewer are drawn sooner here.
 WORKER_MIN_HEATMAPS = 30
 
@@ -91,37 +90,8 @@ class HeatmapFigure:
             PIL.Image.fromarray(rgb).save(temporary, format="png", compress_level=3)
 
 
-def class_means(features, labels):
-    """Mean excitation per digit 0-9: (10, channels); NaN for a digit absent from labels."""
-    means = np.full((NUM_CLASSES, features.shape[1]), np.nan, dtype=np.float64)
-    for digit in range(NUM_CLASSES):
-        if np.any(labels == digit):
-            means[digit] = features[labels == digit].mean(axis=0)
-    return means
-
-
-def excitation_range(excitation):
-    """How far an SE block's excitation (N, C) moves between images: its widest channel's range, to 6
-    decimals. 0 is a dead block: the same excitation for every image."""
-    return round(float(np.ptp(excitation, axis=0).max()), 6)
-
-
-def class_mean_pixels(means, limits, cell=16):
-    """The class means as an RGB image for TensorBoard, coloured as se_class_mean.png: (1, 10 * cell,
-    channels * cell, 3) uint8, one cell-sized square per digit (row) and channel (column); black where NaN."""
-    low, high = limits
-    colors = matplotlib.colormaps[COLOR_MAP](np.clip((np.nan_to_num(means, nan=low) - low) / (high - low), 0, 1))
-    pixels = np.repeat(np.repeat(colors[..., :3], cell, axis=0), cell, axis=1)
-    return np.round(pixels * 255).astype(np.uint8)[np.newaxis]
-
-
 def heatmap_name(batch_index):
     return f"{batch_index}_se_feature.png"
-
-
-def color_limits(gate, features):
-    """The colour scale: the gate's range (a ReLU gate's is open above: the largest excitation drawn)."""
-    return {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}.get(gate, (0.0, max(1.0, float(np.max(features)))))
 
 
 def draw_heatmaps(features, labels, heatmap_dir, batch_size, indices, block="conv2", limits=(0.0, 1.0)):

@@ -2,7 +2,7 @@
 
 import signal
 
-from errors import Interrupted
+from selenet.errors import Interrupted
 
 
 class StopOnSignal:

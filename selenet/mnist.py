@@ -11,8 +11,9 @@ import zlib
 
 import numpy as np
 
+from selenet.settings import NUM_CLASSES
+
 IMAGE_SIZE = 28
-NUM_CLASSES = 10
 TRAIN_RECORDS = 60000
 TEST_RECORDS = 10000
 IDX_FILES = {  # role -> file name in the MNIST distribution

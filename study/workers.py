@@ -9,12 +9,9 @@ import os
 import signal
 import time
 
-import errors
-import files
-import locks
-import runs
-from manifest import Manifest
-from settings import Settings
+from selenet import errors, files, locks, runs
+from selenet.manifest import Manifest
+from selenet.settings import Settings
 
 TASKS_PER_WORKER = 10  # then a fresh worker process: what TensorFlow keeps between runs is freed with it
 RAY_EXCLUDES = ["outputs/", ".git/", "*.npz", "*.h5", "*.keras", "__pycache__/"]  # code only, to the cluster
@@ -38,9 +35,9 @@ def study_run(task, stop=None):
     returns (run.json contents, role or None). stop: a signals.StopOnSignal (else this worker's)."""
     import keras
 
-    import excitation_role
     import senet_lenet
-    from mnist import load_mnist, select
+    from selenet.mnist import load_mnist, select
+    from study import excitation_role
 
     stop = stop or _worker_stop
     stop.check()  # a study being stopped starts no more runs
@@ -108,11 +105,6 @@ def _start_worker(event):
         os.dup2(saved, 2)
         os.close(saved)
         os.close(quiet)
-
-
-def available_cores():
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def run_all(tasks, workers, stop, done, ray_address=None):

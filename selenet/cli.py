@@ -7,16 +7,14 @@ import math
 import os
 import sys
 
-import errors
-import runs
-import study_runs
-from mnist import MNISTDataError
+from selenet import errors, machine, runs
+from selenet.mnist import MNISTDataError
 
 # Hides TensorFlow's C++ info lines (CPU features) in every script: set here, in the module each script
 # imports before TensorFlow. Warnings and errors still show; the oneDNN notice is logged before this
 # setting is read, and stays.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-from settings import (
+from selenet.settings import (
     EXCITATIONS,
     GATES,
     LEARNING_RATES,
@@ -216,7 +214,7 @@ def run_to_resume(out_dir, given, log=print):
     if run is not None:
         settings, source = run["settings"], os.path.join(out_dir, runs.RUN_FILE)
     else:
-        from checkpoints import saved_settings  # TensorFlow reads them
+        from selenet.checkpoints import saved_settings  # TensorFlow reads them
 
         settings, source = saved_settings(out_dir), f"the newest checkpoint in {out_dir}"
     recorded = settings.as_dict()
@@ -359,7 +357,7 @@ def study_parser():
     parser.add_argument(
         "--threads", type=whole_number, default=Settings.threads, help="TensorFlow's threads per run (a setting)"
     )
-    cores = study_runs.available_cores()
+    cores = machine.available_cores()
     parser.add_argument(
         "--workers",
         type=positive_int,
