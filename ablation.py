@@ -233,6 +233,10 @@ def summary_markdown(rows, configs, compared):
     lines += ["", "| comparison | family | seeds | mean [95 % CI] | ± | seeds for ±0.1 | p | Holm p | survives |"]
     lines += ["| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for c in compared:
+        if not c.testable:
+            why = "one seed" if c.seeds < 2 else "every seed the same: no spread"
+            lines.append(f"| {c.name} | {c.family} | {c.seeds} | {c.mean:+.2f} ({why}) | – | – | – | – | cannot test |")
+            continue
         interval = f"{c.mean:+.2f} [{c.mean - c.half_width:+.2f}, {c.mean + c.half_width:+.2f}]"
         lines.append(
             f"| {c.name} | {c.family} | {c.seeds} | {interval} | {c.half_width:.2f} | {c.seeds_for_target} "
@@ -272,7 +276,7 @@ def comparison_rows(compared):
             "seeds_for_0.1": c.seeds_for_target,
             "p": f"{c.p:.4g}",
             "holm_p": f"{c.holm_p:.4g}",
-            "survives": c.survives,
+            "survives": c.survives if c.testable else "cannot test",
         }
         for c in compared
     ]

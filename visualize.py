@@ -57,7 +57,7 @@ def load_run(run_dir):
     if not run["finished"]:
         raise errors.UsageError(
             f"{run_dir} is unfinished ({len(run['history'])} of {run['settings'].epochs} epochs); "
-            f"finish it with: python senet_lenet.py --out-dir {run_dir} --resume"
+            f"finish it with: {runs.resume_command('senet_lenet.py', run_dir)}"
         )
     if not run["settings"].se:
         raise errors.UsageError(f"{run_dir} is a run without the SE block (--no-se): it has no excitations to draw")
@@ -266,10 +266,16 @@ def visualize(args):
     with heatmaps.worker(drawn * blocks) as pool:  # starting while the test set is evaluated
         model = restore_model(out, run)
         predictions, excitations = checked_excitations(out, run, test_data, model)
-        manifest.claim(*names, weights=run["sha256"][runs.WEIGHTS_FILE])  # recorded with the weights drawn
-        if args.max_batches is None:  # every batch drawn: the rest are an earlier, longer test set's
-            for folder in {os.path.dirname(name) + "/" for name in names if "/" in name}:
-                manifest.release(*(folder + n for n in manifest.owned(folder) if folder + n not in names))
+        weights = run["sha256"][runs.WEIGHTS_FILE]
+        batching = {name: manifest.entries.get(name, {}).get("batch_size") for name in manifest.entries}
+        # Recorded with the weights drawn; heatmaps also with their batch size, which their names do not show.
+        manifest.claim(*(name for name in names if "/" not in name), weights=weights)
+        manifest.claim(*(name for name in names if "/" in name), weights=weights, batch_size=args.batch_size)
+        for folder in {os.path.dirname(name) + "/" for name in names if "/" in name}:
+            # Earlier heatmaps that are not of this batching, or (every batch drawn now) of a longer test set.
+            earlier = [folder + n for n in manifest.owned(folder) if folder + n not in names]
+            other = [n for n in earlier if args.max_batches is None or batching.get(n) != args.batch_size]
+            manifest.release(*other)
         labels = test_data[1]
         limits = {
             block: excitation_stats.color_limits(settings.gate, features) for block, features in excitations.items()

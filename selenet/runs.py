@@ -237,5 +237,10 @@ def interrupted_message(prog, interrupted, out_dir):
         return f"{prog}: stopped by {interrupted} before the first epoch ended; nothing to resume"
     return (
         f"{prog}: stopped by {interrupted}; epoch {state.checkpoints[-1]} is the last one saved. "
-        f"Resume with: python {prog} --out-dir {shlex.quote(str(out_dir))} --resume"
+        f"Resume with: {resume_command(prog, out_dir)}"
     )
+
+
+def resume_command(prog, out_dir):
+    """The command that continues the run in out_dir, the folder quoted for the shell."""
+    return f"python {prog} --out-dir {shlex.quote(str(out_dir))} --resume"

@@ -39,23 +39,25 @@ class Comparison:
         return statistics.stdev(self.differences) if self.seeds > 1 else math.nan
 
     @property
+    def testable(self):
+        """Whether a t-test can judge it: two seeds or more, and differences that are not all the same (quick
+        studies: few seeds, few test images). With no spread there is no interval and no p-value, not p 0."""
+        return self.seeds > 1 and self.std > 0
+
+    @property
     def half_width(self):
-        """Half the width of the LEVEL confidence interval of the mean difference."""
-        return _half_width(self.std, self.seeds) if self.seeds > 1 else math.nan
+        """Half the width of the LEVEL confidence interval of the mean difference (NaN if not testable)."""
+        return _half_width(self.std, self.seeds) if self.testable else math.nan
 
     @property
     def p(self):
-        """Two-sided p-value of the paired t-test (mean difference 0)."""
-        if self.seeds < 2:
-            return math.nan
-        if self.std == 0:
-            return 1.0 if self.mean == 0 else 0.0
-        return float(stats.ttest_1samp(self.differences, 0.0).pvalue)
+        """Two-sided p-value of the paired t-test (mean difference 0); NaN if not testable."""
+        return float(stats.ttest_1samp(self.differences, 0.0).pvalue) if self.testable else math.nan
 
     @property
     def seeds_for_target(self):
         """Seeds whose interval would have TARGET_HALF_WIDTH at this spread (the spread taken as known)."""
-        if self.seeds < 2 or self.std == 0:
+        if not self.testable:
             return self.seeds
         n = 2
         while _half_width(self.std, n) > TARGET_HALF_WIDTH:
@@ -64,12 +66,13 @@ class Comparison:
 
     @property
     def survives(self):
-        """Whether the difference stands after Holm's correction in its family."""
-        return self.holm_p < 1 - LEVEL
+        """Whether the difference stands after Holm's correction in its family (never if not testable)."""
+        return self.testable and self.holm_p < 1 - LEVEL
 
 
 def holm(comparisons):
-    """Sets each comparison's Holm-adjusted p-value within the list (one family)."""
+    """Sets each comparison's Holm-adjusted p-value within the list (one family); the untestable ones are not
+    counted and keep NaN."""
     ranked = sorted((c for c in comparisons if not math.isnan(c.p)), key=lambda c: c.p)
     running = 0.0
     for i, comparison in enumerate(ranked):

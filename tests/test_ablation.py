@@ -1,9 +1,11 @@
 """ablation.py on a quick configuration: files, rows, the summary's arithmetic, resuming."""
 
 import csv
+import math
 import os
 import shutil
 import statistics
+import types
 
 import pytest
 
@@ -103,18 +105,40 @@ def test_configurations_and_their_names():
     assert len(default) == 15 and len(ablation.configurations(args.optimizers, [4], *sweeps)) == 12
 
 
-def test_comparisons_use_students_t_and_holm():
+def test_comparisons_use_students_t():
     c = Comparison("a − b", "effect", [1.0, 2.0, 3.0])
     assert c.half_width == pytest.approx(4.302653 / 3**0.5)  # t(0.975, df 2) · 1 / sqrt(3)
     assert c.p == pytest.approx(0.07417990, rel=1e-6)  # t = 2 · sqrt(3), df 2
     assert c.seeds_for_target == 387  # sd 1: t(0.975, n - 1) / sqrt(n) <= 0.1 first at n = 387
-    family = holm([Comparison(name, "f", d) for name, d in (("x", [1, 1.1]), ("y", [0, 0.1]), ("z", [5, 5.01]))])
-    raw = [c.p for c in family]
-    adjusted = sorted(raw)
-    adjusted = [min(1, 3 * adjusted[0]), min(1, max(3 * adjusted[0], 2 * adjusted[1]))]
-    adjusted.append(max(adjusted[1], sorted(raw)[2]))
-    assert sorted(c.holm_p for c in family) == pytest.approx(adjusted)
-    assert [c.survives for c in family] == [c.holm_p < 0.05 for c in family]
+
+
+@pytest.mark.parametrize(
+    "p, adjusted",
+    [
+        ([0.01, 0.04, 0.03], [0.03, 0.06, 0.06]),  # 3 · 0.01; max(0.03, 2 · 0.03); max(0.06, 1 · 0.04)
+        ([0.02, 0.5], [0.04, 0.5]),
+        (
+            [0.01, 0.012, 0.5, 0.04],
+            [0.04, 0.04, 0.5, 0.08],
+        ),  # 4 · 0.01; max(0.04, 3 · 0.012); ...; max(0.036, 2 · 0.04)
+        ([0.3, 0.6], [0.6, 0.6]),  # 2 · 0.3; max(0.6, 0.6)
+        ([0.01, math.nan, 0.04], [0.02, math.nan, 0.04]),  # the untestable one is not counted
+    ],
+)
+def test_holm_on_worked_examples(p, adjusted):
+    family = holm([types.SimpleNamespace(p=value, holm_p=math.nan) for value in p])
+    assert [c.holm_p for c in family] == pytest.approx(adjusted, nan_ok=True)
+
+
+@pytest.mark.parametrize("differences", [[0.5, 0.5, 0.5], [0.0, 0.0], [0.3]])
+def test_a_comparison_without_spread_cannot_be_tested(differences):
+    """All differences equal (few seeds, few test images): no interval and no p-value, never 'survives'."""
+    c = holm([Comparison("a − b", "effect", differences), Comparison("c − d", "effect", [0.1, 0.3, 0.2])])[0]
+    assert not c.testable and not c.survives
+    assert math.isnan(c.p) and math.isnan(c.half_width) and math.isnan(c.holm_p)
+    markdown = ablation.summary_markdown([], [], [c])
+    (row,) = [line for line in markdown.splitlines() if line.startswith("| a − b | effect |")]
+    assert row.endswith("| – | – | cannot test |") and "nan" not in row
 
 
 @pytest.mark.xdist_group("synthetic_study")
@@ -155,3 +179,28 @@ def test_a_study_of_every_axis(synthetic_study, tmp_path, synthetic_mnist_dir, c
     out = capsys.readouterr().out
     assert "11 runs: 11 finished already, 0 to do" in out and "] training " not in out and "] evaluating" not in out
     assert (study / "ablation.md").read_text() == markdown
+
+
+@pytest.mark.xdist_group("synthetic_study")
+def test_an_optimizer_given_twice_draws_the_grid_alone(synthetic_study, tmp_path, synthetic_mnist_dir, monkeypatch):
+    """--optimizers adam adam: the grid is SE and no SE with Adam, once each; the curves figure draws those
+    two and no run of a sweep."""
+    study = tmp_path / "study"
+    shutil.copytree(synthetic_study, study)
+    drawn = []
+    curves_figure = ablation.curves_figure
+    monkeypatch.setattr(
+        ablation, "curves_figure", lambda runs, names: drawn.append(names) or curves_figure(runs, names)
+    )
+    args = [
+        *SYNTHETIC_STUDY,
+        "--optimizers",
+        "adam",
+        "adam",
+        "--data-dir",
+        synthetic_mnist_dir,
+        "--out-dir",
+        str(study),
+    ]
+    assert ablation.main(args) == 0
+    assert drawn == [["se-r4_adam", "no-se_adam"]]

@@ -128,7 +128,11 @@ def test_a_second_writer_is_refused_naming_the_first(tmp_path, synthetic_mnist_d
 
 def test_the_lock_goes_away_with_a_killed_process(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from selenet import locks; import time\nwith locks.folder_lock({str(tmp_path)!r}, 'x'): time.sleep(60)"],
+        [
+            sys.executable,
+            "-c",
+            f"from selenet import locks; import time\nwith locks.folder_lock({str(tmp_path)!r}, 'x'): time.sleep(60)",
+        ],
         cwd=ROOT,
     )
     deadline = time.monotonic() + 30
@@ -262,10 +266,17 @@ def test_leftover_temporary_files_are_removed_and_only_they(unfinished_synthetic
         assert not [n for n in left if files.is_temporary(n)] and set(users) <= set(left)
 
 
-def test_the_resume_command_quotes_the_folder():
-    line = runs.interrupted_message("senet_lenet.py", errors.Interrupted(signal.SIGINT), "/tmp/my runs")
-    assert (
-        line.endswith("Resume with: python senet_lenet.py --out-dir '/tmp/my runs' --resume") or "first epoch" in line
+def test_the_resume_command_quotes_the_folder(unfinished_synthetic_run, tmp_path):
+    folder = shutil.copytree(unfinished_synthetic_run, tmp_path / "my runs")
+    line = runs.interrupted_message("senet_lenet.py", errors.Interrupted(signal.SIGINT), str(folder))
+    assert line.endswith(f"Resume with: python senet_lenet.py --out-dir '{folder}' --resume")
+
+
+def test_visualize_quotes_the_folder_of_an_unfinished_run(unfinished_synthetic_run, tmp_path, capsys):
+    folder = shutil.copytree(unfinished_synthetic_run, tmp_path / "my runs")
+    assert visualize.main(["--run-dir", str(folder)]) == 2
+    assert_one_line_error(
+        capsys.readouterr().err, f"finish it with: python senet_lenet.py --out-dir '{folder}' --resume"
     )
 
 
@@ -274,6 +285,16 @@ def test_max_batches_keeps_the_other_heatmaps(finished_run, synthetic_mnist_dir)
     assert visualize.main(["--run-dir", str(finished_run), *data]) == 0
     assert visualize.main(["--run-dir", str(finished_run), "--max-batches", "1", *data]) == 0
     assert sorted(os.listdir(finished_run / "se_features")) == ["0_se_feature.png", "1_se_feature.png"]
+
+
+def test_max_batches_of_another_batching_removes_the_earlier_heatmaps(finished_run, synthetic_mnist_dir):
+    """--batch-size 50 (4 heatmaps of 200 test images), then --max-batches 1 at 100: heatmap 0 of 100 images,
+    and none of the batches of 50 left under the same names."""
+    data = ["--data-dir", synthetic_mnist_dir]
+    assert visualize.main(["--run-dir", str(finished_run), "--batch-size", "50", *data]) == 0
+    assert len(os.listdir(finished_run / "se_features")) == 4
+    assert visualize.main(["--run-dir", str(finished_run), "--max-batches", "1", *data]) == 0
+    assert sorted(os.listdir(finished_run / "se_features")) == ["0_se_feature.png"]
 
 
 # ---- 4. A full disk is one line, and the run resumes once there is room ----------------------------------------------
