@@ -152,7 +152,12 @@ def main(argv=None):
     parser.add_argument("--data-dir", default=None, help="the MNIST folder (default: $MNIST_DIR)")
     parser.add_argument("--epochs", type=int, default=5, help="epochs for the loop and for model.fit (at least 2)")
     parser.add_argument("--json", default=os.path.join(ROOT, "outputs", "benchmark.json"), help="where the JSON goes")
+    parser.add_argument(
+        "--train-samples", type=cli.positive_int, default=None, help="a slice: the first N training images"
+    )
+    parser.add_argument("--test-samples", type=cli.positive_int, default=None, help="a slice: the first N test images")
     args = parser.parse_args(argv)
+    samples = [f"--{kind}-samples={n}" for kind, n in (("train", args.train_samples), ("test", args.test_samples)) if n]
     if args.epochs < 2:
         parser.error("--epochs must be at least 2: the first epoch includes tracing")
 
@@ -161,18 +166,18 @@ def main(argv=None):
         env["MNIST_DIR"] = args.data_dir
     with tempfile.TemporaryDirectory() as out_dir:
         print("python senet_lenet.py (10 epochs) ...", flush=True)
-        train_wall, train_rss = run_measured([sys.executable, "senet_lenet.py", "--out-dir", out_dir], env)
+        train_wall, train_rss = run_measured([sys.executable, "senet_lenet.py", *samples, "--out-dir", out_dir], env)
         print("python visualize.py ...", flush=True)
         visualize_wall, visualize_rss = run_measured([sys.executable, "visualize.py", "--run-dir", out_dir], env)
         study = {}
         for workers in (1, 2):
             print(f"python ablation.py on a slice (8 runs), --workers {workers} ...", flush=True)
-            command = [sys.executable, "ablation.py", *STUDY_SLICE, "--workers", str(workers)]
+            command = [sys.executable, "ablation.py", *STUDY_SLICE, *samples, "--workers", str(workers)]
             study[workers] = run_sampled([*command, "--out-dir", os.path.join(out_dir, f"study{workers}")], env)
 
     import senet_lenet  # TensorFlow from here on
     from selenet import files, machine
-    from selenet.mnist import MNISTDataError, load_mnist
+    from selenet.mnist import MNISTDataError, load_mnist, select
     from selenet.settings import Settings
 
     tf = senet_lenet.tf
@@ -180,6 +185,7 @@ def main(argv=None):
         train_data, test_data = load_mnist(args.data_dir)
     except MNISTDataError as e:
         return cli.report_error("bench_train.py", e)
+    train_data, test_data = select(train_data, args.train_samples), select(test_data, args.test_samples)
     settings = Settings(epochs=args.epochs)  # the assignment's: Adam, lr 0.001, batch 100, seed 0
     images = len(train_data[1])
     per_call = senet_lenet.STEPS_PER_CALL

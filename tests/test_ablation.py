@@ -177,7 +177,7 @@ def test_a_study_of_every_axis(synthetic_study, tmp_path, synthetic_mnist_dir, c
     args = [*SYNTHETIC_STUDY, "--data-dir", synthetic_mnist_dir, "--out-dir", str(study)]
     assert ablation.main(args) == 0  # everything reused: nothing trained or evaluated again
     out = capsys.readouterr().out
-    assert "11 runs: 11 finished already, 0 to do" in out and "] training " not in out and "] evaluating" not in out
+    assert "11 runs: 11 finished already, 0 to do" in out and "training " not in out and "resuming " not in out
     assert (study / "ablation.md").read_text() == markdown
 
 

@@ -7,33 +7,31 @@ import pytest
 
 from helpers import run_script
 
-pytestmark = pytest.mark.e2e
+# Each benchmark script runs and reports every figure, on a small slice; speeds are not asserted, nor its
+# own arithmetic: the benchmarks themselves are scripts a reader runs (docs/speed.md).
+pytestmark = pytest.mark.runs
+
+TRAIN_FIGURES = ["python senet_lenet.py", "python visualize.py", "study slice, --workers 1", "study slice, --workers 2"]
+TRAIN_FIGURES += ["training loop (ours)", "model.fit, steps_per_execution=50", "model.fit, plain"]
+TRAIN_FIGURES += ["model.fit, steps_per_execution=50 ÷ loop", "model.fit, plain ÷ loop", "study slice: 1 ÷ 2 workers"]
 
 
-def test_benchmark_reports_every_measurement(tmp_path, mnist_dir):
+def test_benchmark_reports_every_measurement(tmp_path, synthetic_mnist_dir):
     report = tmp_path / "benchmark.json"
-    result = run_script(
-        "benchmarks/bench_train.py", "--epochs", "2", "--json", report, env={"MNIST_DIR": mnist_dir}, timeout=1200
-    )
+    args = ["--epochs", "2", "--train-samples", "500", "--test-samples", "200", "--json", report]
+    result = run_script("benchmarks/bench_train.py", *args, env={"MNIST_DIR": synthetic_mnist_dir}, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "| model.fit, steps_per_execution=50 ÷ loop |" in result.stdout
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in result.stdout.splitlines() if line.startswith("| ")}
+    assert [name for name in TRAIN_FIGURES if name not in rows] == []
     data = json.loads(report.read_text())
     for side in ("loop", "fit_steps_per_execution", "fit"):
-        assert len(data[side]["epoch_seconds"]) == 2
-        assert data[side]["images_per_second"] == pytest.approx(60000 / data[side]["steady_epoch_seconds"])
-        assert data[side]["test_accuracy"] > 97  # both really trained the model
-    for side in ("fit_steps_per_execution", "fit"):
-        ratio = data[side]["steady_epoch_seconds"] / data["loop"]["steady_epoch_seconds"]
-        assert data[f"{side}_vs_loop"] == pytest.approx(ratio)
+        assert len(data[side]["epoch_seconds"]) == 2 and data[side]["images_per_second"] > 0
+        assert data[side]["test_accuracy"] > 20  # trained on the slice: above chance (10 %)
     for script in ("train_script", "visualize_script"):
         assert data[script]["seconds"] > 0 and 0.05 < data[script]["peak_rss_gb"] < 24
-    assert data["machine"]["cpus"] >= 1
-    slice_ = data["study_slice"]
     for workers in (1, 2):
-        assert slice_[f"workers_{workers}"]["seconds"] > 0
-        assert 0.05 < slice_[f"workers_{workers}"]["peak_rss_gb_all_processes"] < 24
-    assert slice_["speedup_2_workers"] == pytest.approx(slice_["workers_1"]["seconds"] / slice_["workers_2"]["seconds"])
-    assert "| study slice: 1 ÷ 2 workers |" in result.stdout
+        assert data["study_slice"][f"workers_{workers}"]["seconds"] > 0
+    assert data["versions"]["tensorflow"] and data["machine"]["cpu"]
 
 
 def test_heatmap_benchmark_reports_every_variant(tmp_path):
@@ -41,8 +39,7 @@ def test_heatmap_benchmark_reports_every_variant(tmp_path):
     result = run_script("benchmarks/bench_heatmaps.py", "--rounds", "1", "--json", report, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     variants = json.loads(report.read_text())["variants"]
-    plain = variants["one figure, set_data + savefig"]["median"]
     assert len(variants) == (4 if os.cpu_count() > 1 else 3)
     for name, row in variants.items():
-        assert row["median"] > 0 and row["vs_plain"] == pytest.approx(row["median"] / plain), name
+        assert row["median"] > 0 and row["vs_plain"] > 0, name
         assert f"| {name} | " in result.stdout

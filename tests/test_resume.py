@@ -15,7 +15,7 @@ import ablation
 import senet_lenet
 import visualize
 from helpers import ROOT, StopAfterEpoch, assert_one_line_error, default_sigint, without_seconds
-from selenet import cli, errors, runs
+from selenet import cli, errors, files, runs
 
 # Long enough that a signal sent after epoch 2's checkpoint lands before the last epoch.
 RESUMABLE = ["--epochs", "6", "--train-samples", "6000", "--test-samples", "500"]
@@ -70,7 +70,7 @@ def test_interrupt_then_resume_gives_the_same_bits(tmp_path, mnist_dir, referenc
     assert run["finished"] is False and len(run["history"]) == last
     assert len((out_dir / "history.csv").read_text().splitlines()) == 1 + last
     assert not (out_dir / runs.WEIGHTS_FILE).exists()
-    assert not [n for n in os.listdir(out_dir) if ".tmp" in n]
+    assert not [n for n in os.listdir(out_dir) if files.is_temporary(n)]
 
     assert senet_lenet.main(["--out-dir", str(out_dir), "--resume", "--data-dir", mnist_dir]) == 0
     resumed = json.loads((out_dir / "run.json").read_text())

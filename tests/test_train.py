@@ -14,7 +14,7 @@ import pytest
 import senet_lenet
 import visualize
 from helpers import QUICK, synthetic_digits, without_seconds
-from selenet import runs
+from selenet import files, runs
 from selenet.mnist import load_mnist, select
 from selenet.settings import Settings
 
@@ -102,11 +102,10 @@ def test_save_and_load_give_identical_outputs(quick_run, mnist):
     run = runs.read_run(quick_run)
     model = senet_lenet.build_model(run["settings"])
     model.load_weights(str(quick_run / runs.WEIGHTS_FILE))
-    again = senet_lenet.build_model(run["settings"])
-    again.load_weights(str(quick_run / runs.WEIGHTS_FILE))
-    for a, b in zip(model(images), again(images), strict=True):
+    whole = keras.models.load_model(str(quick_run / runs.MODEL_FILE))  # the other file the run saved
+    for a, b in zip(model(images), whole(images), strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
-    # and they are the trained weights, not a fresh model's
+    # and they are the trained weights, not a fresh model's: the test accuracy the run recorded
     images, labels = select(mnist[1], 500)
     accuracy = senet_lenet.accuracy_percent(senet_lenet.predict(model, images)[0], labels)
     assert accuracy == pytest.approx(run["final"]["test_accuracy"], abs=0.005)
@@ -123,7 +122,7 @@ def test_run_files(quick_run):
         "SELeNet.png",
         "training_curves.png",
     } <= names
-    assert not [n for n in names if ".tmp" in n]  # no temporary file left behind
+    assert not [n for n in names if files.is_temporary(n)]  # no temporary file left behind
     run = json.loads((quick_run / "run.json").read_text())
     assert run["settings"] == Settings(epochs=2, train_samples=3000, test_samples=500).as_dict()
     assert run["finished"] is True
