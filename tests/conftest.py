@@ -1,6 +1,8 @@
 """Fixtures: the real MNIST (end-to-end layer), synthetic MNIST and run folders (fast layer)."""
 
+import inspect
 import os
+import re
 import shutil
 import sys
 
@@ -92,3 +94,23 @@ def synthetic_study(tmp_path_factory, synthetic_mnist_dir):
     out_dir = tmp_path_factory.mktemp("synthetic_study")
     assert ablation.main([*SYNTHETIC_STUDY, "--data-dir", synthetic_mnist_dir, "--out-dir", str(out_dir)]) == 0
     return out_dir
+
+
+# ---- The three layers, named for what they cost ------------------------------------------------------------------
+# unit: no training and no child process (python -m pytest -m "not runs and not e2e"); runs: trains small models,
+# runs a script's main or starts interpreters (-m runs); e2e: the real MNIST (-m e2e, marked by hand).
+# A test is `runs` if a fixture it uses trains (or copies a trained run), or its code trains, calls a script's
+# main or starts a process.
+TRAINING_FIXTURES = {"trained_synthetic_run", "synthetic_study", "three_epochs", "new_setting_runs"}
+RUN_LEVEL_CODE = re.compile(
+    r"\b(main|train_run|train_synthetic|train|run_script|excitation_role|study_run|run_all)\(|subprocess|Popen|spawn"
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("e2e") or item.get_closest_marker("runs"):
+            continue
+        source = inspect.getsource(item.function) if hasattr(item, "function") else ""
+        if TRAINING_FIXTURES & set(item.fixturenames) or RUN_LEVEL_CODE.search(source):
+            item.add_marker(pytest.mark.runs)
