@@ -9,10 +9,10 @@ It trains, in worker processes (workers.py) with senet_lenet's own training code
               position after conv2, conv1 (its own reduction, --conv1-reduction) or both; the
               excitation Dense, Conv1D (ECA-Net) or a trained fixed gain; biases in the Dense layers
               (the assignment's block, r4 avg sigmoid conv2 Dense without biases, shared)
-and measures each SE run's excitation at inference (excitation_role.py). Each run is a normal run
+and measures each SE run's excitation at inference (study/excitation_role.py). Each run is a normal run
 folder; a finished one is not trained again, so an interrupted study continues where it stopped.
 Then it writes ablation.csv, ablation_comparisons.csv, ablation.md and three figures: means ± sample
-std, and paired differences with 95 % intervals and Holm-corrected p-values (study_stats.py).
+std, and paired differences with 95 % intervals and Holm-corrected p-values (study/stats.py).
 """
 
 import os
@@ -424,6 +424,7 @@ KEPT = (
 
 
 def main(argv=None):
+    cli.printing_never_fails()  # main() called from a notebook or another script skips cli.start
     args = cli.study_parser().parse_args(argv)
     try:
         with signals.StopOnSignal() as stop:

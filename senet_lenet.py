@@ -10,8 +10,8 @@ and the 16-dim excitation, so it can be studied (see visualize.py).
     python senet_lenet.py --optimizer sgd      # SGD, lr 0.01
     python senet_lenet.py --data-dir ../shared/mnist
 
-Elsewhere: the data (mnist.py), the settings and their defaults (settings.py), the run folder
-(runs.py; what it owns: manifest.py; writing whole files: files.py), checkpoints (checkpoints.py),
+Elsewhere, in selenet/: the data (mnist.py), the settings and their defaults (settings.py), the run
+folder (runs.py; what it owns: manifest.py; writing whole files: files.py), checkpoints (checkpoints.py),
 TensorBoard logs (tensorboard_logs.py) and the command-line pieces (cli.py, errors.py).
 After Ctrl-C, `--resume` continues to the same bits.
 """
@@ -426,6 +426,7 @@ def train_run(settings, train_data, test_data, out_dir, resume=False, stop=None,
 
 
 def main(argv=None):
+    cli.printing_never_fails()  # main() called from a notebook or another script skips cli.start
     args = cli.train_parser().parse_args(argv)
 
     def warn(message):

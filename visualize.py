@@ -341,6 +341,7 @@ def compare(args):
 
 
 def main(argv=None):
+    cli.printing_never_fails()  # main() called from a notebook or another script skips cli.start
     args = cli.visualize_parser().parse_args(argv)
     try:
         with using(*(args.compare or [args.run_dir])):

@@ -246,9 +246,18 @@ def run_to_resume(out_dir, given, log=print):
 # ----------------------------------------------------------------------------
 
 
+def printing_never_fails():
+    """A console or log file in another encoding than UTF-8 (Windows: cp1252, GBK) prints what it cannot
+    encode (the tables' −, the summary's box lines) as "?" instead of stopping the script."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure") and (stream.encoding or "").lower().replace("-", "") != "utf8":
+            stream.reconfigure(errors="replace")
+
+
 def start(prog, parser, check=None):
     """What a script does before it imports TensorFlow (seconds): one-line Ctrl-C, --help, and one line,
     exit code 2, for a bad flag (check(args): what else can be judged from the flags alone)."""
+    printing_never_fails()
     quiet_ctrl_c(prog)
     args = parser().parse_args(sys.argv[1:])
     if check is not None:

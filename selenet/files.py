@@ -13,6 +13,7 @@ import re
 import secrets
 import shutil
 import tempfile
+import time
 
 from selenet.errors import UsageError, WriteError
 
@@ -49,6 +50,20 @@ def write_failure(path, error):
     return WriteError(f"cannot write {path}: {reason}; the files written before it are whole")
 
 
+REPLACE_RETRIES = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)  # seconds: Windows refuses while another program has it open
+
+
+def replace(temporary, path):
+    """os.replace, retried for a few seconds when another program holds `path` open (Windows: Excel, an
+    antivirus scan); then PermissionError, which names the file in one line (write_failure)."""
+    for delay in REPLACE_RETRIES:
+        try:
+            return os.replace(temporary, path)
+        except PermissionError:
+            time.sleep(delay)
+    return os.replace(temporary, path)
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yields a temporary name beside `path`, renamed over `path` only if the block succeeds."""
@@ -56,7 +71,7 @@ def atomic_path(path):
     temporary = os.path.join(directory, temporary_name(name))
     try:
         yield temporary
-        os.replace(temporary, path)
+        replace(temporary, path)
     except OSError as e:
         raise write_failure(path, e) from e
     finally:
@@ -103,8 +118,9 @@ def sha256_of(path):
 
 
 def write_text(path, text):
+    """Writes text as UTF-8 with "\\n" line ends on every OS (Windows would write CRLF)."""
     with atomic_path(path) as temporary:
-        with open(temporary, "w", encoding="utf-8") as f:
+        with open(temporary, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
 
 

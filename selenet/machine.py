@@ -5,6 +5,8 @@ run.json records them; visualize.py and --compare print a note when two runs' di
 import contextlib
 import os
 import platform
+import subprocess
+import sys
 
 
 def record():
@@ -30,12 +32,18 @@ def available_cores():
 
 
 def cpu_model():
-    """The processor's model name (Linux), else what platform says."""
+    """The processor's model name: /proc/cpuinfo on Linux, sysctl on macOS (platform says only "arm" for every
+    Apple chip), else what platform says (Windows: family, model and stepping)."""
     with contextlib.suppress(OSError):
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
                 if line.startswith("model name"):
                     return line.split(":", 1)[1].strip()
+    if sys.platform == "darwin":
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            brand = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True)
+            if brand.returncode == 0 and brand.stdout.strip():
+                return brand.stdout.strip()  # "Apple M2", "Intel(R) Core(TM) i7-..."
     return platform.processor() or "unknown"
 
 

@@ -121,6 +121,13 @@ def parents(name):
 
 
 def valid(name):
-    """A relative path inside the folder: no absolute paths, no "..", no empty parts."""
+    """A relative path inside the folder, the same on every OS: "/" between parts; no absolute path, no "..", no
+    empty part, and no backslash or drive (C:), which Windows reads as a separator or a root (..\\x, C:\\x)."""
     parts = name.rstrip("/").split("/")
-    return bool(name) and not name.startswith("/") and all(p not in ("", ".", "..") for p in parts)
+    return (
+        bool(name)
+        and not name.startswith("/")
+        and "\\" not in name
+        and ":" not in name
+        and all(p not in ("", ".", "..") for p in parts)
+    )

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shlex
+import subprocess
 
 from selenet import files, machine
 from selenet.errors import RunNotFound, UsageError
@@ -241,6 +242,8 @@ def interrupted_message(prog, interrupted, out_dir):
     )
 
 
-def resume_command(prog, out_dir):
-    """The command that continues the run in out_dir, the folder quoted for the shell."""
-    return f"python {prog} --out-dir {shlex.quote(str(out_dir))} --resume"
+def resume_command(prog, out_dir, windows=os.name == "nt"):
+    """The command that continues the run in out_dir, the folder quoted for this platform's shell (POSIX shells;
+    on Windows, cmd.exe and PowerShell: double quotes)."""
+    quoted = subprocess.list2cmdline([str(out_dir)]) if windows else shlex.quote(str(out_dir))
+    return f"python {prog} --out-dir {quoted} --resume"

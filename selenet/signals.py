@@ -1,6 +1,7 @@
 """Stopping on SIGINT or SIGTERM between chunks of training steps, never in the middle of a file."""
 
 import signal
+import threading
 
 from selenet.errors import Interrupted
 
@@ -16,6 +17,8 @@ class StopOnSignal:
         self._previous = {}
 
     def __enter__(self):
+        if threading.current_thread() is not threading.main_thread():
+            return self  # only the main thread may set handlers (main() from a notebook's thread): Ctrl-C as usual
         for signum in self.SIGNALS:
             self._previous[signum] = signal.signal(signum, self._handle)
         return self

@@ -30,14 +30,16 @@ def default_sigint():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def run_script(script, *args, env=None, timeout=900):
-    """Runs one of the project's scripts in a fresh interpreter; returns the CompletedProcess."""
+def run_script(script, *args, env=None, timeout=900, encoding=None):
+    """Runs one of the project's scripts in a fresh interpreter; returns the CompletedProcess (its output read
+    in `encoding`, else the locale's)."""
     return subprocess.run(
         [sys.executable, os.path.join(ROOT, script), *map(str, args)],
         cwd=ROOT,
         env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
+        encoding=encoding,
         timeout=timeout,
     )
 

@@ -31,7 +31,8 @@ def train_in_a_new_process(out_dir, data_dir, *extra, cores=None):
     assert done.returncode == 0, done.stderr
 
 
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to differ from one")
+@pytest.mark.skipif(machine.available_cores() < 2, reason="needs two cores to differ from one")
+@pytest.mark.skipif(shutil.which("taskset") is None, reason="needs Linux's taskset to run on one core")
 def test_one_core_and_every_core_give_the_same_bits(trained_synthetic_run, tmp_path, synthetic_mnist_dir):
     """Epoch 1 in a fresh interpreter on one core (taskset), epoch 2 resumed here on every core: the same
     weights as the run trained here on every core, never stopped."""

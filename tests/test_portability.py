@@ -1,0 +1,181 @@
+"""What differs off Linux, tested here: paths a manifest may hold, text files, consoles that are not UTF-8,
+files held open by another program, resume hints per shell; and the scripts in a child process with what
+Windows lacks taken away (fcntl, os.pread/pwrite, sched_getaffinity, /dev/shm, a UTF-8 console)."""
+
+import errno
+import io
+import os
+import sys
+
+import pytest
+
+from helpers import ROOT, TRAINED_SYNTHETIC, run_script
+from selenet import cli, files, locks, machine, manifest, runs
+from selenet.errors import UsageError, WriteError
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "..\\..\\Documents\\thesis.docx",
+        "C:\\Windows\\win.ini",
+        "C:/Windows/win.ini",
+        "/etc/passwd",
+        "a/../../b",
+        "a\\b",
+    ],
+)
+def test_a_manifest_refuses_paths_that_leave_the_folder_on_any_os(name):
+    assert not manifest.valid(name)
+
+
+@pytest.mark.parametrize("name", ["selenet.weights.h5", "se_features/0_se_feature.png", "logs/train/"])
+def test_a_manifest_takes_the_projects_own_names(name):
+    assert manifest.valid(name)
+
+
+def test_text_files_are_utf8_with_newlines(tmp_path):
+    files.write_text(tmp_path / "a.md", "| se − no se |\nline 2\n")
+    assert (tmp_path / "a.md").read_bytes() == "| se − no se |\nline 2\n".encode()
+
+
+@pytest.mark.parametrize("encoding", ["cp1252", "gbk"])
+def test_printing_never_fails_on_a_console_that_is_not_utf8(encoding, monkeypatch):
+    console = io.TextIOWrapper(io.BytesIO(), encoding=encoding)
+    monkeypatch.setattr(sys, "stdout", console)
+    cli.printing_never_fails()
+    print("−0.35 [−0.46, −0.25] ┏━━┓")  # the study's minus signs, the summary's box lines
+    console.flush()
+    assert console.buffer.getvalue().decode(encoding).startswith("?0.35 [?0.46, ?0.25]")
+
+
+def test_a_replace_waits_for_a_file_held_open_by_another_program(tmp_path, monkeypatch):
+    attempts = []
+    real_replace = os.replace
+
+    def held_twice(source, target):
+        attempts.append(target)
+        if len(attempts) <= 2:
+            raise PermissionError(errno.EACCES, "Access is denied", str(target))
+        return real_replace(source, target)
+
+    monkeypatch.setattr(files, "REPLACE_RETRIES", (0, 0, 0))
+    monkeypatch.setattr(os, "replace", held_twice)
+    files.write_text(str(tmp_path / "history.csv"), "epoch\n1\n")
+    assert len(attempts) == 3 and (tmp_path / "history.csv").read_text() == "epoch\n1\n"
+
+
+def test_a_file_held_open_for_good_is_one_error_naming_it(tmp_path, monkeypatch):
+    def always_held(source, target):
+        raise PermissionError(errno.EACCES, "Access is denied", str(target))
+
+    monkeypatch.setattr(files, "REPLACE_RETRIES", (0, 0))
+    monkeypatch.setattr(os, "replace", always_held)
+    with pytest.raises(WriteError, match=r"cannot write .*history\.csv: Access is denied"):
+        files.write_text(str(tmp_path / "history.csv"), "epoch\n")
+    assert os.listdir(tmp_path) == []  # nothing half-written left
+
+
+def test_resume_hints_are_quoted_for_the_platforms_shell():
+    assert runs.resume_command("senet_lenet.py", "my runs/a", windows=False) == (
+        "python senet_lenet.py --out-dir 'my runs/a' --resume"
+    )
+    assert runs.resume_command("senet_lenet.py", "C:\\my runs\\a", windows=True) == (
+        'python senet_lenet.py --out-dir "C:\\my runs\\a" --resume'
+    )
+
+
+def test_a_filesystem_without_locks_is_one_line(tmp_path, monkeypatch):
+    import fcntl
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(UsageError, match="its filesystem does not support file locks"):
+        with locks.folder_lock(str(tmp_path), "senet_lenet.py"):
+            pass
+
+
+def test_macos_records_its_chip(monkeypatch):
+    class Done:
+        returncode, stdout = 0, "Apple M2\n"
+
+    monkeypatch.setattr(machine, "open", lambda *a, **k: (_ for _ in ()).throw(OSError()), raising=False)
+    monkeypatch.setattr(machine.sys, "platform", "darwin")
+    monkeypatch.setattr(machine.subprocess, "run", lambda *a, **k: Done())
+    assert machine.cpu_model() == "Apple M2"
+
+
+# ---- The scripts without what Windows lacks --------------------------------------------------------------------
+
+WITHOUT_LINUX = """
+import os, sys
+sys.modules["fcntl"] = None  # import fcntl: ModuleNotFoundError, as on Windows
+for name in ("pread", "pwrite", "sched_getaffinity"):
+    if hasattr(os, name):
+        delattr(os, name)
+sys.path.insert(0, {root!r})
+from selenet import files
+files.MEMORY_DIR = os.path.join({root!r}, "no-such-memory-folder")  # no /dev/shm
+"""
+
+
+@pytest.fixture
+def without_linux(tmp_path):
+    """Environment for a child process with Linux's extras taken away and a cp1252 console."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(WITHOUT_LINUX.format(root=ROOT))
+    return {"PYTHONPATH": str(site), "PYTHONIOENCODING": "cp1252", "PYTHONUTF8": "0"}
+
+
+@pytest.mark.runs
+def test_train_and_visualize_without_linux_give_the_same_bits(
+    without_linux, trained_synthetic_run, synthetic_mnist_dir, tmp_path
+):
+    out = tmp_path / "run"
+    data = ["--data-dir", synthetic_mnist_dir]
+    trained = run_script(
+        "senet_lenet.py", *TRAINED_SYNTHETIC, *data, "--out-dir", out, env=without_linux, encoding="cp1252"
+    )
+    assert trained.returncode == 0 and "Traceback" not in trained.stderr, trained.stderr[-3000:]
+    weights = [runs.read_run(run)["sha256"][runs.WEIGHTS_FILE] for run in (out, trained_synthetic_run)]
+    assert weights[0] == weights[1]  # selenet.keras differs anyway: it records when it was saved
+    drawn = run_script(
+        "visualize.py", "--run-dir", out, *data, "--max-batches", "2", env=without_linux, encoding="cp1252"
+    )
+    assert drawn.returncode == 0 and "Traceback" not in drawn.stderr, drawn.stderr[-3000:]
+    assert (out / "se_features" / "1_se_feature.png").exists()
+
+
+@pytest.mark.runs
+def test_a_study_with_two_workers_without_linux(without_linux, synthetic_mnist_dir, tmp_path):
+    args = "--seeds 1 --epochs 1 --train-samples 300 --test-samples 200 --optimizers adam --reductions 4".split()
+    args += "--squeezes avg --gates sigmoid --positions conv2 --excitations dense --se-biases off".split()
+    args += ["--workers", "2", "--data-dir", synthetic_mnist_dir, "--out-dir", tmp_path / "s"]
+    done = run_script("ablation.py", *args, env=without_linux, encoding="cp1252")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert "2 runs: 0 finished already, 2 to do in 2 process(es)" in done.stdout
+    assert "| se-r4_adam ? no-se_adam | effect | 1 |" in done.stdout  # cp1252 has no −: printed as ?
+
+
+def test_stopping_on_signals_from_another_thread_than_main():
+    """main() run from a thread (a notebook's, a GUI's): no 'signal only works in main thread'."""
+    import threading
+
+    from selenet import signals
+
+    errors = []
+
+    def enter():
+        try:
+            with signals.StopOnSignal() as stop:
+                stop.check()
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    thread = threading.Thread(target=enter)
+    thread.start()
+    thread.join()
+    assert errors == []
