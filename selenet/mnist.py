@@ -140,8 +140,9 @@ def load_mnist(data_dir=None, train=True):
             return keras.datasets.mnist.load_data()
         except Exception as e:  # urllib, ssl and Keras raise many types offline
             raise MNISTDataError(
-                f"could not download MNIST ({type(e).__name__}); offline, pass --data-dir DIR "
-                "or set MNIST_DIR=DIR, DIR holding the four MNIST IDX files (.gz or plain) or mnist.npz"
+                f"could not download MNIST from Google's storage ({download_failure(e)}); offline or where it "
+                "cannot be reached, pass --data-dir DIR (or set MNIST_DIR=DIR), DIR holding the four MNIST IDX "
+                "files (.gz or plain, from any MNIST mirror) or mnist.npz"
             ) from e
     if not os.path.isdir(data_dir):
         raise MNISTDataError(f"MNIST data directory {data_dir} does not exist")
@@ -164,6 +165,16 @@ def load_mnist(data_dir=None, train=True):
         missing = [IDX_FILES[role] for role in IDX_FILES if role not in found]
         raise MNISTDataError(f"{data_dir}: missing MNIST files {', '.join(missing)} (.gz or plain)")
     raise MNISTDataError(f"{data_dir} holds neither the four MNIST IDX files (.gz or plain) nor mnist.npz")
+
+
+def download_failure(error):
+    """Why a download failed, in a few words: the innermost cause Keras wrapped (a DNS error, a certificate
+    error on a python.org macOS build without its certificates installed, a refused connection)."""
+    while (error.__cause__ or error.__context__) is not None:
+        error = error.__cause__ or error.__context__
+    reason = getattr(error, "reason", None) or error
+    text = next((line.strip() for line in str(reason).splitlines() if line.strip()), "")
+    return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
 
 
 def select(data, samples):
