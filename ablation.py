@@ -25,8 +25,8 @@ from selenet import cli  # first: it quiets TensorFlow's C++ info lines before T
 if __name__ == "__main__":  # before TensorFlow loads (seconds): Ctrl-C, --help and a bad flag answered at once
     cli.start("ablation.py", cli.study_parser)
 
-import matplotlib
 import numpy as np
+from matplotlib.figure import Figure  # no pyplot: importing this leaves a notebook's backend alone
 
 import senet_lenet
 from selenet import checkpoints, errors, files, locks, runs, signals
@@ -34,9 +34,6 @@ from selenet.manifest import Manifest
 from selenet.settings import BLOCK_CHANNELS, STUDY_OPTIMIZERS, Settings, eca_kernel_size, se_hidden_units
 from study import excitation_role, workers
 from study.stats import Comparison, holm
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # after choosing the Agg backend
 
 GRID_REDUCTION = Settings.reduction  # the SE model of the grid: the assignment's
 SWEEP_OPTIMIZER = "adam"  # every sweep trains with Adam at GRID_REDUCTION, but for the reduction sweep
@@ -283,7 +280,8 @@ def comparison_rows(compared):
 
 
 def curves_figure(runs, grid_names):
-    figure, axes = plt.subplots(figsize=(8, 5), layout="constrained")
+    figure = Figure(figsize=(8, 5), layout="constrained")
+    axes = figure.subplots()
     for name in grid_names:
         curves = np.array(
             [[r["test_accuracy"] for r in run["history"]] for n, run in runs.items() if n.startswith(name + "_seed")]
@@ -300,7 +298,8 @@ def curves_figure(runs, grid_names):
 
 
 def sweep_figure(rows, reductions):
-    figure, axes = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    figure = Figure(figsize=(7, 4.5), layout="constrained")
+    axes = figure.subplots()
     for reduction in reductions:
         group = [r for r in rows if r["run"].startswith(f"se-r{reduction}_{SWEEP_OPTIMIZER}_seed")]
         accuracy = np.array([r["final_test_accuracy"] for r in group])
@@ -335,7 +334,8 @@ def variants_figure(compared):
     """Each variant against the assignment's SE block, and SE against no SE: mean paired difference and
     95 % CI; filled where the difference survives Holm's correction."""
     effect = [c for c in compared if c.family == "effect"]
-    figure, axes = plt.subplots(figsize=(8, 0.45 * len(effect) + 1.8), layout="constrained")
+    figure = Figure(figsize=(8, 0.45 * len(effect) + 1.8), layout="constrained")
+    axes = figure.subplots()
     for y, c in enumerate(effect):
         color = "C3" if "no-se" in c.name else "C0"
         face = color if c.survives else "white"

@@ -29,6 +29,7 @@ if __name__ == "__main__":  # before Matplotlib and TensorFlow load: Ctrl-C, --h
 
 import matplotlib
 import numpy as np
+from matplotlib.figure import Figure  # no pyplot: importing this leaves a notebook's backend alone
 
 from selenet import errors, excitation_stats, files, heatmaps, locks, machine, runs
 from selenet.excitation_stats import COLOR_MAP, class_means
@@ -36,9 +37,6 @@ from selenet.heatmaps import HEATMAP_DIR, first_of_each_label, label_sorted
 from selenet.manifest import Manifest
 from selenet.mnist import load_mnist, select
 from selenet.settings import block_suffix, block_where
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # after choosing the Agg backend
 
 ACCURACY_TOLERANCE = 0.1  # percentage points between recorded and re-evaluated test accuracy
 
@@ -130,7 +128,8 @@ def class_mean_summary(means, features, fixed_gain=False):
 
 
 def class_mean_figure(means, block="conv2", limits=(0.0, 1.0)):
-    figure, axes = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    figure = Figure(figsize=(7, 4.5), layout="constrained")
+    axes = figure.subplots()
     image = axes.imshow(means, cmap=COLOR_MAP, vmin=limits[0], vmax=limits[1], aspect="auto", interpolation="nearest")
     figure.colorbar(image, ax=axes, label="mean excitation")
     axes.set_xticks(range(means.shape[1]))
@@ -147,8 +146,9 @@ def class_profile_figure(features, labels, block="conv2"):
     means = class_means(features, labels)
     digits = np.flatnonzero(~np.isnan(means).any(axis=1))
     channels = np.arange(features.shape[1])
-    figure, (lines, spread) = plt.subplots(2, 1, figsize=(9, 7), sharex=True, layout="constrained")
-    colors = plt.get_cmap("tab10")
+    figure = Figure(figsize=(9, 7), layout="constrained")
+    lines, spread = figure.subplots(2, 1, sharex=True)
+    colors = matplotlib.colormaps["tab10"]
     for digit in digits:
         lines.plot(channels, means[digit], "-", color=colors(digit), lw=1, label=str(digit))
         std = features[labels == digit].std(axis=0)
@@ -178,7 +178,8 @@ def comparison_figure(features_a, features_b, labels, names, batch_index, limits
     sorted_a, sorted_labels = label_sorted(features_a, labels)
     sorted_b, _ = label_sorted(features_b, labels)
     difference = np.abs(sorted_a - sorted_b)
-    figure, axes = plt.subplots(1, 3, figsize=(13, 7), layout="constrained", sharey=True)
+    figure = Figure(figsize=(13, 7), layout="constrained")
+    axes = figure.subplots(1, 3, sharey=True)
     starts, digits = first_of_each_label(sorted_labels)
     largest = float(difference.max())
     panels = (

@@ -22,10 +22,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from selenet import cli, heatmaps, machine  # noqa: E402
 
-plt = heatmaps.plt
 BATCH, TEST_IMAGES, CHANNELS = 100, 10_000, 16
 
 
@@ -33,14 +33,14 @@ def new_figure_per_batch(features, labels, out_dir):
     for i in range(TEST_IMAGES // BATCH):
         batch = slice(i * BATCH, (i + 1) * BATCH)
         rows, sorted_labels = heatmaps.label_sorted(features[batch], labels[batch])
-        figure, axes = plt.subplots(figsize=(6, 7), layout="constrained")
+        figure = Figure(figsize=(6, 7), layout="constrained")  # pyplot's figure, without its registry
+        axes = figure.subplots()
         image = axes.imshow(rows, cmap=heatmaps.COLOR_MAP, vmin=0, vmax=1, aspect="auto", interpolation="nearest")
         figure.colorbar(image, ax=axes, label="excitation")
         starts, digits = heatmaps.first_of_each_label(sorted_labels)
         axes.set_yticks(starts, [str(d) for d in digits])
         axes.set_title(f"SE excitations, test batch {i}")
         figure.savefig(os.path.join(out_dir, heatmaps.heatmap_name(i)))
-        plt.close(figure)
 
 
 def reused_figure_savefig(features, labels, out_dir):
@@ -52,7 +52,6 @@ def reused_figure_savefig(features, labels, out_dir):
         heatmap.draw(features[batch], labels[batch], f"SE excitations, test batch {i}")
         # PNG compression level 3, as HeatmapFigure.save writes: the comparison is of the drawing alone
         heatmap.figure.savefig(os.path.join(out_dir, heatmaps.heatmap_name(i)), pil_kwargs={"compress_level": 3})
-    plt.close(heatmap.figure)
 
 
 def reused_figure_blitting(features, labels, out_dir):

@@ -42,13 +42,11 @@ def save_model_diagram(model, out_dir, name=None, warn=print):
 
 def plot_training_curves(history, title):
     """Loss and accuracy per epoch, train against test: training_curves.png."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's inline) is left alone
 
     epochs = [r["epoch"] for r in history]
-    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    loss_axes, accuracy_axes = figure.subplots(1, 2)
     for axes, key, label in ((loss_axes, "loss", "loss"), (accuracy_axes, "accuracy", "accuracy (%)")):
         axes.plot(epochs, [r[key] for r in history], "o-", label="train")
         axes.plot(epochs, [r[f"test_{key}"] for r in history], "s-", label="test")

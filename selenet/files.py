@@ -125,12 +125,9 @@ def write_text(path, text):
 
 
 def save_figure(figure, path):
-    """Writes a Matplotlib figure as a PNG and closes it."""
-    import matplotlib.pyplot as plt
-
+    """Writes a Matplotlib figure as a PNG."""
     with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=100)
-    plt.close(figure)
+        figure.savefig(temporary, dpi=100, format="png")
 
 
 def ensure_writable_dir(path):

@@ -5,6 +5,7 @@ Windows lacks taken away (fcntl, os.pread/pwrite, sched_getaffinity, /dev/shm, a
 import errno
 import io
 import os
+import subprocess
 import sys
 
 import pytest
@@ -179,3 +180,21 @@ def test_stopping_on_signals_from_another_thread_than_main():
     thread.start()
     thread.join()
     assert errors == []
+
+
+KEEPS_THE_BACKEND = """
+import sys
+import matplotlib
+matplotlib.use("svg")  # a notebook's inline backend stands here
+sys.argv = ["x"]
+import ablation, senet_lenet, visualize
+from selenet import figures, heatmaps
+print(matplotlib.get_backend())
+"""
+
+
+@pytest.mark.runs
+def test_importing_the_scripts_keeps_the_callers_matplotlib_backend():
+    done = subprocess.run([sys.executable, "-c", KEEPS_THE_BACKEND], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "svg"
