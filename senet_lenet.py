@@ -177,9 +177,12 @@ def use_threads(threads):
         threading.set_intra_op_parallelism_threads(threads)
         threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
-        running = threading.get_intra_op_parallelism_threads()
+        running = threading.get_intra_op_parallelism_threads(), threading.get_inter_op_parallelism_threads()
         raise UsageError(
-            f"this process already runs TensorFlow with threads = {running}; threads = {threads} needs a new process"
+            f"TensorFlow already runs ops in this process with {running[0]} intra-op and {running[1]} inter-op "
+            f"threads (0: its choice), and takes threads only before its first op; the run's bits need "
+            f"{threads} and 1: run the script in a new process (in a notebook: !python senet_lenet.py ...), "
+            "or call main() first in a fresh kernel"
         ) from None
 
 

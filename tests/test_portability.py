@@ -198,3 +198,17 @@ def test_importing_the_scripts_keeps_the_callers_matplotlib_backend():
     done = subprocess.run([sys.executable, "-c", KEEPS_THE_BACKEND], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-1] == "svg"
+
+
+def test_a_kernel_that_runs_tensorflow_already_gets_one_line_that_agrees_with_itself(capsys):
+    """This process runs TensorFlow with 1 thread (conftest): --threads 0 cannot be set, and the line says why
+    and what to do, without contradicting itself ("threads = 0; threads = 0 needs a new process")."""
+    import senet_lenet
+    from selenet.errors import UsageError
+
+    senet_lenet.tf.constant(1.0) + 1  # an op: from now on TensorFlow keeps its threads
+    with pytest.raises(UsageError) as error:
+        senet_lenet.use_threads(0)
+    message = str(error.value)
+    assert "with 1 intra-op and 1 inter-op threads" in message and "need 0 and 1" in message
+    assert "new process" in message and "\n" not in message

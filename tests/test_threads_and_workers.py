@@ -61,7 +61,9 @@ def test_threads_are_recorded_resumed_and_compared(trained_synthetic_run, tmp_pa
     # --resume takes the recorded threads: in this process (1 thread already) it is one clear line
     resume = ["--out-dir", str(two), "--resume", "--epochs", "2", "--data-dir", synthetic_mnist_dir]
     assert senet_lenet.main(resume) == 2
-    assert_one_line_error(capsys.readouterr().err, "already runs TensorFlow with threads = 1; threads = 2 needs")
+    assert_one_line_error(
+        capsys.readouterr().err, "with 1 intra-op and 1 inter-op threads", "the run's bits need 2 and 1: run the script"
+    )
     done = run_script("senet_lenet.py", *resume)
     assert done.returncode == 0, done.stderr
     assert runs.read_run(two)["settings"].threads == 2
