@@ -160,12 +160,14 @@ def _run_on_ray(tasks, address, stop, done):
         import ray
     except ImportError:
         raise errors.UsageError("--ray needs Ray: pip install -r requirements-ray.txt") from None
-    root = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the project: the scripts and packages
     # No usage report to Ray's servers: the study talks only to the cluster it is given.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    local = {"_node_ip_address": "127.0.0.1"} if address == "local" else {}  # a cluster of one: loopback only
     ray.init(
         address=None if address == "local" else address,
         runtime_env={"working_dir": root, "excludes": RAY_EXCLUDES},
+        **local,
         include_dashboard=False,
         log_to_driver=False,
         logging_level="ERROR",
