@@ -3,8 +3,10 @@ give the same table and the same runs as one process and as senet_lenet.py."""
 
 import csv
 import os
+import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -146,6 +148,7 @@ def test_ctrl_c_stops_every_worker_and_the_study_resumes(tmp_path, synthetic_mni
 
 
 @pytest.mark.e2e  # whole studies in worker processes: minutes
+@pytest.mark.xdist_group("ray")  # one Ray test at a time: `ray stop` ends every cluster on the machine
 def test_a_study_on_ray_equals_the_serial_one(tmp_path, synthetic_mnist_dir):
     data = ["--data-dir", synthetic_mnist_dir]
     small = [*STUDY, "--seeds", "1", "--squeezes", "avg"]
@@ -164,3 +167,34 @@ def test_a_workers_interruption_reaches_the_study_whole():
 
     again = pickle.loads(pickle.dumps(errors.Interrupted(signal.SIGTERM)))  # how a worker's error arrives
     assert again.signum == signal.SIGTERM and str(again) == "SIGTERM"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.e2e
+@pytest.mark.xdist_group("ray")
+def test_a_two_node_cluster_with_token_authentication_as_documented(tmp_path, synthetic_mnist_dir):
+    """docs/study.md's commands: a head and a second node, both with RAY_AUTH_MODE=token and the same
+    RAY_AUTH_TOKEN, and the study run on them: the table of --workers 1."""
+    port = free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    head = ["ray", "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false"]
+    node = ["ray", "start", f"--address=127.0.0.1:{port}", "--num-cpus=1"]
+    try:
+        for command in (head, node):
+            started = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+            assert started.returncode == 0, started.stderr[-3000:]
+        data = ["--data-dir", synthetic_mnist_dir]
+        small = [*STUDY, "--seeds", "1", "--squeezes", "avg"]
+        assert ablation.main([*small, *data, "--workers", "1", "--out-dir", str(tmp_path / "serial")]) == 0
+        args = [*small, *data, "--ray", f"127.0.0.1:{port}", "--out-dir", tmp_path / "cluster"]
+        done = run_script("ablation.py", *args, env={k: env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")})
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert rows_but_seconds(tmp_path / "serial") == rows_but_seconds(tmp_path / "cluster")
+    finally:
+        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=300)
