@@ -5,12 +5,14 @@ Windows lacks taken away (fcntl, os.pread/pwrite, sched_getaffinity, /dev/shm, a
 import errno
 import io
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
-from helpers import ROOT, TRAINED_SYNTHETIC, run_script
+from helpers import ROOT, TRAINED_SYNTHETIC, default_sigint, run_script
 from selenet import cli, files, locks, machine, manifest, runs
 from selenet.errors import UsageError, WriteError
 
@@ -212,3 +214,35 @@ def test_a_kernel_that_runs_tensorflow_already_gets_one_line_that_agrees_with_it
     message = str(error.value)
     assert "with 1 intra-op and 1 inter-op threads" in message and "need 0 and 1" in message
     assert "new process" in message and "\n" not in message
+
+
+@pytest.mark.runs
+def test_ctrl_c_and_resume_without_linux_give_the_same_bits(without_linux, synthetic_mnist_dir, tmp_path):
+    """Ctrl-C after epoch 2's checkpoint: one line, exit 130; --resume ends with the weights of the run
+    never stopped (both without Linux's extras)."""
+    flags = ["--epochs", "6", "--train-samples", "6000", "--test-samples", "200", "--data-dir", synthetic_mnist_dir]
+    whole = run_script("senet_lenet.py", *flags, "--out-dir", tmp_path / "whole", env=without_linux, encoding="cp1252")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    stopped = tmp_path / "stopped"
+    process = subprocess.Popen(
+        [sys.executable, "senet_lenet.py", *flags, "--out-dir", str(stopped)],
+        cwd=ROOT,
+        env={**os.environ, **without_linux},
+        preexec_fn=default_sigint,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        encoding="cp1252",
+    )
+    deadline = time.monotonic() + 300
+    while 2 not in runs.checkpoint_epochs(stopped):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
+    assert "stopped by SIGINT" in stderr and "--resume" in stderr
+    resume = ["--out-dir", stopped, "--resume", *flags[-2:]]
+    resumed = run_script("senet_lenet.py", *resume, env=without_linux, encoding="cp1252")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    sha = [runs.read_run(run)["sha256"][runs.WEIGHTS_FILE] for run in (tmp_path / "whole", stopped)]
+    assert sha[0] == sha[1]
