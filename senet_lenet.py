@@ -8,7 +8,7 @@ and the 16-dim excitation, so it can be studied (see visualize.py).
 
     python senet_lenet.py                      # Adam, lr 0.001, batch 100, 10 epochs
     python senet_lenet.py --optimizer sgd      # SGD, lr 0.01
-    python senet_lenet.py --data-dir ../shared/mnist
+    python senet_lenet.py --data-dir path/to/mnist  # offline: the four MNIST files there
 
 Elsewhere, in selenet/: the data (mnist.py), the settings and their defaults (settings.py), the run
 folder (runs.py; what it owns: manifest.py; writing whole files: files.py), checkpoints (checkpoints.py),

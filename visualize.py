@@ -1,7 +1,7 @@
 """Draw what the SE block of a trained SE-LeNet run does on the MNIST test set.
 
     python visualize.py                         # the run in outputs/
-    python visualize.py --run-dir RUN --data-dir ../shared/mnist
+    python visualize.py --run-dir RUN --data-dir path/to/mnist
     python visualize.py --compare RUN_A RUN_B --batch 0
 
 It rebuilds the model from RUN/run.json, loads its weights, re-evaluates the
