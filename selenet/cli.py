@@ -305,6 +305,11 @@ def visualize_parser():
     return parser
 
 
+def add_choices(parser, flag, choices, text):
+    """A flag that takes one or more of `choices` (in their order), all of them by default."""
+    parser.add_argument(flag, nargs="+", choices=tuple(choices), default=list(choices), help=text)
+
+
 def study_parser():
     parser = ArgumentParser(
         prog="ablation.py",
@@ -314,12 +319,11 @@ def study_parser():
     parser.add_argument("--epochs", type=positive_int, default=Settings.epochs, help="epochs per run")
     add_data_dir_flag(parser)
     parser.add_argument("--out-dir", default=os.path.join(runs.OUT_DIR, "ablation"), help="where the study goes")
-    parser.add_argument(
+    add_choices(
+        parser,
         "--optimizers",
-        nargs="+",
-        choices=tuple(STUDY_OPTIMIZERS),
-        default=list(STUDY_OPTIMIZERS),
-        help="optimizers of the grid (sgd-momentum: SGD with momentum 0.9, the SENet paper's)",
+        STUDY_OPTIMIZERS,
+        "optimizers of the grid (sgd-momentum: SGD with momentum 0.9, the SENet paper's)",
     )
     parser.add_argument(
         "--reductions",
@@ -328,28 +332,13 @@ def study_parser():
         default=[1, 2, 4, 8, 16],
         help="reduction ratios of the sweep",
     )
-    parser.add_argument("--squeezes", nargs="+", choices=SQUEEZES, default=list(SQUEEZES), help="squeezes of the sweep")
-    parser.add_argument("--gates", nargs="+", choices=GATES, default=list(GATES), help="excitation gates of the sweep")
-    parser.add_argument(
-        "--positions",
-        nargs="+",
-        choices=tuple(SE_POSITIONS),
-        default=list(SE_POSITIONS),
-        help="SE positions of the sweep",
-    )
-    parser.add_argument(
-        "--excitations",
-        nargs="+",
-        choices=EXCITATIONS,
-        default=list(EXCITATIONS),
-        help="excitations of the sweep: dense (the assignment's), conv1d (ECA-Net), fixed (a trained gain per channel)",
-    )
-    parser.add_argument(
-        "--se-biases",
-        nargs="+",
-        choices=("off", "on"),
-        default=["off", "on"],
-        help="the sweep of biases in the block's Dense layers (off: the assignment's)",
+    add_choices(parser, "--squeezes", SQUEEZES, "squeezes of the sweep")
+    add_choices(parser, "--gates", GATES, "excitation gates of the sweep")
+    add_choices(parser, "--positions", SE_POSITIONS, "SE positions of the sweep")
+    text = "excitations of the sweep: dense (the assignment's), conv1d (ECA-Net), fixed (a trained gain per channel)"
+    add_choices(parser, "--excitations", EXCITATIONS, text)
+    add_choices(
+        parser, "--se-biases", ("off", "on"), "the sweep of biases in the block's Dense layers (off: the assignment's)"
     )
     parser.add_argument(
         "--train-samples", type=positive_int, default=None, help="first N training images only (default: all)"
