@@ -155,7 +155,16 @@ def run_all(tasks, workers, stop, done, ray_address=None):
 # ---- Ray -------------------------------------------------------------------------------------------------------
 
 
-def _run_on_ray(tasks, address, stop, done):
+RAY_LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # Ray's switch: "0" is a cluster of one on loopback
+
+
+def start_ray(address):
+    """ray.init for the study: `local` starts a cluster of one that listens on 127.0.0.1 only; else joins
+    the cluster at address. The project's code goes to every node with the tasks."""
+    if address == "local":
+        # Ray on Linux replaces 127.0.0.1 with the machine's address and listens on every interface,
+        # unless this switch (read when ray is imported) says no other node will join.
+        os.environ[RAY_LOCAL_ONLY] = "0"
     try:
         import ray
     except ImportError:
@@ -163,15 +172,18 @@ def _run_on_ray(tasks, address, stop, done):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the project: the scripts and packages
     # No usage report to Ray's servers: the study talks only to the cluster it is given.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    local = {"_node_ip_address": "127.0.0.1"} if address == "local" else {}  # a cluster of one: loopback only
     ray.init(
         address=None if address == "local" else address,
         runtime_env={"working_dir": root, "excludes": RAY_EXCLUDES},
-        **local,
         include_dashboard=False,
         log_to_driver=False,
         logging_level="ERROR",
     )
+    return ray
+
+
+def _run_on_ray(tasks, address, stop, done):
+    ray = start_ray(address)
     try:
         remote = ray.remote(num_cpus=1, max_calls=TASKS_PER_WORKER)(_ray_study_run)
         pending = {remote.remote(task): task for task in tasks}

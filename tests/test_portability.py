@@ -3,6 +3,7 @@ files held open by another program, resume hints per shell; and the scripts in a
 Windows lacks taken away (fcntl, os.pread/pwrite, sched_getaffinity, /dev/shm, a UTF-8 console)."""
 
 import errno
+import importlib.util
 import io
 import os
 import signal
@@ -12,7 +13,7 @@ import time
 
 import pytest
 
-from helpers import ROOT, TRAINED_SYNTHETIC, default_sigint, run_script
+from helpers import ROOT, TRAINED_SYNTHETIC, assert_one_line_error, default_sigint, run_script
 from selenet import cli, files, locks, machine, manifest, runs
 from selenet.errors import UsageError, WriteError
 
@@ -124,13 +125,43 @@ files.MEMORY_DIR = os.path.join({root!r}, "no-such-memory-folder")  # no /dev/sh
 """
 
 
-@pytest.fixture
-def without_linux(tmp_path):
-    """Environment for a child process with Linux's extras taken away and a cp1252 console."""
+@pytest.fixture(params=["cp1252", "gbk"])  # Windows' consoles in Western Europe and the Americas, and in China
+def without_linux(request, tmp_path):
+    """Environment for a child process with Linux's extras taken away and a console that is not UTF-8."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(WITHOUT_LINUX.format(root=ROOT))
-    return {"PYTHONPATH": str(site), "PYTHONIOENCODING": "cp1252", "PYTHONUTF8": "0"}
+    return {"PYTHONPATH": str(site), "PYTHONIOENCODING": request.param, "PYTHONUTF8": "0"}
+
+
+def run_without_linux(script, *args, env):
+    return run_script(script, *args, env=env, encoding=env["PYTHONIOENCODING"])
+
+
+NO_LOCKS = """
+import errno, fcntl
+def flock(*args):
+    raise OSError(errno.ENOLCK, "No locks available")  # a network mount without a lock daemon
+fcntl.flock = flock
+"""
+
+
+SMALL = {  # should the lock be taken after all: seconds, not a whole run or study
+    "senet_lenet.py": ["--epochs", "1", "--train-samples", "200", "--test-samples", "100"],
+    "ablation.py": "--seeds 1 --epochs 1 --train-samples 200 --test-samples 100 --optimizers adam".split(),
+}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("fcntl") is None, reason="takes flock away: needs POSIX's fcntl")
+@pytest.mark.parametrize("script", ["senet_lenet.py", "ablation.py"])
+def test_a_folder_that_cannot_be_locked_is_one_line_in_every_script(script, tmp_path, synthetic_mnist_dir):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(NO_LOCKS)
+    args = [*SMALL[script], "--data-dir", synthetic_mnist_dir, "--out-dir", tmp_path / "out"]
+    done = run_script(script, *args, env={"PYTHONPATH": str(site)})
+    assert done.returncode == 2
+    assert_one_line_error(done.stderr, script, "its filesystem does not support file locks")
 
 
 @pytest.mark.runs
@@ -139,15 +170,11 @@ def test_train_and_visualize_without_linux_give_the_same_bits(
 ):
     out = tmp_path / "run"
     data = ["--data-dir", synthetic_mnist_dir]
-    trained = run_script(
-        "senet_lenet.py", *TRAINED_SYNTHETIC, *data, "--out-dir", out, env=without_linux, encoding="cp1252"
-    )
+    trained = run_without_linux("senet_lenet.py", *TRAINED_SYNTHETIC, *data, "--out-dir", out, env=without_linux)
     assert trained.returncode == 0 and "Traceback" not in trained.stderr, trained.stderr[-3000:]
     weights = [runs.read_run(run)["sha256"][runs.WEIGHTS_FILE] for run in (out, trained_synthetic_run)]
     assert weights[0] == weights[1]  # selenet.keras differs anyway: it records when it was saved
-    drawn = run_script(
-        "visualize.py", "--run-dir", out, *data, "--max-batches", "2", env=without_linux, encoding="cp1252"
-    )
+    drawn = run_without_linux("visualize.py", "--run-dir", out, *data, "--max-batches", "2", env=without_linux)
     assert drawn.returncode == 0 and "Traceback" not in drawn.stderr, drawn.stderr[-3000:]
     assert (out / "se_features" / "1_se_feature.png").exists()
 
@@ -157,10 +184,10 @@ def test_a_study_with_two_workers_without_linux(without_linux, synthetic_mnist_d
     args = "--seeds 1 --epochs 1 --train-samples 300 --test-samples 200 --optimizers adam --reductions 4".split()
     args += "--squeezes avg --gates sigmoid --positions conv2 --excitations dense --se-biases off".split()
     args += ["--workers", "2", "--data-dir", synthetic_mnist_dir, "--out-dir", tmp_path / "s"]
-    done = run_script("ablation.py", *args, env=without_linux, encoding="cp1252")
+    done = run_without_linux("ablation.py", *args, env=without_linux)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert "2 runs: 0 finished already, 2 to do in 2 process(es)" in done.stdout
-    assert "| se-r4_adam ? no-se_adam | effect | 1 |" in done.stdout  # cp1252 has no −: printed as ?
+    assert "| se-r4_adam ? no-se_adam | effect | 1 |" in done.stdout  # cp1252 and GBK have no −: printed as ?
 
 
 def test_stopping_on_signals_from_another_thread_than_main():
@@ -221,7 +248,7 @@ def test_ctrl_c_and_resume_without_linux_give_the_same_bits(without_linux, synth
     """Ctrl-C after epoch 2's checkpoint: one line, exit 130; --resume ends with the weights of the run
     never stopped (both without Linux's extras)."""
     flags = ["--epochs", "6", "--train-samples", "6000", "--test-samples", "200", "--data-dir", synthetic_mnist_dir]
-    whole = run_script("senet_lenet.py", *flags, "--out-dir", tmp_path / "whole", env=without_linux, encoding="cp1252")
+    whole = run_without_linux("senet_lenet.py", *flags, "--out-dir", tmp_path / "whole", env=without_linux)
     assert whole.returncode == 0, whole.stderr[-3000:]
     stopped = tmp_path / "stopped"
     process = subprocess.Popen(
@@ -231,7 +258,7 @@ def test_ctrl_c_and_resume_without_linux_give_the_same_bits(without_linux, synth
         preexec_fn=default_sigint,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        encoding="cp1252",
+        encoding=without_linux["PYTHONIOENCODING"],
     )
     deadline = time.monotonic() + 300
     while 2 not in runs.checkpoint_epochs(stopped):
@@ -242,7 +269,7 @@ def test_ctrl_c_and_resume_without_linux_give_the_same_bits(without_linux, synth
     assert process.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
     assert "stopped by SIGINT" in stderr and "--resume" in stderr
     resume = ["--out-dir", stopped, "--resume", *flags[-2:]]
-    resumed = run_script("senet_lenet.py", *resume, env=without_linux, encoding="cp1252")
+    resumed = run_without_linux("senet_lenet.py", *resume, env=without_linux)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     sha = [runs.read_run(run)["sha256"][runs.WEIGHTS_FILE] for run in (tmp_path / "whole", stopped)]
     assert sha[0] == sha[1]

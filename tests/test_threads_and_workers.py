@@ -7,6 +7,7 @@ import secrets
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -160,6 +161,72 @@ def test_a_study_on_ray_equals_the_serial_one(tmp_path, synthetic_mnist_dir):
     assert weights_sha(tmp_path / "serial" / "se-r4_adam_seed0") == weights_sha(tmp_path / "ray" / "se-r4_adam_seed0")
 
 
+def descendants(pid):
+    """The processes pid started, and theirs (Linux: /proc)."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue  # ended meanwhile
+        if parent == pid:
+            found += [int(entry), *descendants(int(entry))]
+    return found
+
+
+def listening_addresses(pids):
+    """The addresses the processes' TCP sockets listen on (Linux: /proc/net/tcp and tcp6)."""
+    sockets = set()
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    sockets.add(target[len("socket:[") : -1])
+        except OSError:
+            continue
+    found = set()
+    for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        with open(f"/proc/net/{table}") as f:
+            for row in list(f)[1:]:
+                fields = row.split()
+                if fields[3] == "0A" and fields[9] in sockets:  # 0A: LISTEN; [9]: the socket's inode
+                    raw = bytes.fromhex(fields[1].split(":")[0])  # 32-bit words in the host's byte order
+                    words = struct.unpack(f"<{len(raw) // 4}I", raw)
+                    found.add(socket.inet_ntop(family, struct.pack(f">{len(words)}I", *words)))
+    return found
+
+
+RAY_LOCAL = """
+import sys
+from study import workers
+ray = workers.start_ray("local")
+print(ray.util.get_node_ip_address(), flush=True)
+sys.stdin.readline()
+ray.shutdown()
+"""
+
+
+@pytest.mark.e2e  # starts Ray: half a minute
+@pytest.mark.xdist_group("ray")
+@pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="reads listening sockets from Linux's /proc")
+def test_ray_local_listens_on_loopback_only():
+    """--ray local: every Ray process listens on 127.0.0.1, none on the machine's network."""
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+    child = subprocess.Popen(
+        [sys.executable, "-c", RAY_LOCAL], cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        node_ip = child.stdout.readline().strip()
+        addresses = listening_addresses([child.pid, *descendants(child.pid)])
+    finally:
+        child.communicate("stop\n", timeout=300)
+    assert node_ip == "127.0.0.1"
+    assert addresses and addresses <= {"127.0.0.1", "::ffff:127.0.0.1"}, addresses
+
+
 def test_a_workers_interruption_reaches_the_study_whole():
     import pickle
 
@@ -169,30 +236,34 @@ def test_a_workers_interruption_reaches_the_study_whole():
     assert again.signum == signal.SIGTERM and str(again) == "SIGTERM"
 
 
-def free_port():
+def free_port(ip="127.0.0.1"):
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((ip, 0))
         return s.getsockname()[1]
 
 
 @pytest.mark.e2e
 @pytest.mark.xdist_group("ray")
+@pytest.mark.skipif(sys.platform != "linux", reason="Ray joins nodes on Linux only, and 127.0.0.2 is loopback there")
 def test_a_two_node_cluster_with_token_authentication_as_documented(tmp_path, synthetic_mnist_dir):
     """docs/study.md's commands: a head and a second node, both with RAY_AUTH_MODE=token and the same
     RAY_AUTH_TOKEN, and the study run on them: the table of --workers 1."""
-    port = free_port()
+    head_ip, node_ip = "127.0.0.2", "127.0.0.3"  # loopback: Ray would replace 127.0.0.1 with the machine's address
+    port = free_port(head_ip)
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     env["RAY_USAGE_STATS_ENABLED"] = "0"
-    head = ["ray", "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false"]
-    node = ["ray", "start", f"--address=127.0.0.1:{port}", "--num-cpus=1"]
+    head = ["ray", "start", "--head", f"--port={port}", "--num-cpus=1", f"--node-ip-address={head_ip}"]
+    head.append("--include-dashboard=false")  # not needed to run tasks: seconds and ports saved
+    node = ["ray", "start", f"--address={head_ip}:{port}", "--num-cpus=1", f"--node-ip-address={node_ip}"]
     try:
-        for command in (head, node):
+        for command, ip in ((head, head_ip), (node, node_ip)):
             started = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
             assert started.returncode == 0, started.stderr[-3000:]
+            assert f"Local node IP: {ip}" in started.stdout + started.stderr  # the address it talks over
         data = ["--data-dir", synthetic_mnist_dir]
         small = [*STUDY, "--seeds", "1", "--squeezes", "avg"]
         assert ablation.main([*small, *data, "--workers", "1", "--out-dir", str(tmp_path / "serial")]) == 0
-        args = [*small, *data, "--ray", f"127.0.0.1:{port}", "--out-dir", tmp_path / "cluster"]
+        args = [*small, *data, "--ray", f"{head_ip}:{port}", "--out-dir", tmp_path / "cluster"]
         done = run_script("ablation.py", *args, env={k: env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")})
         assert done.returncode == 0, done.stderr[-3000:]
         assert rows_but_seconds(tmp_path / "serial") == rows_but_seconds(tmp_path / "cluster")
