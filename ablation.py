@@ -207,7 +207,7 @@ def blocks_text(row):
     return ", ".join(parts) + (", biases" if row["se_bias"] is True else "") or "–"
 
 
-def summary_markdown(rows, configs, compared):
+def summary_markdown(rows, configs, compared, gaps=None):
     lines = [
         "| configuration | optimizer | SE blocks: reduction (hidden units) | squeeze | gate | seeds "
         "| test accuracy (%) | parameters | seeds with a dead block | seconds per epoch |",
@@ -244,6 +244,7 @@ def summary_markdown(rows, configs, compared):
     left_out += sorted({f"no-se_{c['optimizer']}" for c in configs if c["model"] == "se"} - ran)
     if left_out:
         lines += ["", f"Not run in this study, so the comparisons with them are left out: {', '.join(left_out)}."]
+    lines += epoch_gaps_markdown(gaps or {})
     lines += ["", "The excitation at inference: test accuracy (%) with it learned, replaced by each channel's"]
     lines += ["training-set mean, by 1, or shuffled between test images (mean ± std over seeds):", ""]
     lines += ["| configuration | learned | training-set mean | ones | shuffled |", "| --- | --- | --- | --- | --- |"]
@@ -279,21 +280,64 @@ def comparison_rows(compared):
     ]
 
 
-def curves_figure(runs, grid_names):
-    figure = Figure(figsize=(8, 5), layout="constrained")
-    axes = figure.subplots()
+def test_curves(runs, name):
+    """Each seed's test accuracy per epoch (seeds × epochs), seeds in order."""
+    seeds = sorted((int(n.rsplit("_seed", 1)[1]), n) for n in runs if n.startswith(name + "_seed"))
+    return np.array([[r["test_accuracy"] for r in runs[n]["history"]] for _, n in seeds])
+
+
+def epoch_gaps(runs, grid_names):
+    """Per optimizer of the grid, SE − no SE at each epoch, paired by seed: how the gap of the final epoch
+    came about (descriptive: not corrected, not in a family)."""
+    gaps = {}
     for name in grid_names:
-        curves = np.array(
-            [[r["test_accuracy"] for r in run["history"]] for n, run in runs.items() if n.startswith(name + "_seed")]
-        )
-        epochs = np.arange(1, curves.shape[1] + 1)
-        (line,) = axes.plot(epochs, curves.mean(axis=0), "o-", label=f"{name} (mean of {len(curves)})")
-        axes.fill_between(epochs, curves.min(axis=0), curves.max(axis=0), color=line.get_color(), alpha=0.2)
-    axes.set_xlabel("epoch")
-    axes.set_ylabel("test accuracy (%)")
-    axes.set_title("Test accuracy per epoch: mean over seeds, band from lowest to highest seed")
-    axes.grid(alpha=0.3)
-    axes.legend()
+        optimizer = name.rsplit("_", 1)[1]
+        se, plain = f"se-r{GRID_REDUCTION}_{optimizer}", f"no-se_{optimizer}"
+        if name == se and plain in grid_names:
+            a, b = test_curves(runs, se), test_curves(runs, plain)
+            if len(a) and a.shape == b.shape:
+                gaps[optimizer] = [
+                    Comparison(f"epoch {e + 1}", "per epoch", list(a[:, e] - b[:, e])) for e in range(a.shape[1])
+                ]
+    return gaps
+
+
+def epoch_gaps_markdown(gaps):
+    if not gaps:
+        return []
+    lines = ["", "SE − no SE at each epoch, paired by seed (test accuracy points, mean [95 % CI]; per epoch, not"]
+    lines += ["corrected): how the final epoch's difference came about.", ""]
+    lines += ["| epoch | " + " | ".join(gaps) + " |", "| --- |" + " --- |" * len(gaps)]
+    for e in range(max(len(g) for g in gaps.values())):
+        cells = []
+        for optimizer in gaps:
+            c = gaps[optimizer][e] if e < len(gaps[optimizer]) else None
+            if c is None or not c.testable:
+                cells.append("–" if c is None else f"{c.mean:+.2f}")
+            else:
+                cells.append(f"{c.mean:+.2f} [{c.mean - c.half_width:+.2f}, {c.mean + c.half_width:+.2f}]")
+        lines.append(f"| {e + 1} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def curves_figure(runs, grid_names):
+    """One panel per optimizer of the grid: SE and no SE, test accuracy per epoch (each on its own scale, so
+    the gap between them shows)."""
+    optimizers = list(dict.fromkeys(name.rsplit("_", 1)[1] for name in grid_names))
+    figure = Figure(figsize=(4.2 * max(len(optimizers), 1), 4.5), layout="constrained")
+    panels = np.atleast_1d(figure.subplots(1, max(len(optimizers), 1), squeeze=False)[0])
+    for axes, optimizer in zip(panels, optimizers, strict=False):
+        for name in (n for n in grid_names if n.endswith("_" + optimizer)):
+            curves = test_curves(runs, name)
+            epochs = np.arange(1, curves.shape[1] + 1)
+            (line,) = axes.plot(epochs, curves.mean(axis=0), "o-", label=f"{name} (mean of {len(curves)})")
+            axes.fill_between(epochs, curves.min(axis=0), curves.max(axis=0), color=line.get_color(), alpha=0.2)
+        axes.set_title(optimizer)
+        axes.set_xlabel("epoch")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    panels[0].set_ylabel("test accuracy (%)")
+    figure.suptitle("Test accuracy per epoch: mean over seeds, band from lowest to highest seed")
     return figure
 
 
@@ -403,9 +447,9 @@ def run_study(args, stop):
     compared = comparisons(rows, configs)
     path = os.path.join(args.out_dir, "ablation_comparisons.csv")
     files.write_text(path, files.csv_text(comparison_rows(compared), COMPARISON_FIELDS))
-    markdown = summary_markdown(rows, configs, compared)
-    files.write_text(os.path.join(args.out_dir, "ablation.md"), markdown)
     grid_names = [config_name(c) for c in grid(args.optimizers)]
+    markdown = summary_markdown(rows, configs, compared, epoch_gaps(finished, grid_names))
+    files.write_text(os.path.join(args.out_dir, "ablation.md"), markdown)
     figures = {
         "ablation_curves.png": curves_figure(finished, grid_names),
         "reduction_sweep.png": sweep_figure(rows, sorted(set(args.reductions))),

@@ -141,6 +141,35 @@ def test_a_comparison_without_spread_cannot_be_tested(differences):
     assert row.endswith("| – | – | cannot test |") and "nan" not in row
 
 
+def fake_runs(curves):
+    """Run records as the study reads them, from {config name: [per-seed test accuracy per epoch]}."""
+    return {
+        f"{name}_seed{seed}": {"history": [{"test_accuracy": a} for a in accuracies]}
+        for name, per_seed in curves.items()
+        for seed, accuracies in enumerate(per_seed)
+    }
+
+
+def test_the_gap_per_epoch_is_paired_by_seed():
+    runs = fake_runs(
+        {
+            "se-r4_sgd": [[90.0, 96.0], [88.0, 95.0], [91.0, 97.0]],
+            "no-se_sgd": [[93.0, 96.5], [92.0, 96.0], [92.0, 97.0]],
+            "se-r4_adam": [[98.0, 99.0], [98.0, 99.0], [98.0, 99.0]],  # no no-se_adam: no gap
+        }
+    )
+    gaps = ablation.epoch_gaps(runs, ["se-r4_sgd", "se-r4_adam", "no-se_sgd"])
+    assert list(gaps) == ["sgd"]
+    assert [c.differences for c in gaps["sgd"]] == [[-3.0, -4.0, -1.0], [-0.5, -1.0, 0.0]]
+    table = ablation.epoch_gaps_markdown(gaps)
+    first = Comparison("", "", [-3.0, -4.0, -1.0])
+    assert f"| 1 | -2.67 [{-8 / 3 - first.half_width:+.2f}, {-8 / 3 + first.half_width:+.2f}] |" in table
+    assert "| 2 | -0.50 [-1.74, +0.74] |" in table  # sd 0.5: t(0.975, 2) · 0.5 / sqrt(3) = 1.24
+    figure = ablation.curves_figure(runs, ["se-r4_sgd", "se-r4_adam", "no-se_sgd"])
+    assert [axes.get_title() for axes in figure.axes] == ["sgd", "adam"]  # a panel per optimizer
+    assert [len(axes.get_lines()) for axes in figure.axes] == [2, 1]
+
+
 @pytest.mark.xdist_group("synthetic_study")
 def test_a_study_of_every_axis(synthetic_study, tmp_path, synthetic_mnist_dir, capsys):
     rows = {r["run"]: r for r in read_rows(synthetic_study)}
