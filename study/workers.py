@@ -7,6 +7,7 @@ import dataclasses
 import multiprocessing
 import os
 import signal
+import sys
 import time
 
 from selenet import errors, files, locks, runs
@@ -162,6 +163,12 @@ def start_ray(address):
     """ray.init for the study: `local` starts a cluster of one that listens on 127.0.0.1 only; else joins
     the cluster at address. The project's code goes to every node with the tasks."""
     if address == "local":
+        imported = sys.modules.get("ray._private.ray_constants")  # Ray already imported: its switch is read
+        if getattr(imported, "ENABLE_RAY_CLUSTER", False):
+            raise errors.UsageError(
+                f"this process imported Ray before --ray local could keep it on 127.0.0.1 ({RAY_LOCAL_ONLY}=0 "
+                "is read at import): run ablation.py in a new process"
+            )
         # Ray on Linux replaces 127.0.0.1 with the machine's address and listens on every interface,
         # unless this switch (read when ray is imported) says no other node will join.
         os.environ[RAY_LOCAL_ONLY] = "0"

@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 
@@ -225,6 +226,17 @@ def test_ray_local_listens_on_loopback_only():
         child.communicate("stop\n", timeout=300)
     assert node_ip == "127.0.0.1"
     assert addresses and addresses <= {"127.0.0.1", "::ffff:127.0.0.1"}, addresses
+
+
+def test_ray_imported_before_ray_local_is_one_line(monkeypatch):
+    """Ray imported first (a notebook's kernel) has read its switch already: --ray local refuses in one line
+    rather than listen on every interface."""
+    from selenet.errors import UsageError
+    from study import workers
+
+    monkeypatch.setitem(sys.modules, "ray._private.ray_constants", types.SimpleNamespace(ENABLE_RAY_CLUSTER=True))
+    with pytest.raises(UsageError, match="imported Ray before --ray local could keep it on 127.0.0.1"):
+        workers.start_ray("local")
 
 
 def test_a_workers_interruption_reaches_the_study_whole():
