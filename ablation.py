@@ -378,7 +378,7 @@ def variants_figure(compared):
     """Each variant against the assignment's SE block, and SE against no SE: mean paired difference and
     95 % CI; filled where the difference survives Holm's correction."""
     effect = [c for c in compared if c.family == "effect"]
-    figure = Figure(figsize=(8, 0.45 * len(effect) + 1.8), layout="constrained")
+    figure = Figure(figsize=(9, 0.45 * len(effect) + 1.8), layout="constrained")
     axes = figure.subplots()
     for y, c in enumerate(effect):
         color = "C3" if "no-se" in c.name else "C0"
@@ -389,8 +389,8 @@ def variants_figure(compared):
     axes.axvline(0, color="k", lw=1)
     axes.set_yticks(range(len(effect)), [c.name for c in effect])
     axes.invert_yaxis()
-    axes.set_xlabel("test accuracy difference, paired by seed (points): mean and 95 % CI")
-    figure.suptitle("SE variants, paired by seed. Filled: survives Holm's correction (p < 0.05 in its family)")
+    axes.set_xlabel("test accuracy difference (points): mean and 95 % CI")
+    figure.suptitle("Paired by seed. Filled: survives Holm's correction (p < 0.05 in its family)")
     axes.grid(alpha=0.3, axis="x")
     return figure
 
