@@ -176,27 +176,44 @@ def descendants(pid):
     return found
 
 
-def listening_addresses(pids):
-    """The addresses the processes' TCP sockets listen on (Linux: /proc/net/tcp and tcp6)."""
-    sockets = set()
+def socket_inodes(pids):
+    """The inodes of the processes' sockets (Linux: /proc/PID/fd)."""
+    found = set()
     for pid in pids:
         try:
             for fd in os.listdir(f"/proc/{pid}/fd"):
                 target = os.readlink(f"/proc/{pid}/fd/{fd}")
                 if target.startswith("socket:["):
-                    sockets.add(target[len("socket:[") : -1])
+                    found.add(target[len("socket:[") : -1])
         except OSError:
             continue
+    return found
+
+
+def listening_addresses(tables, inodes=None):
+    """The addresses TCP sockets listen on, from /proc/net/tcp and tcp6 ({"tcp": text, "tcp6": text}); only
+    the sockets with these inodes if given."""
     found = set()
     for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
-        with open(f"/proc/net/{table}") as f:
-            for row in list(f)[1:]:
-                fields = row.split()
-                if fields[3] == "0A" and fields[9] in sockets:  # 0A: LISTEN; [9]: the socket's inode
-                    raw = bytes.fromhex(fields[1].split(":")[0])  # 32-bit words in the host's byte order
-                    words = struct.unpack(f"<{len(raw) // 4}I", raw)
-                    found.add(socket.inet_ntop(family, struct.pack(f">{len(words)}I", *words)))
+        for row in tables[table].splitlines()[1:]:
+            fields = row.split()
+            if fields[3] == "0A" and (inodes is None or fields[9] in inodes):  # 0A: LISTEN; [9]: the inode
+                raw = bytes.fromhex(fields[1].split(":")[0])  # 32-bit words in the host's byte order
+                words = struct.unpack(f"<{len(raw) // 4}I", raw)
+                found.add(socket.inet_ntop(family, struct.pack(f">{len(words)}I", *words)))
     return found
+
+
+def tcp_tables(enter=()):
+    """/proc/net/tcp and tcp6 as this process sees them, or as a command run with `enter` (nsenter) does."""
+    tables = {}
+    for name in ("tcp", "tcp6"):
+        read = subprocess.run([*enter, "cat", f"/proc/net/{name}"], capture_output=True, text=True, check=True)
+        tables[name] = read.stdout
+    return tables
+
+
+LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1"}
 
 
 RAY_LOCAL = """
@@ -221,11 +238,11 @@ def test_ray_local_listens_on_loopback_only():
     )
     try:
         node_ip = child.stdout.readline().strip()
-        addresses = listening_addresses([child.pid, *descendants(child.pid)])
+        addresses = listening_addresses(tcp_tables(), socket_inodes([child.pid, *descendants(child.pid)]))
     finally:
         child.communicate("stop\n", timeout=300)
     assert node_ip == "127.0.0.1"
-    assert addresses and addresses <= {"127.0.0.1", "::ffff:127.0.0.1"}, addresses
+    assert addresses and addresses <= LOOPBACK, addresses
 
 
 def test_ray_imported_before_ray_local_is_one_line(monkeypatch):
@@ -248,36 +265,61 @@ def test_a_workers_interruption_reaches_the_study_whole():
     assert again.signum == signal.SIGTERM and str(again) == "SIGTERM"
 
 
-def free_port(ip="127.0.0.1"):
+def free_port():
     with socket.socket() as s:
-        s.bind((ip, 0))
+        s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def loopback_only():
+    """A network namespace with loopback alone (Linux: unshare, nsenter and ip, as root): yields the nsenter
+    prefix that runs a command in it. Ray nodes there take 127.0.0.1 as their address, as they cannot beside
+    the machine's network (Ray replaces 127.0.0.1 with the machine's address, and listens on every interface)."""
+    if not all(shutil.which(tool) for tool in ("unshare", "nsenter", "ip")):
+        pytest.skip("keeps Ray on loopback in a network namespace: needs Linux's unshare, nsenter and ip")
+    holder = subprocess.Popen(["unshare", "--net", "sleep", "3600"], stderr=subprocess.PIPE, text=True)
+    ours = os.readlink("/proc/self/ns/net")
+    deadline = time.monotonic() + 30
+    while holder.poll() is None and os.readlink(f"/proc/{holder.pid}/ns/net") == ours:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    if holder.poll() is not None:
+        pytest.skip(f"cannot make a network namespace here: {holder.stderr.read().strip()}")
+    enter = ["nsenter", f"--target={holder.pid}", "--net"]
+    try:
+        subprocess.run([*enter, "ip", "link", "set", "lo", "up"], check=True, capture_output=True)
+        yield enter
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 @pytest.mark.e2e
 @pytest.mark.xdist_group("ray")
-@pytest.mark.skipif(sys.platform != "linux", reason="Ray joins nodes on Linux only, and 127.0.0.2 is loopback there")
-def test_a_two_node_cluster_with_token_authentication_as_documented(tmp_path, synthetic_mnist_dir):
-    """docs/study.md's commands: a head and a second node, both with RAY_AUTH_MODE=token and the same
-    RAY_AUTH_TOKEN, and the study run on them: the table of --workers 1."""
-    head_ip, node_ip = "127.0.0.2", "127.0.0.3"  # loopback: Ray would replace 127.0.0.1 with the machine's address
-    port = free_port(head_ip)
+def test_a_two_node_cluster_with_token_authentication_as_documented(tmp_path, synthetic_mnist_dir, loopback_only):
+    """docs/study.md's commands: a head and a second node on 127.0.0.1, both with RAY_AUTH_MODE=token and the
+    same RAY_AUTH_TOKEN, and the study run on them: the table of --workers 1; every Ray socket on loopback."""
+    port = free_port()  # here, but free in the new namespace too: it has no sockets of its own
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     env["RAY_USAGE_STATS_ENABLED"] = "0"
-    head = ["ray", "start", "--head", f"--port={port}", "--num-cpus=1", f"--node-ip-address={head_ip}"]
+    head = ["ray", "start", "--head", f"--port={port}", "--num-cpus=1", "--node-ip-address=127.0.0.1"]
     head.append("--include-dashboard=false")  # not needed to run tasks: seconds and ports saved
-    node = ["ray", "start", f"--address={head_ip}:{port}", "--num-cpus=1", f"--node-ip-address={node_ip}"]
+    node = ["ray", "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--node-ip-address=127.0.0.1"]
     try:
-        for command, ip in ((head, head_ip), (node, node_ip)):
-            started = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        for command in (head, node):
+            started = subprocess.run([*loopback_only, *command], env=env, capture_output=True, text=True, timeout=300)
             assert started.returncode == 0, started.stderr[-3000:]
-            assert f"Local node IP: {ip}" in started.stdout + started.stderr  # the address it talks over
+            assert "Local node IP: 127.0.0.1" in started.stdout + started.stderr
         data = ["--data-dir", synthetic_mnist_dir]
         small = [*STUDY, "--seeds", "1", "--squeezes", "avg"]
         assert ablation.main([*small, *data, "--workers", "1", "--out-dir", str(tmp_path / "serial")]) == 0
-        args = [*small, *data, "--ray", f"{head_ip}:{port}", "--out-dir", tmp_path / "cluster"]
-        done = run_script("ablation.py", *args, env={k: env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")})
+        args = [*small, *data, "--ray", f"127.0.0.1:{port}", "--out-dir", str(tmp_path / "cluster")]
+        driver = [*loopback_only, sys.executable, os.path.join(ROOT, "ablation.py"), *args]
+        done = subprocess.run(driver, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, done.stderr[-3000:]
         assert rows_but_seconds(tmp_path / "serial") == rows_but_seconds(tmp_path / "cluster")
+        addresses = listening_addresses(tcp_tables(loopback_only))
+        assert addresses and addresses <= LOOPBACK, addresses  # the nodes' own addresses are 127.0.0.1
     finally:
-        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=300)
+        subprocess.run([*loopback_only, "ray", "stop", "--force"], env=env, capture_output=True, timeout=300)
