@@ -280,7 +280,7 @@ def comparison_rows(compared):
     ]
 
 
-def test_curves(runs, name):
+def accuracy_curves(runs, name):
     """Each seed's test accuracy per epoch (seeds × epochs), seeds in order."""
     seeds = sorted((int(n.rsplit("_seed", 1)[1]), n) for n in runs if n.startswith(name + "_seed"))
     return np.array([[r["test_accuracy"] for r in runs[n]["history"]] for _, n in seeds])
@@ -294,7 +294,7 @@ def epoch_gaps(runs, grid_names):
         optimizer = name.rsplit("_", 1)[1]
         se, plain = f"se-r{GRID_REDUCTION}_{optimizer}", f"no-se_{optimizer}"
         if name == se and plain in grid_names:
-            a, b = test_curves(runs, se), test_curves(runs, plain)
+            a, b = accuracy_curves(runs, se), accuracy_curves(runs, plain)
             if len(a) and a.shape == b.shape:
                 gaps[optimizer] = [
                     Comparison(f"epoch {e + 1}", "per epoch", list(a[:, e] - b[:, e])) for e in range(a.shape[1])
@@ -328,7 +328,7 @@ def curves_figure(runs, grid_names):
     panels = np.atleast_1d(figure.subplots(1, max(len(optimizers), 1), squeeze=False)[0])
     for axes, optimizer in zip(panels, optimizers, strict=False):
         for name in (n for n in grid_names if n.endswith("_" + optimizer)):
-            curves = test_curves(runs, name)
+            curves = accuracy_curves(runs, name)
             epochs = np.arange(1, curves.shape[1] + 1)
             (line,) = axes.plot(epochs, curves.mean(axis=0), "o-", label=f"{name} (mean of {len(curves)})")
             axes.fill_between(epochs, curves.min(axis=0), curves.max(axis=0), color=line.get_color(), alpha=0.2)
