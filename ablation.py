@@ -281,23 +281,28 @@ def comparison_rows(compared):
 
 
 def accuracy_curves(runs, name):
-    """Each seed's test accuracy per epoch (seeds × epochs), seeds in order."""
-    seeds = sorted((int(n.rsplit("_seed", 1)[1]), n) for n in runs if n.startswith(name + "_seed"))
-    return np.array([[r["test_accuracy"] for r in runs[n]["history"]] for _, n in seeds])
+    """{seed: test accuracy per epoch} of a configuration's runs."""
+    return {
+        int(n.rsplit("_seed", 1)[1]): [r["test_accuracy"] for r in run["history"]]
+        for n, run in runs.items()
+        if n.startswith(name + "_seed")
+    }
 
 
 def epoch_gaps(runs, grid_names):
-    """Per optimizer of the grid, SE − no SE at each epoch, paired by seed: how the gap of the final epoch
-    came about (descriptive: not corrected, not in a family)."""
+    """Per optimizer of the grid, SE − no SE at each epoch, paired by seed (the seeds both have, as paired()
+    does): how the gap of the final epoch came about (descriptive: not corrected, not in a family)."""
     gaps = {}
     for name in grid_names:
         optimizer = name.rsplit("_", 1)[1]
         se, plain = f"se-r{GRID_REDUCTION}_{optimizer}", f"no-se_{optimizer}"
         if name == se and plain in grid_names:
             a, b = accuracy_curves(runs, se), accuracy_curves(runs, plain)
-            if len(a) and a.shape == b.shape:
+            seeds = sorted(a.keys() & b.keys())
+            if seeds:
+                epochs = min(len(curves[s]) for curves in (a, b) for s in seeds)
                 gaps[optimizer] = [
-                    Comparison(f"epoch {e + 1}", "per epoch", list(a[:, e] - b[:, e])) for e in range(a.shape[1])
+                    Comparison(f"epoch {e + 1}", "per epoch", [a[s][e] - b[s][e] for s in seeds]) for e in range(epochs)
                 ]
     return gaps
 
@@ -324,11 +329,12 @@ def curves_figure(runs, grid_names):
     """One panel per optimizer of the grid: SE and no SE, test accuracy per epoch (each on its own scale, so
     the gap between them shows)."""
     optimizers = list(dict.fromkeys(name.rsplit("_", 1)[1] for name in grid_names))
-    figure = Figure(figsize=(4.2 * max(len(optimizers), 1), 4.5), layout="constrained")
-    panels = np.atleast_1d(figure.subplots(1, max(len(optimizers), 1), squeeze=False)[0])
+    columns = max(len(optimizers), 1)
+    figure = Figure(figsize=(4.2 * columns, 4.5), layout="constrained")
+    panels = figure.subplots(1, columns, squeeze=False)[0]
     for axes, optimizer in zip(panels, optimizers, strict=False):
         for name in (n for n in grid_names if n.endswith("_" + optimizer)):
-            curves = accuracy_curves(runs, name)
+            curves = np.array(list(accuracy_curves(runs, name).values()))
             epochs = np.arange(1, curves.shape[1] + 1)
             (line,) = axes.plot(epochs, curves.mean(axis=0), "o-", label=f"{name} (mean of {len(curves)})")
             axes.fill_between(epochs, curves.min(axis=0), curves.max(axis=0), color=line.get_color(), alpha=0.2)
