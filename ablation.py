@@ -31,7 +31,16 @@ from matplotlib.figure import Figure  # no pyplot: importing this leaves a noteb
 import senet_lenet
 from selenet import checkpoints, errors, files, locks, runs, signals
 from selenet.manifest import Manifest
-from selenet.settings import BLOCK_CHANNELS, STUDY_OPTIMIZERS, Settings, eca_kernel_size, se_hidden_units
+from selenet.mnist import TRAIN_RECORDS
+from selenet.settings import (
+    BLOCK_CHANNELS,
+    LEARNING_RATES,
+    STUDY_OPTIMIZERS,
+    Settings,
+    ceil_div,
+    eca_kernel_size,
+    se_hidden_units,
+)
 from study import excitation_role, workers
 from study.stats import Comparison, holm
 
@@ -48,24 +57,57 @@ CSV_FIELDS = [
 ]
 
 
+LR_OPTIMIZER = "sgd-momentum"  # the learning-rate grid's: the SENet paper's SGD with momentum 0.9
+CONTROL_OPTIMIZERS = ("sgd", "sgd-momentum")  # the starting-scale controls' (SE's gap is SGD's)
+SIZE_OPTIMIZERS = ("adam", "sgd-momentum")  # the data-size axis's
+CONTROL_SCALE = 2.0  # --scale-controls x2: 2 x sigmoid starts near 1, as without a block
+# Beside the block's settings, what a configuration may change: the learning rate (None: the optimizer's
+# default), the gate's scale and the training-set size (None: every image).
+PLAIN = {"lr": None, "gate_scale": 1.0, "train_size": None}
+
+
 def grid(optimizers):
     """The grid's configurations: {SE, no SE} x optimizers (names of STUDY_OPTIMIZERS), each once."""
-    se = {"model": "se", "reduction": GRID_REDUCTION, **BASE}
+    se = {"model": "se", "reduction": GRID_REDUCTION, **BASE, **PLAIN}
     configs = [{**se, "optimizer": optimizer} for optimizer in optimizers]
-    configs += [{"model": "no-se", "optimizer": optimizer, "reduction": None, **BASE} for optimizer in optimizers]
+    no_se = {"model": "no-se", "reduction": None, **BASE, **PLAIN}
+    configs += [{**no_se, "optimizer": optimizer} for optimizer in optimizers]
     return unique(configs)
 
 
-def configurations(optimizers, reductions, squeezes=(), gates=(), positions=(), excitations=(), biases=()):
-    """Every configuration as a dict (model, optimizer, reduction and the block's settings of BASE), in
-    order: the grid, then the sweeps of reduction, squeeze, gate, position, excitation and biases."""
-    se = {"model": "se", "optimizer": SWEEP_OPTIMIZER, "reduction": GRID_REDUCTION, **BASE}
+def configurations(
+    optimizers,
+    reductions,
+    squeezes=(),
+    gates=(),
+    positions=(),
+    excitations=(),
+    biases=(),
+    sgd_lrs=(),
+    scale_controls=(),
+    train_sizes=(),
+):
+    """Every configuration as a dict (model, optimizer, reduction, the block's settings of BASE and PLAIN's),
+    in order: the grid, the sweeps of reduction, squeeze, gate, position, excitation and biases (Adam), the
+    learning-rate grid (SE and no SE, SGD with momentum), the starting-scale controls (SGD) and the
+    training-set sizes (SE and no SE, Adam and SGD with momentum)."""
+    se = {"model": "se", "optimizer": SWEEP_OPTIMIZER, "reduction": GRID_REDUCTION, **BASE, **PLAIN}
     configs = grid(optimizers)
     configs += [{**se, "reduction": r} for r in reductions]
     for key, values in (("squeeze", squeezes), ("gate", gates), ("se_position", positions)):
         configs += [{**se, key: value} for value in values]
     configs += [{**se, "excitation": e, "reduction": GRID_REDUCTION if e == "dense" else None} for e in excitations]
     configs += [{**se, "se_bias": bias} for bias in biases]
+    pair = grid([LR_OPTIMIZER])  # SE and no SE
+    default_lr = LEARNING_RATES[STUDY_OPTIMIZERS[LR_OPTIMIZER][0]]
+    configs += [{**c, "lr": None if lr == default_lr else lr} for lr in sgd_lrs for c in pair]
+    for optimizer in CONTROL_OPTIMIZERS:
+        if "fixed" in scale_controls:
+            configs.append({**se, "optimizer": optimizer, "excitation": "fixed", "reduction": None})
+        if "x2" in scale_controls:
+            configs.append({**se, "optimizer": optimizer, "gate_scale": CONTROL_SCALE})
+    for optimizer in SIZE_OPTIMIZERS:
+        configs += [{**c, "train_size": size} for size in train_sizes for c in grid([optimizer])]
     return unique(configs)
 
 
@@ -80,26 +122,38 @@ def unique(configs):
 
 def config_name(config):
     """se-r4_adam for the assignment's block; variants add what differs (se-r4-max_adam, se-r4-conv1_adam,
-    se-r4-bias_adam); the excitations without a bottleneck are se-eca_adam and se-fixed_adam."""
+    se-r4-bias_adam, se-r4-x2_sgd); the excitations without a bottleneck are se-eca_adam and se-fixed_adam;
+    a learning rate other than the optimizer's default follows it (se-r4_sgd-momentum-lr0.03), and a
+    training-set size the model (se-r4-n600_adam, no-se-n600_adam)."""
+    size = f"-n{config['train_size']}" if config["train_size"] else ""
+    optimizer = config["optimizer"] + (f"-lr{config['lr']:g}" if config["lr"] else "")
     if config["model"] == "no-se":
-        return f"no-se_{config['optimizer']}"
+        return f"no-se{size}_{optimizer}"
     variant = "".join(f"-{config[key]}" for key in ("squeeze", "gate", "se_position") if config[key] != BASE[key])
     variant += "-bias" if config["se_bias"] else ""
+    variant += f"-x{config['gate_scale']:g}" if config["gate_scale"] != 1 else ""
     kind = {"dense": f"se-r{config['reduction']}", "conv1d": "se-eca", "fixed": "se-fixed"}[config["excitation"]]
-    return f"{kind}{variant}_{config['optimizer']}"
+    return f"{kind}{variant}{size}_{optimizer}"
 
 
 def run_settings(args, config, seed):
     se = config["model"] == "se"
     optimizer, momentum = STUDY_OPTIMIZERS[config["optimizer"]]
+    size = config["train_size"]
+    # A smaller training set takes the steps of a run on every image (of the study's): the same budget.
+    full_steps = ceil_div(args.train_samples or TRAIN_RECORDS, Settings.batch_size)
     return Settings(
         epochs=args.epochs,
         optimizer=optimizer,
+        lr=config["lr"],
         momentum=momentum,
+        gate_scale=config["gate_scale"],
+        train_size=size,
+        epoch_steps=full_steps if size else None,
         reduction=config["reduction"] if se and config["reduction"] else Settings.reduction,
         se=se,
         seed=seed,
-        train_samples=args.train_samples,
+        train_samples=None if size else args.train_samples,
         test_samples=args.test_samples,
         threads=args.threads,
         conv1_reduction=args.conv1_reduction,
@@ -418,7 +472,8 @@ STUDY_FILES = (
 
 def run_study(args, stop):
     sweeps = args.squeezes, args.gates, args.positions, args.excitations, [b == "on" for b in args.se_biases]
-    configs = configurations(args.optimizers, sorted(set(args.reductions)), *sweeps)
+    axes = args.sgd_lrs, args.scale_controls, args.train_sizes
+    configs = configurations(args.optimizers, sorted(set(args.reductions)), *sweeps, *axes)
     plan = []  # (name, model, settings, finished run.json or None, resumable), every folder checked first
     for config in configs:
         for seed in range(args.seeds):

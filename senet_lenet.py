@@ -33,7 +33,7 @@ from selenet import figures, files, locks, runs, signals
 from selenet.checkpoints import Checkpoints
 from selenet.errors import Diverged, UsageError
 from selenet.manifest import Manifest
-from selenet.mnist import IMAGE_SIZE, load_mnist, select
+from selenet.mnist import IMAGE_SIZE, load_mnist, run_data
 from selenet.settings import (
     BLOCK_CHANNELS,
     CONV1_FILTERS,
@@ -41,6 +41,7 @@ from selenet.settings import (
     EXCITATIONS,
     NUM_CLASSES,
     Settings,
+    ceil_div,
     eca_kernel_size,
     se_hidden_units,
 )
@@ -68,6 +69,7 @@ def se_block(
     bias=False,
     eca_kernel=None,
     given=None,
+    gate_scale=1.0,
 ):
     """Squeeze-and-Excitation on x (N, H, W, C). Returns (scaled x, excitation (N, C)).
 
@@ -84,6 +86,8 @@ def se_block(
         raise ValueError(f"unknown excitation {excitation!r}; choose {', '.join(EXCITATIONS)}")
     if given is None:
         given = _excitation(x, reduction, name, squeeze, gate, excitation, bias, eca_kernel)
+        if gate_scale != 1:  # (N, C), each in (0, gate_scale) with the sigmoid
+            given = keras.layers.Rescaling(gate_scale, name=f"{name}_gate_scale")(given)
     scale = keras.layers.Reshape((1, 1, channels), name=f"{name}_excite")(given)  # (N, 1, 1, C)
     scaled = keras.layers.Multiply(name=f"{name}_scale")([x, scale])  # (N, H, W, C)
     return scaled, given  # the excitation: (N, C), each in (0, 1) with the sigmoid gate
@@ -136,6 +140,7 @@ def build_model(settings=None, excitation_inputs=False):
             settings.se_bias,
             settings.eca_kernel,
             given=given.get(block),
+            gate_scale=settings.gate_scale,
         )
         excitations.append(excitation)
         return x
@@ -207,9 +212,25 @@ def make_optimizer(settings, model):
     return optimizer
 
 
-def epoch_order(seed, epoch, size):
-    """The training-data order of one epoch: a function of the seed and the epoch only."""
-    return np.random.default_rng([seed, epoch]).permutation(size).astype(np.int32)
+def pass_order(seed, pass_number, size):
+    """The training-data order of one pass over it (passes count from 1): a function of the seed and the pass only."""
+    return np.random.default_rng([seed, pass_number]).permutation(size).astype(np.int32)
+
+
+def epoch_chunks(seed, epoch, size, batch_size, steps_per_epoch):
+    """(first step, last step, images' order) of each tf.function call of an epoch: at most STEPS_PER_CALL
+    steps, all in one pass over the training data. The run's steps go pass after pass, each pass in
+    pass_order; with one pass an epoch (the default), epoch N is pass N."""
+    steps_per_pass = ceil_div(size, batch_size)
+    start = (epoch - 1) * steps_per_epoch  # the run's steps before this epoch
+    step, end, order = start, start + steps_per_epoch, None
+    while step < end:
+        done, in_pass = divmod(step, steps_per_pass)
+        last = min(step + STEPS_PER_CALL, end, (done + 1) * steps_per_pass)
+        if in_pass == 0 or order is None:
+            order = pass_order(seed, done + 1, size)
+        yield step - start, last - start, order[in_pass * batch_size : (last - done * steps_per_pass) * batch_size]
+        step = last
 
 
 def make_test_step(model, loss_fn, loss_metric, accuracy_metric):
@@ -324,17 +345,16 @@ def train(model, optimizer, settings, data, history=(), on_epoch_end=None, stop=
 
     x_train, y_train = tf.constant(train_data[0]), tf.constant(train_data[1])  # uint8: 47 MB for all of MNIST
     x_test, y_test = tf.constant(test_data[0]), tf.constant(test_data[1])
-    steps_per_epoch = -(-len(train_data[1]) // batch_size)
+    steps_per_epoch = settings.steps_per_epoch(len(train_data[1]))
     history = list(history)
     for epoch in range(len(history) + 1, settings.epochs + 1):
         started = time.perf_counter()
         for metric in (*train_metrics, *test_metrics):
             metric.reset_state()
-        order = epoch_order(settings.seed, epoch, len(train_data[1]))
         progbar = keras.utils.Progbar(steps_per_epoch, verbose=int(progress), stateful_metrics=["loss", "accuracy"])
-        for first_step in range(0, steps_per_epoch, STEPS_PER_CALL):
-            last_step = min(first_step + STEPS_PER_CALL, steps_per_epoch)
-            finite = train_steps(x_train, y_train, order[first_step * batch_size : last_step * batch_size])
+        chunks = epoch_chunks(settings.seed, epoch, len(train_data[1]), batch_size, steps_per_epoch)
+        for _, last_step, order in chunks:
+            finite = train_steps(x_train, y_train, order)
             loss = float(train_metrics[0].result())
             if not finite:  # raised before this epoch's checkpoint: the last one saved is finite
                 raise Diverged(
@@ -359,7 +379,7 @@ def train(model, optimizer, settings, data, history=(), on_epoch_end=None, stop=
 # ---- Saving --------------------------------------------------------------------
 
 
-def save_run(model, settings, history, out_dir, manifest, warn=print):
+def save_run(model, settings, history, out_dir, manifest, train_images, warn=print):
     """Writes every file of a finished run to out_dir, each atomically; returns run.json's contents.
 
     run.json saying "finished" comes last: a run stopped before it is resumed, and its files redrawn.
@@ -380,7 +400,7 @@ def save_run(model, settings, history, out_dir, manifest, warn=print):
     stale = manifest.release_all(keep=lambda name, facts: facts.get("weights", weights) == weights)
     if stale:
         warn(f"removed {len(stale)} files in {out_dir} drawn from the run's earlier weights; run visualize.py again")
-    run = runs.run_record(model, settings, history, checksums, diagram)
+    run = runs.run_record(model, settings, history, checksums, diagram, train_images)
     runs.save_progress(run, out_dir, manifest)
     return run
 
@@ -402,18 +422,20 @@ def train_run(settings, train_data, test_data, out_dir, resume=False, stop=None,
         log(f"Resuming {out_dir} after epoch {len(history)} of {settings.epochs}")
     if verbose:
         log(figures.model_summary_text(model).rstrip("\n"))
+        steps = settings.steps_per_epoch(len(train_data[1]))
         log(
             f"Training on {len(train_data[1])} images, testing on {len(test_data[1])}: "
             f"{settings.optimizer} lr {settings.lr}, batch {settings.batch_size}, "
-            f"{settings.epochs} epochs, seed {settings.seed}"
+            f"{settings.epochs} epochs of {steps} steps, seed {settings.seed}"
         )
-    logs = EpochLogs(out_dir, manifest, test_data[1], settings.gate)
+    logs = EpochLogs(out_dir, manifest, test_data[1], settings.gate, settings.gate_scale)
 
     def on_epoch_end(history, excitations):
         logs.write(history[-1], dict(zip(settings.se_blocks, excitations, strict=True)))
         checkpoints.save(history)
         if len(history) < settings.epochs:
-            runs.save_progress(runs.run_record(model, settings, history), out_dir, manifest)
+            run = runs.run_record(model, settings, history, train_images=len(train_data[1]))
+            runs.save_progress(run, out_dir, manifest)
 
     try:
         data = train_data, test_data
@@ -422,7 +444,7 @@ def train_run(settings, train_data, test_data, out_dir, resume=False, stop=None,
         history = train(model, optimizer, settings, data, history, on_epoch_end, stop, log=log, progress=progress)
     finally:
         logs.close()
-    return save_run(model, settings, history, out_dir, manifest, warn=warn)
+    return save_run(model, settings, history, out_dir, manifest, len(train_data[1]), warn=warn)
 
 
 # ---- Command line --------------------------------------------------------------
@@ -450,10 +472,7 @@ def main(argv=None):
                 else:
                     runs.make_room_for_a_new_run(args.out_dir, args.overwrite, settings, check_only=True)
                 train_data, test_data = load_mnist(args.data_dir)
-                train_data, test_data = (
-                    select(train_data, settings.train_samples),
-                    select(test_data, settings.test_samples),
-                )
+                train_data, test_data = run_data(train_data, test_data, settings)
                 stop.check()
                 if not args.resume:  # the data is good: only now is an earlier run replaced
                     runs.make_room_for_a_new_run(args.out_dir, args.overwrite, settings)

@@ -35,7 +35,7 @@ from selenet import errors, excitation_stats, files, heatmaps, locks, machine, r
 from selenet.excitation_stats import COLOR_MAP, class_means
 from selenet.heatmaps import HEATMAP_DIR, first_of_each_label, label_sorted
 from selenet.manifest import Manifest
-from selenet.mnist import load_mnist, select
+from selenet.mnist import load_mnist, run_data
 from selenet.settings import block_suffix, block_where
 
 ACCURACY_TOLERANCE = 0.1  # percentage points between recorded and re-evaluated test accuracy
@@ -95,7 +95,7 @@ def load_data(run, data_dir, train=True):
     """The training (None unless train) and test data the run used: ((images, labels), (images, labels))."""
     train_data, test_data = load_mnist(data_dir, train=train)
     settings = run["settings"]
-    return (select(train_data, settings.train_samples) if train else None), select(test_data, settings.test_samples)
+    return run_data(train_data if train else None, test_data, settings)
 
 
 # ----------------------------------------------------------------------------
@@ -279,7 +279,8 @@ def visualize(args):
             manifest.release(*other)
         labels = test_data[1]
         limits = {
-            block: excitation_stats.color_limits(settings.gate, features) for block, features in excitations.items()
+            block: excitation_stats.color_limits(settings.gate, features, settings.gate_scale)
+            for block, features in excitations.items()
         }
         for block, features in excitations.items():
             count = heatmaps.save_heatmaps(
@@ -332,7 +333,8 @@ def compare(args):
     features_a, features_b = excitations_a[block], excitations_b[block]
     batch = slice(args.batch * args.batch_size, (args.batch + 1) * args.batch_size)
     names = [f"{d} (seed {r['settings'].seed})" for d, r in ((dir_a, run_a), (dir_b, run_b))]
-    limits = excitation_stats.color_limits(run_a["settings"].gate, np.concatenate([features_a, features_b]))
+    both = np.concatenate([features_a, features_b])
+    limits = excitation_stats.color_limits(run_a["settings"].gate, both, run_a["settings"].gate_scale)
     figure = comparison_figure(features_a[batch], features_b[batch], test_data[1][batch], names, args.batch, limits)
     path = os.path.join(dir_b, f"compare_{args.batch}.png")
     Manifest(dir_b, "run").claim(os.path.basename(path), weights=run_b["sha256"][runs.WEIGHTS_FILE])

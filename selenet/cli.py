@@ -161,6 +161,21 @@ SETTING_FLAGS = {
     ),
     "eca_kernel": ("--eca-kernel", {"type": whole_number}, "with --excitation conv1d: its kernel size, odd"),
     "se_bias": ("--se-bias", {"action": "store_true"}, "biases in the SE block's Dense (or Conv1D) layers"),
+    "gate_scale": (
+        "--gate-scale",
+        {"type": positive_float},
+        "a constant factor after the gate: 2 starts the sigmoid's excitation near 1, as without SE",
+    ),
+    "train_size": (
+        "--train-size",
+        {"type": positive_int},
+        "train on a class-balanced sample of N training images drawn with --seed (a multiple of 10)",
+    ),
+    "epoch_steps": (
+        "--epoch-steps",
+        {"type": positive_int},
+        "optimizer steps per epoch, between two evaluations of the test set",
+    ),
     "threads": (
         "--threads",
         {"type": whole_number},
@@ -174,6 +189,7 @@ def add_setting_flags(parser, names=tuple(SETTING_FLAGS)):
     defaults = Settings().as_dict()
     defaults["lr"] = ", ".join(f"{lr} for {name}" for name, lr in LEARNING_RATES.items())
     defaults["eca_kernel"] = "ECA's rule, 3 for 16 channels and 1 for 6"
+    defaults["epoch_steps"] = "one pass over the training images"
     for name in names:
         flag, options, text = SETTING_FLAGS[name]
         default = "all" if defaults[name] is None else defaults[name]
@@ -339,6 +355,28 @@ def study_parser():
     add_choices(parser, "--excitations", EXCITATIONS, text)
     add_choices(
         parser, "--se-biases", ("off", "on"), "the sweep of biases in the block's Dense layers (off: the assignment's)"
+    )
+    parser.add_argument(
+        "--sgd-lrs",
+        nargs="*",
+        type=positive_float,
+        default=[0.003, 0.01, 0.03, 0.1],
+        help="learning rates of the grid of SE and no SE with SGD and momentum 0.9 (none: no such grid)",
+    )
+    parser.add_argument(
+        "--scale-controls",
+        nargs="*",
+        choices=("fixed", "x2"),
+        default=["fixed", "x2"],
+        help="with SGD, plain and with momentum: the trained fixed gain, and SE with --gate-scale 2 (none: neither)",
+    )
+    parser.add_argument(
+        "--train-sizes",
+        nargs="*",
+        type=positive_int,
+        default=[600, 3000, 12000],
+        help="class-balanced training sets for SE and no SE with Adam and SGD with momentum, each with the steps of "
+        "a run on every image (none: no such axis)",
     )
     parser.add_argument(
         "--train-samples", type=positive_int, default=None, help="first N training images only (default: all)"

@@ -24,9 +24,11 @@ def excitation_range(excitation):
     return round(float(np.ptp(excitation, axis=0).max()), 6)
 
 
-def color_limits(gate, features):
-    """The colour scale: the gate's range (a ReLU gate's is open above: the largest excitation drawn)."""
-    return {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}.get(gate, (0.0, max(1.0, float(np.max(features)))))
+def color_limits(gate, features, scale=1.0):
+    """The colour scale: the gate's range times its scale (a ReLU gate's is open above: the largest
+    excitation drawn)."""
+    low, high = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}.get(gate, (0.0, max(1.0, float(np.max(features)))))
+    return (low * scale, high * scale) if gate in ("sigmoid", "tanh") else (low, high)
 
 
 def class_mean_pixels(means, limits, cell=16):

@@ -181,3 +181,32 @@ def select(data, samples):
     """The first `samples` records of (images, labels); all of them for None."""
     images, labels = data
     return images[:samples], labels[:samples]
+
+
+def balanced_sample(data, size, seed):
+    """`size` records of (images, labels), size // 10 of each digit, drawn with `seed`, in MNIST's order.
+
+    Its own random stream, [seed, 0]: the epochs' orders use [seed, pass] with passes from 1."""
+    images, labels = data
+    per_class = size // NUM_CLASSES
+    smallest = int(np.bincount(labels, minlength=NUM_CLASSES).min())
+    if per_class > smallest:
+        raise MNISTDataError(
+            f"a class-balanced sample of {size} training images needs {per_class} of each digit; "
+            f"the training set has {smallest} of its rarest digit (train_size at most {smallest * NUM_CLASSES})"
+        )
+    rng = np.random.default_rng([seed, 0])
+    chosen = [rng.choice(np.flatnonzero(labels == digit), per_class, replace=False) for digit in range(NUM_CLASSES)]
+    kept = np.sort(np.concatenate(chosen))
+    return images[kept], labels[kept]
+
+
+def run_data(train_data, test_data, settings):
+    """The (train, test) data a run of `settings` uses: the first --train-samples / --test-samples, or
+    the class-balanced train_size sample of its seed; all of MNIST by default. train_data None: None."""
+    if train_data is not None:
+        if settings.train_size is not None:
+            train_data = balanced_sample(train_data, settings.train_size, settings.seed)
+        else:
+            train_data = select(train_data, settings.train_samples)
+    return train_data, select(test_data, settings.test_samples)

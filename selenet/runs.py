@@ -83,15 +83,21 @@ def read_run(run_dir):
     return run
 
 
-def run_record(model, settings, history, checksums=None, diagram=None):
+def run_record(model, settings, history, checksums=None, diagram=None, train_images=None):
     """What run.json holds: enough to rebuild the model and to resume or judge the run.
 
     checksums: {file: SHA-256} of a finished run's weights and model files. diagram: the name of the model
-    diagram it drew (SELeNet.png or SELeNet.dot), so that whether it is whole does not depend on the reader's PATH."""
+    diagram it drew (SELeNet.png or SELeNet.dot), so that whether it is whole does not depend on the reader's PATH.
+    train_images: how many images it trains on (with the optimizer steps taken so far, in "training")."""
     last = history[-1]
+    training = {}
+    if train_images is not None:
+        steps = settings.steps_per_epoch(train_images) * len(history)
+        training = {"training": {"images": train_images, "steps": steps}}
     return {
         "settings": settings,
         "model": {"name": model.name, "parameters": model.count_params()},
+        **training,
         "weights": WEIGHTS_FILE,
         "final": {"train_accuracy": last["accuracy"], "test_accuracy": last["test_accuracy"]},
         "history": history,

@@ -80,6 +80,15 @@ class Settings:
     excitation: str = "dense"  # the block's excitation: "dense" (the assignment's), "conv1d" (ECA) or "fixed"
     eca_kernel: int = None  # with excitation "conv1d": the 1-D kernel's size (odd); None: ECA's rule per block
     se_bias: bool = False  # biases in the block's Dense layers (or its Conv1D): the assignment has none
+    # A constant factor after the gate. The sigmoid starts near 0.5 for every channel, so the block halves
+    # conv2's output (and the gradient below it) at the start; 2 starts it near 1, as without a block.
+    gate_scale: float = 1.0
+    # The study's data-size axis: train on a class-balanced sample of N training images drawn with the seed
+    # (so the seed varies the sample too); None: every image (or the first --train-samples).
+    train_size: int = None
+    # Optimizer steps per epoch, between two evaluations of the test set; None: one pass over the training
+    # images. With train_size, the same steps at every size: 600 = one pass over 60,000 at batch 100.
+    epoch_steps: int = None
     # TensorFlow's intra-op threads (one inter-op thread). The bits depend on it, so it is a setting and not
     # the machine's core count: 1 gives the same bits on any number of cores. 0: TensorFlow's choice.
     threads: int = 1
@@ -89,7 +98,7 @@ class Settings:
             raise SettingsError(f"unknown optimizer {self.optimizer!r}; choose adam or sgd")
         if self.lr is None:
             object.__setattr__(self, "lr", LEARNING_RATES[self.optimizer])
-        for name in ("epochs", "batch_size", "train_samples", "test_samples"):
+        for name in ("epochs", "batch_size", "train_samples", "test_samples", "train_size", "epoch_steps"):
             value = getattr(self, name)
             if value is not None or name in ("epochs", "batch_size"):
                 _check_positive_int(name, value)
@@ -104,6 +113,19 @@ class Settings:
         if momentum and self.optimizer != "sgd":
             raise SettingsError(f"momentum is SGD's; {self.optimizer} has its own (momentum must be 0)")
         object.__setattr__(self, "momentum", float(momentum))  # run.json and the checks compare 0 and 0.0 alike
+        scale = self.gate_scale
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < math.inf:
+            raise SettingsError(f"gate_scale must be a positive number, got {scale!r}")
+        object.__setattr__(self, "gate_scale", float(scale))
+        if self.train_size is not None:
+            if self.train_samples is not None:
+                raise SettingsError(
+                    "train_size (a class-balanced sample) and train_samples (the first N) exclude each other"
+                )
+            if self.train_size % NUM_CLASSES:
+                raise SettingsError(
+                    f"train_size must be a multiple of {NUM_CLASSES} (as many of each digit), got {self.train_size}"
+                )
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or not 0 <= self.threads <= 1024:
             raise SettingsError(f"threads must be a whole number from 0 to 1024, got {self.threads!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
@@ -157,6 +179,10 @@ class Settings:
         """The reduction of the SE block after `block` ("conv1" or "conv2")."""
         return self.conv1_reduction if block == "conv1" else self.reduction
 
+    def steps_per_epoch(self, train_images):
+        """Optimizer steps in each epoch of a run on `train_images` images."""
+        return self.epoch_steps or ceil_div(train_images, self.batch_size)
+
     @property
     def model_name(self):
         return "SELeNet" if self.se else "LeNet5"
@@ -167,6 +193,11 @@ class Settings:
         return SE_POSITIONS[self.se_position] if self.se else ()
 
 
+def ceil_div(n, d):
+    """n / d rounded up: the batches that hold n images, d to a batch."""
+    return -(-n // d)
+
+
 def _check_positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SettingsError(f"{name} must be a positive whole number, got {value!r}")
@@ -175,11 +206,14 @@ def _check_positive_int(name, value):
 def later_settings(values):
     """The settings a run.json from before they existed had: the assignment's block; the block after conv1
     with the shared reduction; TensorFlow's own thread count (0: one per core); plain SGD; the Dense
-    excitation without biases."""
+    excitation without biases, unscaled; every training image, one pass per epoch."""
     return {
         **Settings.the_assignments_block(),
         "conv1_reduction": values.get("reduction"),
         "threads": 0,
         "momentum": Settings.momentum,
         "eca_kernel": Settings.eca_kernel,
+        "gate_scale": Settings.gate_scale,
+        "train_size": Settings.train_size,
+        "epoch_steps": Settings.epoch_steps,
     }

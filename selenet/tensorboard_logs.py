@@ -20,9 +20,9 @@ RUNS = ("train", "validation")  # Keras's names for the two
 class EpochLogs:
     """The run's event files, each recorded in its manifest once TensorFlow has named it."""
 
-    def __init__(self, out_dir, manifest, test_labels, gate):
+    def __init__(self, out_dir, manifest, test_labels, gate, gate_scale=1.0):
         self.directory = os.path.join(out_dir, runs.LOGS_DIR)
-        self.test_labels, self.gate = test_labels, gate  # for the class means and their colour scale
+        self.test_labels, self.gate, self.gate_scale = test_labels, gate, gate_scale  # the class means' colours
         self.train, self.validation = (self._writer(manifest, f"{runs.LOGS_DIR}/{run}/") for run in RUNS)
 
     @staticmethod
@@ -58,7 +58,7 @@ class EpochLogs:
                 suffix = block_suffix(block)
                 for channel in range(excitation.shape[1]):
                     tf.summary.histogram(f"excitation{suffix}/channel_{channel:02d}", excitation[:, channel])
-                limits = excitation_stats.color_limits(self.gate, excitation)
+                limits = excitation_stats.color_limits(self.gate, excitation, self.gate_scale)
                 pixels = excitation_stats.class_mean_pixels(
                     excitation_stats.class_means(excitation, self.test_labels), limits
                 )

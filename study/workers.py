@@ -28,7 +28,7 @@ class Task:
     resume: bool  # continue from its checkpoint
 
 
-_data = {}  # (data_dir, train_samples, test_samples) -> (train, test): loaded once per process
+_data = {}  # data_dir -> (train, test): loaded once per process
 
 
 def study_run(task, stop=None):
@@ -37,18 +37,16 @@ def study_run(task, stop=None):
     import keras
 
     import senet_lenet
-    from selenet.mnist import load_mnist, select
+    from selenet.mnist import load_mnist, run_data
     from study import excitation_role
 
     stop = stop or _worker_stop
     stop.check()  # a study being stopped starts no more runs
     settings = task.settings
-    key = (task.data_dir, settings.train_samples, settings.test_samples)
-    if key not in _data:
-        train_data, test_data = load_mnist(task.data_dir)
+    if task.data_dir not in _data:
         _data.clear()
-        _data[key] = select(train_data, settings.train_samples), select(test_data, settings.test_samples)
-    data = _data[key]
+        _data[task.data_dir] = load_mnist(task.data_dir)
+    data = run_data(*_data[task.data_dir], settings)
     senet_lenet.use_threads(settings.threads)  # before anything runs, training or not
     files.ensure_writable_dir(task.run_dir)
     with locks.folder_lock(task.run_dir, "ablation.py"):

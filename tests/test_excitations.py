@@ -10,7 +10,7 @@ import pytest
 
 import senet_lenet
 import visualize
-from helpers import StopAfterEpoch, without_seconds
+from helpers import StopAfterEpoch, synthetic_digits, without_seconds
 from selenet import errors, runs
 from selenet.mnist import load_mnist, select
 from selenet.settings import Settings
@@ -94,3 +94,16 @@ def test_the_new_settings_load_from_keras_files_without_the_project(new_setting_
             theirs = [loaded[f"arr_{i}"] for i in range(len(loaded.files))]
         for a, b in zip([ours[0], *ours[1]], theirs, strict=True):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_gate_scale_multiplies_the_excitation_and_adds_no_weight():
+    images = synthetic_digits(20)[0]
+    plain = senet_lenet.build_model(Settings())
+    doubled = senet_lenet.build_model(Settings(gate_scale=2.0))
+    doubled.set_weights(plain.get_weights())
+    assert doubled.count_params() == plain.count_params()
+    assert "se_gate_scale" in [layer.name for layer in doubled.layers]
+    assert "se_gate_scale" not in [layer.name for layer in plain.layers]
+    (_, excitation), (_, twice) = senet_lenet.predict(plain, images), senet_lenet.predict(doubled, images)
+    np.testing.assert_allclose(twice[0], 2 * excitation[0], rtol=1e-6)
+    assert 0.6 < float(twice[0].mean()) < 1.4  # starts near 1 (untrained), as without a block

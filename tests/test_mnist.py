@@ -6,8 +6,10 @@ import os
 import numpy as np
 import pytest
 
-from helpers import assert_one_line_error, idx_bytes, run_script
+from helpers import assert_one_line_error, idx_bytes, run_script, synthetic_digits
 from selenet import mnist
+from selenet.mnist import MNISTDataError, balanced_sample, run_data
+from selenet.settings import Settings
 
 
 def write(path, data, compress=None):
@@ -182,3 +184,32 @@ def test_offline_without_data_is_one_clear_line(tmp_path):
     assert result.returncode == 2, result.stderr
     assert_one_line_error(result.stderr, "could not download MNIST", "Connection refused", "--data-dir", "MNIST_DIR")
     assert not os.path.exists(tmp_path / "keras-home" / "datasets" / "mnist.npz")
+
+
+def test_a_balanced_sample_has_as_many_of_each_digit_and_depends_on_the_seed_only():
+    images, labels = synthetic_digits(3000)
+    a_images, a_labels = balanced_sample((images, labels), 200, seed=4)
+    assert np.bincount(a_labels, minlength=10).tolist() == [20] * 10
+    again = balanced_sample((images, labels), 200, seed=4)
+    np.testing.assert_array_equal(a_images, again[0])
+    other = balanced_sample((images, labels), 200, seed=5)
+    assert not np.array_equal(a_images, other[0])
+    # Drawn from the data in its order, each image at most once.
+    rows = [int(np.flatnonzero((images == image).all(axis=(1, 2)))[0]) for image in a_images]
+    assert rows == sorted(set(rows))
+
+
+def test_a_balanced_sample_larger_than_the_rarest_digit_allows_is_one_line():
+    data = synthetic_digits(300)
+    rarest = int(np.bincount(data[1], minlength=10).min())
+    with pytest.raises(MNISTDataError, match=f"at most {rarest * 10}"):
+        balanced_sample(data, (rarest + 1) * 10, seed=0)
+
+
+def test_run_data_takes_the_sample_of_the_runs_seed():
+    train, test = synthetic_digits(2000), synthetic_digits(300, seed=1)
+    sample, kept = run_data(train, test, Settings(train_size=100, seed=3, test_samples=50))
+    np.testing.assert_array_equal(sample[0], balanced_sample(train, 100, 3)[0])
+    assert len(kept[1]) == 50
+    first, _ = run_data(train, test, Settings(train_samples=70))
+    np.testing.assert_array_equal(first[0], train[0][:70])

@@ -26,6 +26,9 @@ def test_defaults_are_the_assignments():
         "excitation": "dense",
         "eca_kernel": None,
         "se_bias": False,
+        "gate_scale": 1.0,
+        "train_size": None,
+        "epoch_steps": None,
         "threads": 1,
     }
 
@@ -109,3 +112,32 @@ def test_unknown_and_missing_keys_are_named():
 @pytest.mark.parametrize("reduction, hidden", [(1, 16), (2, 8), (4, 4), (16, 1), (5, 3)])
 def test_hidden_units(reduction, hidden):
     assert se_hidden_units(reduction) == hidden
+
+
+@pytest.mark.parametrize(
+    "changes, fragment",
+    [
+        ({"train_size": 600, "train_samples": 1000}, "exclude each other"),
+        ({"train_size": 605}, "multiple of 10"),
+        ({"train_size": 0}, "train_size must be a positive whole number"),
+        ({"epoch_steps": 0}, "epoch_steps must be a positive whole number"),
+        ({"gate_scale": 0}, "gate_scale must be a positive number"),
+        ({"gate_scale": True}, "gate_scale must be a positive number"),
+    ],
+)
+def test_the_study_axes_settings_are_checked(changes, fragment):
+    with pytest.raises(SettingsError, match=fragment):
+        Settings(**changes)
+
+
+def test_steps_per_epoch_is_one_pass_unless_set():
+    assert Settings().steps_per_epoch(60000) == 600
+    assert Settings(batch_size=128).steps_per_epoch(1000) == 8  # the last batch short
+    assert Settings(train_size=600, epoch_steps=600).steps_per_epoch(600) == 600
+
+
+def test_a_run_json_from_before_the_study_axes_reads_with_their_defaults():
+    old = Settings().as_dict()
+    for name in ("gate_scale", "train_size", "epoch_steps"):
+        del old[name]
+    assert Settings.from_dict(old) == Settings()

@@ -29,12 +29,45 @@ def train_synthetic(**changes):
     return senet_lenet.train(model, optimizer, settings, (train_data, test_data), log=lambda line: None, progress=False)
 
 
-def test_epoch_order_depends_on_seed_and_epoch_only():
-    first = senet_lenet.epoch_order(5, 2, 1000)
+def test_pass_order_depends_on_seed_and_pass_only():
+    first = senet_lenet.pass_order(5, 2, 1000)
     assert sorted(first.tolist()) == list(range(1000))
-    np.testing.assert_array_equal(first, senet_lenet.epoch_order(5, 2, 1000))
-    assert not np.array_equal(first, senet_lenet.epoch_order(5, 3, 1000))
-    assert not np.array_equal(first, senet_lenet.epoch_order(6, 2, 1000))
+    np.testing.assert_array_equal(first, senet_lenet.pass_order(5, 2, 1000))
+    assert not np.array_equal(first, senet_lenet.pass_order(5, 3, 1000))
+    assert not np.array_equal(first, senet_lenet.pass_order(6, 2, 1000))
+
+
+def chunks(epoch, size, batch_size, steps_per_epoch, seed=5):
+    return list(senet_lenet.epoch_chunks(seed, epoch, size, batch_size, steps_per_epoch))
+
+
+def test_an_epoch_of_one_pass_is_that_passes_order_in_calls_of_at_most_50_steps():
+    """The default (the assignment's and every earlier run's): epoch N is pass N, the last batch short."""
+    calls = chunks(3, 1050, 100, 11)
+    assert [(first, last) for first, last, _ in calls] == [(0, 11)]
+    np.testing.assert_array_equal(calls[0][2], senet_lenet.pass_order(5, 3, 1050))
+    calls = chunks(2, 12000, 100, 120)
+    assert [(first, last) for first, last, _ in calls] == [(0, 50), (50, 100), (100, 120)]
+    np.testing.assert_array_equal(np.concatenate([o for *_, o in calls]), senet_lenet.pass_order(5, 2, 12000))
+
+
+def test_an_epoch_of_many_passes_goes_pass_after_pass():
+    """600 images, 600 steps an epoch at batch 100: epoch 2 is passes 101 to 200, each whole, in its order."""
+    calls = chunks(2, 600, 100, 600)
+    assert len(calls) == 100 and calls[-1][1] == 600
+    assert all(last - first == 6 for first, last, _ in calls)
+    for number, (*_, order) in enumerate(calls, start=101):
+        np.testing.assert_array_equal(order, senet_lenet.pass_order(5, number, 600))
+
+
+def test_an_epoch_that_ends_inside_a_pass_continues_it_in_the_next():
+    """250 images (3 batches a pass, the last of 50), 4 steps an epoch: epoch 2 starts at pass 2's second batch."""
+    first_epoch, second_epoch = chunks(1, 250, 100, 4), chunks(2, 250, 100, 4)
+    pass_1, pass_2, pass_3 = (senet_lenet.pass_order(5, n, 250) for n in (1, 2, 3))
+    np.testing.assert_array_equal(np.concatenate([o for *_, o in first_epoch]), np.concatenate([pass_1, pass_2[:100]]))
+    np.testing.assert_array_equal(second_epoch[0][2], pass_2[100:])
+    np.testing.assert_array_equal(second_epoch[1][2], pass_3[:200])
+    assert [(f, last) for f, last, _ in second_epoch] == [(0, 2), (2, 4)]
 
 
 def test_batch_size_that_does_not_divide_the_data():
