@@ -472,7 +472,11 @@ STUDY_FILES = (
 
 def run_study(args, stop):
     sweeps = args.squeezes, args.gates, args.positions, args.excitations, [b == "on" for b in args.se_biases]
-    axes = args.sgd_lrs, args.scale_controls, args.train_sizes
+    axes = (
+        cli.study_axis(args.sgd_lrs, cli.DECLARED_SGD_LRS),
+        cli.study_axis(args.scale_controls, cli.DECLARED_CONTROLS),
+        cli.study_axis(args.train_sizes, cli.DECLARED_TRAIN_SIZES),
+    )
     configs = configurations(args.optimizers, sorted(set(args.reductions)), *sweeps, *axes)
     plan = []  # (name, model, settings, finished run.json or None, resumable), every folder checked first
     for config in configs:
@@ -481,7 +485,9 @@ def run_study(args, stop):
             settings = run_settings(args, config, seed)
             plan.append((name, config["model"], settings, *earlier_run(os.path.join(args.out_dir, name), settings)))
     # Recorded before anything is written; refused if a name holds something of the user's.
-    Manifest(args.out_dir, "study").claim(*STUDY_FILES, *(f"{name}/" for name, *_ in plan))
+    # The run folders (workers write them) and the tables, recorded before anything is written.
+    folder = Manifest(args.out_dir, "study")
+    folder.claim(*STUDY_FILES, *(f"{name}/" for name, *_ in plan))
     results, tasks = {}, []  # name -> (run.json, role)
     for name, _, settings, run, resumable in plan:
         run_dir = os.path.abspath(os.path.join(args.out_dir, name))
@@ -504,20 +510,19 @@ def run_study(args, stop):
     workers.run_all(tasks, args.workers, stop, done, args.ray)
     rows = [csv_row(name, model, *results[name]) for name, model, *_ in plan]
     finished = {name: results[name][0] for name, *_ in plan}
-    files.write_text(os.path.join(args.out_dir, "ablation.csv"), files.csv_text(rows, CSV_FIELDS))
+    folder.write_text("ablation.csv", files.csv_text(rows, CSV_FIELDS))
     compared = comparisons(rows, configs)
-    path = os.path.join(args.out_dir, "ablation_comparisons.csv")
-    files.write_text(path, files.csv_text(comparison_rows(compared), COMPARISON_FIELDS))
+    folder.write_text("ablation_comparisons.csv", files.csv_text(comparison_rows(compared), COMPARISON_FIELDS))
     grid_names = [config_name(c) for c in grid(args.optimizers)]
     markdown = summary_markdown(rows, configs, compared, epoch_gaps(finished, grid_names))
-    files.write_text(os.path.join(args.out_dir, "ablation.md"), markdown)
+    folder.write_text("ablation.md", markdown)
     figures = {
         "ablation_curves.png": curves_figure(finished, grid_names),
         "reduction_sweep.png": sweep_figure(rows, sorted(set(args.reductions))),
         "ablation_variants.png": variants_figure(compared),
     }
     for name, figure in figures.items():
-        files.save_figure(figure, os.path.join(args.out_dir, name))
+        folder.save_figure(name, figure)
     print(markdown, end="")
     print(f"Wrote ablation.csv, ablation_comparisons.csv, ablation.md and {', '.join(figures)} to {args.out_dir}/")
     stop.check()  # a signal while the tables were written: they are whole, and the stop is reported

@@ -10,13 +10,12 @@ and the 16-dim excitation, so it can be studied (see visualize.py).
     python senet_lenet.py --optimizer sgd      # SGD, lr 0.01
     python senet_lenet.py --data-dir path/to/mnist  # offline: the four MNIST files there
 
-Elsewhere, in selenet/: the data (mnist.py), the settings and their defaults (settings.py), the run
-folder (runs.py; what it owns: manifest.py; writing whole files: files.py), checkpoints (checkpoints.py),
-TensorBoard logs (tensorboard_logs.py) and the command-line pieces (cli.py, errors.py).
+This file is the assignment: data, model, training, saving, command line. Elsewhere, in selenet/: the
+study's other SE blocks (variants.py), the settings (settings.py), seeds and threads (determinism.py), the
+run folder and its record (runs.py, manifest.py), checkpoints, TensorBoard logs and figures.
 After Ctrl-C, `--resume` continues to the same bits.
 """
 
-import os
 import sys
 import time
 
@@ -26,176 +25,79 @@ if __name__ == "__main__":  # before TensorFlow loads (seconds): Ctrl-C, --help 
     cli.start("senet_lenet.py", cli.train_parser, cli.check_settings)
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from selenet import figures, files, locks, runs, signals
+from selenet import figures, files, locks, runs, signals, variants
 from selenet.checkpoints import Checkpoints
-from selenet.errors import Diverged, UsageError
+from selenet.determinism import make_deterministic
+from selenet.errors import Diverged
 from selenet.manifest import Manifest
-from selenet.mnist import IMAGE_SIZE, load_mnist, run_data
-from selenet.settings import (
-    BLOCK_CHANNELS,
-    CONV1_FILTERS,
-    CONV2_FILTERS,
-    EXCITATIONS,
-    NUM_CLASSES,
-    Settings,
-    ceil_div,
-    eca_kernel_size,
-    se_hidden_units,
-)
+from selenet.mnist import IMAGE_SIZE, epoch_chunks, load_mnist, run_data
+from selenet.predict import in_batches, outputs
+from selenet.settings import CONV1_FILTERS, CONV2_FILTERS, NUM_CLASSES, Settings, se_hidden_units
 from selenet.tensorboard_logs import EpochLogs
-
-# Speed knobs that do not change results.
-STEPS_PER_CALL = 50  # training steps per tf.function call (and per progress-bar update)
-EVAL_BATCH_SIZE = 1000  # test images per test_step call
-
 
 # ---- Model ---------------------------------------------------------------------
 
 
-SE_NAMES = {"conv1": "se_conv1", "conv2": "se"}  # each SE block's layer-name prefix (conv2's: the assignment's)
-SQUEEZE_LAYERS = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D}
+def se_block(x, reduction=Settings.reduction, name="se", excitation=None):
+    """Squeeze-and-Excitation on x (N, H, W, C). Returns (x rescaled per channel, the excitation (N, C)).
 
-
-def se_block(
-    x,
-    reduction=Settings.reduction,
-    name="se",
-    squeeze="avg",
-    gate="sigmoid",
-    excitation="dense",
-    bias=False,
-    eca_kernel=None,
-    given=None,
-    gate_scale=1.0,
-):
-    """Squeeze-and-Excitation on x (N, H, W, C). Returns (scaled x, excitation (N, C)).
-
-    excitation: what turns the squeezed (N, C) into the excitation: "dense", the assignment's bottleneck
-    C -> C // reduction -> C; "conv1d", ECA-Net's 1-D convolution across the channels (eca_kernel wide;
-    None: ECA's rule); "fixed", one trained number per channel, the same for every image. bias: biases in
-    the Dense (or Conv1D) layers. given: an (N, C) tensor to scale by instead of the block's own (to study
-    what it does).
-    """
+    excitation: an (N, C) tensor to rescale by instead of the assignment's (the study's variants)."""
     channels = x.shape[-1]
-    if squeeze not in SQUEEZE_LAYERS:
-        raise ValueError(f"unknown squeeze {squeeze!r}; choose {', '.join(SQUEEZE_LAYERS)}")
-    if excitation not in EXCITATIONS:
-        raise ValueError(f"unknown excitation {excitation!r}; choose {', '.join(EXCITATIONS)}")
-    if given is None:
-        given = _excitation(x, reduction, name, squeeze, gate, excitation, bias, eca_kernel)
-        if gate_scale != 1:  # (N, C), each in (0, gate_scale) with the sigmoid
-            given = keras.layers.Rescaling(gate_scale, name=f"{name}_gate_scale")(given)
-    scale = keras.layers.Reshape((1, 1, channels), name=f"{name}_excite")(given)  # (N, 1, 1, C)
-    scaled = keras.layers.Multiply(name=f"{name}_scale")([x, scale])  # (N, H, W, C)
-    return scaled, given  # the excitation: (N, C), each in (0, 1) with the sigmoid gate
-
-
-def _excitation(x, reduction, name, squeeze, gate, excitation, bias, eca_kernel):
-    channels = x.shape[-1]
-    squeezed = SQUEEZE_LAYERS[squeeze](name=f"{name}_squeeze")(x)  # (N, C)
-    if excitation == "dense":
-        hidden = se_hidden_units(reduction, channels)
-        reduced = keras.layers.Dense(hidden, activation="relu", use_bias=bias, name=f"{name}_reduce")(squeezed)
-        return keras.layers.Dense(channels, activation=gate, use_bias=bias, name=f"{name}_expand")(reduced)
-    if excitation == "conv1d":  # each channel from its eca_kernel neighbours, one kernel shared by all
-        sequence = keras.layers.Reshape((channels, 1), name=f"{name}_reshape")(squeezed)  # (N, C, 1)
-        kernel = eca_kernel or eca_kernel_size(channels)
-        conv = keras.layers.Conv1D(1, kernel, padding="same", activation=gate, use_bias=bias, name=f"{name}_conv1d")
-        return keras.layers.Reshape((channels,), name=f"{name}_flatten")(conv(sequence))  # (N, C)
-    # fixed: 0 * squeezed + 1, frozen, is a 1 for every image, so that the next layer's C weights are the
-    # gains (built-in layers only; the gains get no gradient from the image).
-    one = keras.layers.Dense(
-        1, kernel_initializer="zeros", bias_initializer="ones", trainable=False, name=f"{name}_one"
-    )
-    return keras.layers.Dense(channels, activation=gate, use_bias=False, name=f"{name}_gain")(one(squeezed))  # (N, C)
+    if excitation is None:
+        hidden = se_hidden_units(reduction, channels)  # ValueError if the reduction leaves no unit
+        squeezed = keras.layers.GlobalAveragePooling2D(name=f"{name}_squeeze")(x)  # (N, C)
+        reduced = keras.layers.Dense(hidden, activation="relu", use_bias=False, name=f"{name}_reduce")(squeezed)
+        excitation = keras.layers.Dense(channels, activation="sigmoid", use_bias=False, name=f"{name}_expand")(
+            reduced
+        )  # (N, C), each in (0, 1)
+    scale = keras.layers.Reshape((1, 1, channels), name=f"{name}_excite")(excitation)  # (N, 1, 1, C)
+    return keras.layers.Multiply(name=f"{name}_scale")([x, scale]), excitation  # (N, H, W, C), (N, C)
 
 
 def build_model(settings=None, excitation_inputs=False):
-    """LeNet-5 with SE blocks where settings say (the assignment: after conv2).
+    """LeNet-5 with the assignment's SE block after conv2: outputs [predictions (N, 10), excitation (N, 16)].
 
-    Outputs [predictions (N, 10), excitation (N, C) of each SE block in depth order]; without SE,
-    plain LeNet-5 (the ablation's baseline): predictions only. excitation_inputs: the model takes
-    [image, excitation of each block] and scales by those (its weights come from a trained model).
-    """
+    Without SE, plain LeNet-5 (the study's baseline): predictions only. Any other block the settings ask
+    for, and excitation_inputs (a model that takes [image, excitation of each block] and scales by those),
+    come from selenet/variants.py."""
     settings = settings or Settings()
+    blocks = None
+    if variants.is_variant(settings) or excitation_inputs:
+        blocks = variants.Blocks(
+            settings, lambda x, e, name: se_block(x, name=name, excitation=e)[0], excitation_inputs
+        )
+
+    def se_after(conv, x):  # x and [its excitation], scaled by the block after `conv`, if any
+        if blocks is not None:
+            return blocks.after(conv, x)
+        if conv == "conv2" and settings.se:
+            x, excitation = se_block(x, settings.reduction)
+            return x, [excitation]
+        return x, []
+
     layers = keras.layers
     image = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE), dtype="uint8", name="image")  # raw MNIST: 0-255
-    blocks = settings.se_blocks
-    given = {b: keras.Input((BLOCK_CHANNELS[b],), name=f"{SE_NAMES[b]}_given") for b in blocks if excitation_inputs}
-    excitations = []
-
-    def se_after(block, x):
-        if block not in blocks:
-            return x
-        x, excitation = se_block(
-            x,
-            settings.block_reduction(block),
-            SE_NAMES[block],
-            settings.squeeze,
-            settings.gate,
-            settings.excitation,
-            settings.se_bias,
-            settings.eca_kernel,
-            given=given.get(block),
-            gate_scale=settings.gate_scale,
-        )
-        excitations.append(excitation)
-        return x
-
     x = layers.Rescaling(1 / 255, name="rescale")(image)  # (N, 28, 28) floats in [0, 1]
     x = layers.Reshape((IMAGE_SIZE, IMAGE_SIZE, 1), name="add_channel")(x)  # (N, 28, 28, 1)
-    x = se_after("conv1", layers.Conv2D(CONV1_FILTERS, 5, activation="relu", name="conv1")(x))  # (N, 24, 24, 6)
+    x, first = se_after("conv1", layers.Conv2D(CONV1_FILTERS, 5, activation="relu", name="conv1")(x))  # 24x24x6
     x = layers.MaxPooling2D(2, padding="same", name="pool1")(x)  # (N, 12, 12, 6)
-    x = layers.Conv2D(CONV2_FILTERS, 5, activation="relu", name="conv2")(x)  # (N, 8, 8, 16)
-    x = se_after("conv2", x)
+    x, second = se_after("conv2", layers.Conv2D(CONV2_FILTERS, 5, activation="relu", name="conv2")(x))  # 8x8x16
     x = layers.MaxPooling2D(2, padding="same", name="pool2")(x)  # (N, 4, 4, 16)
     x = layers.Flatten(name="flatten")(x)  # (N, 256)
     x = layers.Dense(120, activation="relu", name="fc1")(x)
     x = layers.Dense(84, activation="relu", name="fc2")(x)
     predictions = layers.Dense(NUM_CLASSES, activation="softmax", name="predictions")(x)
-    name = settings.model_name
-    if excitation_inputs:
-        return keras.Model([image, *given.values()], predictions, name=f"{name}_given_excitations")
-    return keras.Model(image, [predictions, *excitations] if blocks else predictions, name=name)
-
-
-def forward(model, images, training=False):
-    """(predictions, [excitation of each SE block]) of any of the models."""
-    outputs = model(images, training=training)
-    if isinstance(outputs, (list, tuple)):
-        return outputs[0], list(outputs[1:])
-    return outputs, []
-
-
-def use_threads(threads):
-    """Runs TensorFlow's ops on `threads` intra-op threads and one inter-op thread (0: TensorFlow's choice).
-
-    TensorFlow takes this only before it runs its first op, so one process trains with one count:
-    UsageError if this process already runs with another."""
-    threading = tf.config.threading
-    if (threading.get_intra_op_parallelism_threads(), threading.get_inter_op_parallelism_threads()) == (threads, 1):
-        return
-    try:
-        threading.set_intra_op_parallelism_threads(threads)
-        threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:
-        running = threading.get_intra_op_parallelism_threads(), threading.get_inter_op_parallelism_threads()
-        raise UsageError(
-            f"TensorFlow already runs ops in this process with {running[0]} intra-op and {running[1]} inter-op "
-            f"threads (0: its choice), and takes threads only before its first op; the run's bits need "
-            f"{threads} and 1: run the script in a new process (in a notebook: !python senet_lenet.py ...), "
-            "or call main() first in a fresh kernel"
-        ) from None
+    if blocks is not None:
+        return blocks.model(image, predictions, first + second)
+    excitations = first + second
+    return keras.Model(image, [predictions, *excitations] if excitations else predictions, name=settings.model_name)
 
 
 def seeded_model(settings):
-    """Sets the threads, seeds Python, NumPy and TensorFlow, turns on deterministic ops, builds the model."""
-    use_threads(settings.threads)
-    keras.utils.set_random_seed(settings.seed)
-    tf.config.experimental.enable_op_determinism()
+    """The model of `settings`, built after its threads, seeds and deterministic ops are set."""
+    make_deterministic(settings)
     return build_model(settings)
 
 
@@ -212,31 +114,10 @@ def make_optimizer(settings, model):
     return optimizer
 
 
-def pass_order(seed, pass_number, size):
-    """The training-data order of one pass over it (passes count from 1): a function of the seed and the pass only."""
-    return np.random.default_rng([seed, pass_number]).permutation(size).astype(np.int32)
-
-
-def epoch_chunks(seed, epoch, size, batch_size, steps_per_epoch):
-    """(first step, last step, images' order) of each tf.function call of an epoch: at most STEPS_PER_CALL
-    steps, all in one pass over the training data. The run's steps go pass after pass, each pass in
-    pass_order; with one pass an epoch (the default), epoch N is pass N."""
-    steps_per_pass = ceil_div(size, batch_size)
-    start = (epoch - 1) * steps_per_epoch  # the run's steps before this epoch
-    step, end, order = start, start + steps_per_epoch, None
-    while step < end:
-        done, in_pass = divmod(step, steps_per_pass)
-        last = min(step + STEPS_PER_CALL, end, (done + 1) * steps_per_pass)
-        if in_pass == 0 or order is None:
-            order = pass_order(seed, done + 1, size)
-        yield step - start, last - start, order[in_pass * batch_size : (last - done * steps_per_pass) * batch_size]
-        step = last
-
-
 def make_test_step(model, loss_fn, loss_metric, accuracy_metric):
     @tf.function
     def test_step(images, labels):
-        predictions, excitations = forward(model, images)
+        predictions, excitations = outputs(model, images)
         # Weighted by the batch's size, so that a last, smaller batch counts per image, as Keras counts.
         loss_metric.update_state(loss_fn(labels, predictions), sample_weight=tf.shape(labels)[0])
         accuracy_metric.update_state(labels, predictions)
@@ -246,30 +127,27 @@ def make_test_step(model, loss_fn, loss_metric, accuracy_metric):
 
 
 def make_train_steps(model, optimizer, loss_fn, loss_metric, accuracy_metric, batch_size):
-    """train_steps(images, labels, order): the training steps over the batches `order` picks from the
-    whole training set held in memory, in one tf.function call (a step takes milliseconds, so Python's
-    per-call overhead would otherwise be a large share of an epoch). Returns whether the loss and every
-    weight are still finite numbers, checked on the device."""
+    """train_steps(images, labels, order): the steps over the batches `order` picks from the training set in
+    memory, in one tf.function call (a step takes milliseconds: Python's per-call overhead would otherwise be
+    a large share). Returns whether the loss and every weight are still finite, checked on the device."""
 
     def train_step(images, labels):
         with tf.GradientTape() as tape:
-            predictions, _ = forward(model, images, training=True)
+            predictions, _ = outputs(model, images, training=True)
             loss = loss_fn(labels, predictions)
         gradients = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
         loss_metric.update_state(loss, sample_weight=tf.shape(labels)[0])
         accuracy_metric.update_state(labels, predictions)
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE], tf.uint8),
-            tf.TensorSpec([None], tf.uint8),
-            tf.TensorSpec([None], tf.int32),
-        ]
+    uint8_images, uint8_labels = (
+        tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE], tf.uint8),
+        tf.TensorSpec([None], tf.uint8),
     )
+
+    @tf.function(input_signature=[uint8_images, uint8_labels, tf.TensorSpec([None], tf.int32)])
     def train_steps(images, labels, order):
-        steps = (tf.shape(order)[0] + batch_size - 1) // batch_size
-        for step in tf.range(steps):
+        for step in tf.range((tf.shape(order)[0] + batch_size - 1) // batch_size):
             batch = order[step * batch_size : (step + 1) * batch_size]
             train_step(tf.gather(images, batch), tf.gather(labels, batch))
         # The loss alone can stay finite while weights overflow: the cross-entropy clips the probabilities.
@@ -279,63 +157,10 @@ def make_train_steps(model, optimizer, loss_fn, loss_metric, accuracy_metric, ba
     return train_steps
 
 
-def evaluate(test_step, images, labels, batch_size=EVAL_BATCH_SIZE):
-    """Runs test_step over the data in order; returns (predictions, [excitations of each SE block]) as NumPy."""
-    predictions, excitations = [], []
-    for start in range(0, len(images), batch_size):
-        p, e = test_step(images[start : start + batch_size], labels[start : start + batch_size])
-        predictions.append(p.numpy())
-        excitations.append([block.numpy() for block in e])
-    return np.concatenate(predictions), [np.concatenate(block) for block in zip(*excitations, strict=True)]
-
-
-def predictor(model):
-    """predict(inputs) -> (predictions (N, 10), [excitations (N, C) of each SE block]) of any of the models, in
-    order, as NumPy. inputs: the images (uint8, as MNIST stores them), or a list for a model that takes given
-    excitations. Traced once per input shape, however often it is called.
-
-    The bits of model.predict (the same graph, in the same batches) without its tf.data pipeline, most of
-    the time of a call on a few hundred images (docs/speed.md; tests/test_model.py compares the two)."""
-    step = tf.function(lambda *batch: forward(model, list(batch) if len(batch) > 1 else batch[0]))
-
-    def predict(inputs):
-        inputs = inputs if isinstance(inputs, list) else [inputs]
-        starts = range(0, len(inputs[0]), EVAL_BATCH_SIZE)
-        batches = (step(*(x[i : i + EVAL_BATCH_SIZE] for x in inputs)) for i in starts)
-        predictions, excitations = zip(*batches, strict=True)
-        return np.concatenate(predictions), [np.concatenate(block) for block in zip(*excitations, strict=True)]
-
-    return predict
-
-
-def predict(model, inputs):
-    """predictor(model)(inputs), for a model predicted once."""
-    return predictor(model)(inputs)
-
-
-def accuracy_percent(predictions, labels):
-    """Top-1 accuracy in percent, to 4 decimals (4 decimals hold one test image: 0.01)."""
-    return round(100 * float(np.mean(np.argmax(predictions, axis=1) == labels)), 4)
-
-
-def epoch_record(epoch, train_metrics, test_metrics, seconds):
-    """One line of history.csv: (loss, accuracy) metrics of the epoch's training batches and of the test set."""
-    (loss, accuracy), (test_loss, test_accuracy) = train_metrics, test_metrics
-    return {  # accuracies in percent: 4 decimals hold one test image (0.01)
-        "epoch": epoch,
-        "loss": round(float(loss.result()), 6),
-        "accuracy": round(100 * float(accuracy.result()), 4),
-        "test_loss": round(float(test_loss.result()), 6),
-        "test_accuracy": round(100 * float(test_accuracy.result()), 4),
-        "seconds": round(seconds, 3),
-    }
-
-
 def train(model, optimizer, settings, data, history=(), on_epoch_end=None, stop=None, log=print, progress=True):
     """Trains `model` on data = (train_data, test_data) from the epoch after `history` to settings.epochs;
     returns the history. on_epoch_end(history, test excitations) runs after each epoch; stop.check()
-    between chunks of steps; log(line) prints the epoch lines; progress: a progress bar per epoch.
-    """
+    between chunks of steps; log(line) prints the epoch lines; progress: a progress bar per epoch."""
     (train_data, test_data), batch_size = data, settings.batch_size
     loss_fn = keras.losses.SparseCategoricalCrossentropy()
     train_metrics = keras.metrics.Mean(name="loss"), keras.metrics.SparseCategoricalAccuracy(name="accuracy")
@@ -345,15 +170,13 @@ def train(model, optimizer, settings, data, history=(), on_epoch_end=None, stop=
 
     x_train, y_train = tf.constant(train_data[0]), tf.constant(train_data[1])  # uint8: 47 MB for all of MNIST
     x_test, y_test = tf.constant(test_data[0]), tf.constant(test_data[1])
-    steps_per_epoch = settings.steps_per_epoch(len(train_data[1]))
-    history = list(history)
+    steps_per_epoch, history = settings.steps_per_epoch(len(train_data[1])), list(history)
     for epoch in range(len(history) + 1, settings.epochs + 1):
         started = time.perf_counter()
         for metric in (*train_metrics, *test_metrics):
             metric.reset_state()
         progbar = keras.utils.Progbar(steps_per_epoch, verbose=int(progress), stateful_metrics=["loss", "accuracy"])
-        chunks = epoch_chunks(settings.seed, epoch, len(train_data[1]), batch_size, steps_per_epoch)
-        for _, last_step, order in chunks:
+        for _, last_step, order in epoch_chunks(settings.seed, epoch, len(y_train), batch_size, steps_per_epoch):
             finite = train_steps(x_train, y_train, order)
             loss = float(train_metrics[0].result())
             if not finite:  # raised before this epoch's checkpoint: the last one saved is finite
@@ -364,8 +187,8 @@ def train(model, optimizer, settings, data, history=(), on_epoch_end=None, stop=
             progbar.update(last_step, [("loss", loss), ("accuracy", float(train_metrics[1].result()))])
             if stop is not None:
                 stop.check()
-        _, excitations = evaluate(test_step, x_test, y_test)
-        history.append(epoch_record(epoch, train_metrics, test_metrics, time.perf_counter() - started))
+        _, excitations = in_batches(test_step, [x_test, y_test])
+        history.append(runs.epoch_record(epoch, train_metrics, test_metrics, time.perf_counter() - started))
         record = history[-1]
         log(
             f"Epoch {epoch}, Loss: {record['loss']:.4f}, Accuracy: {record['accuracy']:.2f}, "
@@ -379,72 +202,61 @@ def train(model, optimizer, settings, data, history=(), on_epoch_end=None, stop=
 # ---- Saving --------------------------------------------------------------------
 
 
-def save_run(model, settings, history, out_dir, manifest, train_images, warn=print):
-    """Writes every file of a finished run to out_dir, each atomically; returns run.json's contents.
-
-    run.json saying "finished" comes last: a run stopped before it is resumed, and its files redrawn.
-    Files drawn from other weights (visualize.py's, recorded with their weights' SHA-256) are removed.
-    """
+def save_run(model, settings, history, folder, train_images, warn=print):
+    """Writes every file of a finished run into its folder (a Manifest), each whole; returns run.json's
+    contents. run.json saying "finished" comes last: a run stopped before it is resumed, its files redrawn.
+    Files drawn from other weights (visualize.py's, recorded with their weights' SHA-256) are removed."""
     diagram = figures.diagram_name(model.name)  # .png, or .dot where Graphviz is missing: recorded in run.json
-    manifest.claim(*(name for name in runs.run_file_names(settings, diagram) if not name.endswith("/")))
-    path = os.path.join(out_dir, runs.WEIGHTS_FILE)
-    checksums = {runs.WEIGHTS_FILE: files.write_via_scratch(path, model.save_weights)}
-    path = os.path.join(out_dir, runs.MODEL_FILE)
-    checksums[runs.MODEL_FILE] = files.write_via_scratch(path, model.save)  # built-in layers: loads anywhere
-    files.write_text(os.path.join(out_dir, runs.SUMMARY_FILE), figures.model_summary_text(model))
-    figures.save_model_diagram(model, out_dir, diagram, warn=warn)
-    manifest.release(*(name for name in runs.diagram_names(settings) if name != diagram))  # drawn before, elsewhere
-    curves = figures.plot_training_curves(history, f"{model.name} on MNIST")
-    files.save_figure(curves, os.path.join(out_dir, runs.CURVES_FILE))
+    folder.check_free(*(name for name in runs.run_file_names(settings, diagram) if not name.endswith("/")))
+    checksums = {runs.WEIGHTS_FILE: folder.write_file(runs.WEIGHTS_FILE, model.save_weights)}
+    checksums[runs.MODEL_FILE] = folder.write_file(runs.MODEL_FILE, model.save)  # built-in layers: loads anywhere
+    folder.write_text(runs.SUMMARY_FILE, figures.model_summary_text(model))
+    figures.save_model_diagram(model, folder, diagram, warn=warn)
+    folder.release(*(name for name in runs.diagram_names(settings) if name != diagram))  # drawn before, elsewhere
+    folder.save_figure(runs.CURVES_FILE, figures.plot_training_curves(history, f"{model.name} on MNIST"))
     weights = checksums[runs.WEIGHTS_FILE]
-    stale = manifest.release_all(keep=lambda name, facts: facts.get("weights", weights) == weights)
+    stale = folder.release_all(keep=lambda name, facts: facts.get("weights", weights) == weights)
     if stale:
-        warn(f"removed {len(stale)} files in {out_dir} drawn from the run's earlier weights; run visualize.py again")
+        again = "run visualize.py again"
+        warn(f"removed {len(stale)} files in {folder.folder} drawn from the run's earlier weights; {again}")
     run = runs.run_record(model, settings, history, checksums, diagram, train_images)
-    runs.save_progress(run, out_dir, manifest)
+    runs.save_progress(run, folder)
     return run
 
 
 def train_run(settings, train_data, test_data, out_dir, resume=False, stop=None, log=print, warn=print, verbose=True):
     """Builds, trains and saves one run as `settings` say, into a writable out_dir that holds no other run
-    (runs.make_room_for_a_new_run); returns its run.json contents.
-
-    resume: continue from the newest usable checkpoint in out_dir. stop: a signals.StopOnSignal.
-    verbose: print the model summary, and a progress bar per epoch on a terminal.
-    """
+    (runs.make_room_for_a_new_run); returns its run.json contents. resume: from the newest usable
+    checkpoint. stop: a signals.StopOnSignal. verbose: the model summary, and a progress bar on a terminal."""
     model = seeded_model(settings)
     optimizer = make_optimizer(settings, model)
-    manifest = Manifest(out_dir, "run")
-    checkpoints = Checkpoints(out_dir, model, optimizer, settings, manifest)
-    history = []
+    folder = Manifest(out_dir, "run")
+    checkpoints = Checkpoints(out_dir, model, optimizer, settings, folder)
+    history = checkpoints.restore_newest(warn) if resume else []
     if resume:
-        history = checkpoints.restore_newest(warn)
         log(f"Resuming {out_dir} after epoch {len(history)} of {settings.epochs}")
+    images = len(train_data[1])
     if verbose:
         log(figures.model_summary_text(model).rstrip("\n"))
-        steps = settings.steps_per_epoch(len(train_data[1]))
         log(
-            f"Training on {len(train_data[1])} images, testing on {len(test_data[1])}: "
-            f"{settings.optimizer} lr {settings.lr}, batch {settings.batch_size}, "
-            f"{settings.epochs} epochs of {steps} steps, seed {settings.seed}"
+            f"Training on {images} images, testing on {len(test_data[1])}: {settings.optimizer} lr {settings.lr}, "
+            f"batch {settings.batch_size}, {settings.epochs} epochs of {settings.steps_per_epoch(images)} steps, "
+            f"seed {settings.seed}"
         )
-    logs = EpochLogs(out_dir, manifest, test_data[1], settings.gate, settings.gate_scale)
+    logs = EpochLogs(folder, test_data[1], settings.gate, settings.gate_scale)
 
     def on_epoch_end(history, excitations):
         logs.write(history[-1], dict(zip(settings.se_blocks, excitations, strict=True)))
         checkpoints.save(history)
         if len(history) < settings.epochs:
-            run = runs.run_record(model, settings, history, train_images=len(train_data[1]))
-            runs.save_progress(run, out_dir, manifest)
+            runs.save_progress(runs.run_record(model, settings, history, train_images=images), folder)
 
-    try:
-        data = train_data, test_data
-        # Redirected (a log file, CI, nohup), the bar's carriage returns and colours would be noise in the file.
+    try:  # redirected (a log file, CI, nohup), a progress bar's carriage returns would be noise
         progress = verbose and sys.stdout.isatty()
-        history = train(model, optimizer, settings, data, history, on_epoch_end, stop, log=log, progress=progress)
+        history = train(model, optimizer, settings, (train_data, test_data), history, on_epoch_end, stop, log, progress)
     finally:
         logs.close()
-    return save_run(model, settings, history, out_dir, manifest, len(train_data[1]), warn=warn)
+    return save_run(model, settings, history, folder, images, warn=warn)
 
 
 # ---- Command line --------------------------------------------------------------
@@ -469,10 +281,9 @@ def main(argv=None):
                     if not missing:
                         print(f"{args.out_dir} already finished all {settings.epochs} epochs: nothing to resume")
                         return 0
-                else:
-                    runs.make_room_for_a_new_run(args.out_dir, args.overwrite, settings, check_only=True)
-                train_data, test_data = load_mnist(args.data_dir)
-                train_data, test_data = run_data(train_data, test_data, settings)
+                else:  # refused before the data loads if the folder holds a run or a file of the user's
+                    runs.check_room_for_a_new_run(args.out_dir, args.overwrite, settings)
+                train_data, test_data = run_data(*load_mnist(args.data_dir), settings)
                 stop.check()
                 if not args.resume:  # the data is good: only now is an earlier run replaced
                     runs.make_room_for_a_new_run(args.out_dir, args.overwrite, settings)

@@ -168,9 +168,8 @@ def class_profile_figure(features, labels, block="conv2"):
 def save_features(path, excitations, labels, predictions):
     """excitations: {block: (N, C)}; saved as excitation (the block after conv2) and excitation_conv1."""
     arrays = {f"excitation{block_suffix(block)}": features for block, features in excitations.items()}
-    with files.atomic_path(path) as temporary:
-        with open(temporary, "wb") as f:
-            np.savez(f, **arrays, label=labels, prediction=predictions.argmax(axis=1))
+    with open(path, "wb") as f:
+        np.savez(f, **arrays, label=labels, prediction=predictions.argmax(axis=1))
 
 
 def comparison_figure(features_a, features_b, labels, names, batch_index, limits):
@@ -209,11 +208,12 @@ def comparison_figure(features_a, features_b, labels, names, batch_index, limits
 def checked_excitations(run_dir, run, test_data, model=None):
     """Re-evaluates a run: (predictions, {SE block: excitations}); UsageError if the outputs are not
     finite or the accuracy is not the one recorded."""
-    import senet_lenet
 
     model = model or restore_model(run_dir, run)
-    predictions, excitations = senet_lenet.predict(model, test_data[0])
-    accuracy = senet_lenet.accuracy_percent(predictions, test_data[1])
+    from selenet.predict import accuracy_percent, predictor  # TensorFlow: not on top (see restore_model)
+
+    predictions, excitations = predictor(model)(test_data[0])
+    accuracy = accuracy_percent(predictions, test_data[1])
     if not (np.isfinite(predictions).all() and all(np.isfinite(e).all() for e in excitations)):
         raise errors.UsageError(
             f"{run_dir}: the model's outputs are not finite (NaN or inf): the run diverged; "
@@ -243,9 +243,10 @@ def using(*run_dirs):
 
 def use_the_runs_threads(run_dir, run):
     """Evaluates with the run's threads; says in one line if this machine's versions or CPU are not the run's."""
-    import senet_lenet
 
-    senet_lenet.use_threads(run["settings"].threads)
+    from selenet.determinism import use_threads  # TensorFlow: not on top
+
+    use_threads(run["settings"].threads)
     note = machine.environment_note(run_dir, machine.environment(run), "this machine", machine.environment())
     if note:
         print(note)
@@ -269,8 +270,8 @@ def visualize(args):
         predictions, excitations = checked_excitations(out, run, test_data, model)
         weights = run["sha256"][runs.WEIGHTS_FILE]
         batching = {name: manifest.entries.get(name, {}).get("batch_size") for name in manifest.entries}
-        # Recorded with the weights drawn; heatmaps also with their batch size, which their names do not show.
-        manifest.claim(*(name for name in names if "/" not in name), weights=weights)
+        # The heatmaps are written by the worker process: recorded here, before it writes them, with the weights
+        # drawn and their batch size, which their names do not show.
         manifest.claim(*(name for name in names if "/" in name), weights=weights, batch_size=args.batch_size)
         for folder in {os.path.dirname(name) + "/" for name in names if "/" in name}:
             # Earlier heatmaps that are not of this batching, or (every batch drawn now) of a longer test set.
@@ -286,14 +287,15 @@ def visualize(args):
             count = heatmaps.save_heatmaps(
                 features, labels, out, args.batch_size, args.max_batches, pool, block, limits[block]
             )
-    save_features(os.path.join(out, "se_features.npz"), excitations, labels, predictions)
+    manifest.write_file(
+        "se_features.npz", lambda path: save_features(path, excitations, labels, predictions), weights=weights
+    )
     for block, features in excitations.items():
         suffix, means = block_suffix(block), class_means(features, labels)
         figure = class_mean_figure(means, block, limits[block])
-        files.save_figure(figure, os.path.join(out, f"se_class_mean{suffix}.png"))
-        files.save_figure(
-            class_profile_figure(features, labels, block), os.path.join(out, f"se_class_profile{suffix}.png")
-        )
+        manifest.save_figure(f"se_class_mean{suffix}.png", figure, weights=weights)
+        profile = class_profile_figure(features, labels, block)
+        manifest.save_figure(f"se_class_profile{suffix}.png", profile, weights=weights)
         summary = class_mean_summary(means, features, settings.excitation == "fixed")
         print(summary.replace("SE class means:", f"SE class means{block_where(block)}:"))
     role = excitation_role.excitation_role(model, settings, train_data, test_data)
@@ -336,9 +338,9 @@ def compare(args):
     both = np.concatenate([features_a, features_b])
     limits = excitation_stats.color_limits(run_a["settings"].gate, both, run_a["settings"].gate_scale)
     figure = comparison_figure(features_a[batch], features_b[batch], test_data[1][batch], names, args.batch, limits)
-    path = os.path.join(dir_b, f"compare_{args.batch}.png")
-    Manifest(dir_b, "run").claim(os.path.basename(path), weights=run_b["sha256"][runs.WEIGHTS_FILE])
-    files.save_figure(figure, path)
+    folder_b = Manifest(dir_b, "run")
+    path = folder_b.join(f"compare_{args.batch}.png")
+    folder_b.save_figure(os.path.basename(path), figure, weights=run_b["sha256"][runs.WEIGHTS_FILE])
     print(f"Wrote {path}")
     print(f"Max |excitation difference| over {len(features_a)} test images: {largest:.6g}")
 

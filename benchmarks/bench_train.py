@@ -31,6 +31,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from selenet import cli  # noqa: E402
+from selenet.mnist import STEPS_PER_CALL  # noqa: E402
+from selenet.predict import EVAL_BATCH_SIZE  # noqa: E402
 
 
 def steady_epoch_seconds(seconds):
@@ -82,7 +84,7 @@ def bench_fit(settings, train_data, test_data, steps_per_execution=1):
         epochs=settings.epochs,
         shuffle=True,
         validation_data=(test_data[0], test_data[1]),
-        validation_batch_size=senet_lenet.EVAL_BATCH_SIZE,
+        validation_batch_size=EVAL_BATCH_SIZE,
         callbacks=[timer],
         verbose=0,
     )
@@ -188,7 +190,7 @@ def main(argv=None):
     train_data, test_data = select(train_data, args.train_samples), select(test_data, args.test_samples)
     settings = Settings(epochs=args.epochs)  # the assignment's: Adam, lr 0.001, batch 100, seed 0
     images = len(train_data[1])
-    per_call = senet_lenet.STEPS_PER_CALL
+    per_call = STEPS_PER_CALL
     sides = {  # name -> (what, measure)
         "loop": ("training loop (ours)", lambda: bench_loop(settings, train_data, test_data)),
         "fit_steps_per_execution": (

@@ -44,16 +44,16 @@ class Checkpoints:
         Keeps the newest KEEP_CHECKPOINTS before it and drops any later one (another history's)."""
         epoch = history[-1]["epoch"]
         name = os.path.basename(self.prefix(epoch))
-        self.manifest.claim(f"{runs.CHECKPOINT_DIR}/")
         self.history.assign(json.dumps(history))
         scratch = os.path.join(self.directory, files.temporary_name())
         try:
+            self.manifest.make_folder(f"{runs.CHECKPOINT_DIR}/")
             os.makedirs(scratch)
             self.checkpoint.write(os.path.join(scratch, name))
             written = sorted(n for n in os.listdir(scratch) if n.startswith(f"{name}."))
-            self.manifest.claim(*(f"{runs.CHECKPOINT_DIR}/{n}" for n in written))
+            self.manifest.check_free(*(f"{runs.CHECKPOINT_DIR}/{n}" for n in written))  # all, before any moves
             for n in written:
-                os.replace(os.path.join(scratch, n), os.path.join(self.directory, n))
+                self.manifest.move_in(os.path.join(scratch, n), f"{runs.CHECKPOINT_DIR}/{n}")
         except (tf.errors.OpError, OSError) as e:  # a full disk: ResourceExhaustedError
             raise files.write_failure(self.prefix(epoch), e) from e
         finally:

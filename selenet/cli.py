@@ -321,6 +321,23 @@ def visualize_parser():
     return parser
 
 
+DECLARED_SGD_LRS = [0.003, 0.01, 0.03, 0.1]  # the study's, declared in docs/study.md before they trained
+DECLARED_CONTROLS = ["fixed", "x2"]
+DECLARED_TRAIN_SIZES = [600, 3000, 12000]
+
+
+def add_axis(parser, flag, declared, text, **options):
+    """A study axis that trains only when asked: the flag alone takes the declared values, or name others."""
+    shown = " ".join(map(str, declared))
+    text = f"{text}; the flag alone: {shown} (default: not trained)"
+    parser.add_argument(flag, nargs="*", default=None, help=text.replace("%", "%%"), **options)
+
+
+def study_axis(values, declared):
+    """The values an add_axis flag asks for: [] if not given, the declared ones if given alone."""
+    return [] if values is None else list(values or declared)
+
+
 def add_choices(parser, flag, choices, text):
     """A flag that takes one or more of `choices` (in their order), all of them by default."""
     parser.add_argument(flag, nargs="+", choices=tuple(choices), default=list(choices), help=text)
@@ -356,27 +373,27 @@ def study_parser():
     add_choices(
         parser, "--se-biases", ("off", "on"), "the sweep of biases in the block's Dense layers (off: the assignment's)"
     )
-    parser.add_argument(
+    add_axis(
+        parser,
         "--sgd-lrs",
-        nargs="*",
+        DECLARED_SGD_LRS,
+        "the learning-rate grid: SE and no SE with SGD and momentum 0.9 at these learning rates",
         type=positive_float,
-        default=[0.003, 0.01, 0.03, 0.1],
-        help="learning rates of the grid of SE and no SE with SGD and momentum 0.9 (none: no such grid)",
     )
-    parser.add_argument(
+    add_axis(
+        parser,
         "--scale-controls",
-        nargs="*",
-        choices=("fixed", "x2"),
-        default=["fixed", "x2"],
-        help="with SGD, plain and with momentum: the trained fixed gain, and SE with --gate-scale 2 (none: neither)",
+        DECLARED_CONTROLS,
+        "with plain SGD and SGD with momentum: the trained fixed gain and SE with --gate-scale 2",
+        choices=DECLARED_CONTROLS,
     )
-    parser.add_argument(
+    add_axis(
+        parser,
         "--train-sizes",
-        nargs="*",
+        DECLARED_TRAIN_SIZES,
+        "SE and no SE with Adam and SGD with momentum on class-balanced training sets of these sizes, each with "
+        "the steps of a run on every image",
         type=positive_int,
-        default=[600, 3000, 12000],
-        help="class-balanced training sets for SE and no SE with Adam and SGD with momentum, each with the steps of "
-        "a run on every image (none: no such axis)",
     )
     parser.add_argument(
         "--train-samples", type=positive_int, default=None, help="first N training images only (default: all)"

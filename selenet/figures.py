@@ -1,9 +1,6 @@
 """What senet_lenet.py draws of a trained model: its summary, its diagram (plot_model), its training curves."""
 
-import os
 import shutil
-
-from selenet import files
 
 
 def model_summary_text(model):
@@ -18,18 +15,19 @@ def diagram_name(model_name):
     return f"{model_name}.png" if shutil.which("dot") else f"{model_name}.dot"
 
 
-def save_model_diagram(model, out_dir, name=None, warn=print):
-    """SELeNet.png via plot_model; without Graphviz, SELeNet.dot and a warning (name: diagram_name's, found
-    before). Returns the path."""
+def save_model_diagram(model, folder, name=None, warn=print):
+    """SELeNet.png via plot_model into a run folder (a Manifest); without Graphviz, SELeNet.dot and a warning
+    (name: diagram_name's, found before). Returns the path."""
     import keras  # loaded already: there is a model
 
     options = dict(show_shapes=True, show_layer_names=True, show_layer_activations=True, dpi=96)
-    path = os.path.join(out_dir, name or diagram_name(model.name))
+    name = name or diagram_name(model.name)
+    path = folder.join(name)
     # With IPython importable, plot_model only prints its Graphviz message, so look for `dot` first.
     if path.endswith(".png"):
-        files.write_via_scratch(path, lambda scratch: keras.utils.plot_model(model, to_file=scratch, **options))
+        folder.write_file(name, lambda scratch: keras.utils.plot_model(model, to_file=scratch, **options))
         return path
-    files.write_text(path, keras.utils.model_to_dot(model, **options).to_string())
+    folder.write_text(name, keras.utils.model_to_dot(model, **options).to_string())
     png_path = path[: -len(".dot")] + ".png"
     warn(
         f"warning: Graphviz's `dot` program was not found, so {png_path} was not drawn; "

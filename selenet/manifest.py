@@ -77,6 +77,37 @@ class Manifest:
             self.entries[name] = dict(facts)
         self.save()
 
+    def join(self, name):
+        """The path of `name` in the folder."""
+        return os.path.join(self.folder, name)
+
+    def write_text(self, name, text, **facts):
+        """Records `name` (with facts), then writes `text` to it whole."""
+        self.claim(name, **facts)
+        files.write_text(self.join(name), text)
+
+    def write_file(self, name, write, **facts):
+        """Records `name`, then write(path) into a scratch file that replaces it whole; returns its SHA-256."""
+        self.claim(name, **facts)
+        return files.write_via_scratch(self.join(name), write)
+
+    def save_figure(self, name, figure, **facts):
+        """Records `name`, then saves a matplotlib figure to it whole."""
+        self.claim(name, **facts)
+        files.save_figure(figure, self.join(name))
+
+    def move_in(self, source, name):
+        """Records `name`, then moves the file `source` (on the same filesystem) there."""
+        self.claim(name)
+        os.replace(source, self.join(name))
+
+    def make_folder(self, name):
+        """Records the folder `name` ("logs/train/") and makes it; returns its path."""
+        self.claim(name)
+        path = self.join(name)
+        os.makedirs(path, exist_ok=True)
+        return path
+
     def release(self, *names):
         """Removes recorded `names` from disk and from the record: files first, then folders left empty
         (a folder still holding a file of the user's stays, and stays recorded). Returns the names removed."""

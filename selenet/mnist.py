@@ -11,9 +11,10 @@ import zlib
 
 import numpy as np
 
-from selenet.settings import NUM_CLASSES
+from selenet.settings import NUM_CLASSES, ceil_div
 
 IMAGE_SIZE = 28
+STEPS_PER_CALL = 50  # training steps per tf.function call (and progress-bar update): speed, not results
 TRAIN_RECORDS = 60000
 TEST_RECORDS = 10000
 IDX_FILES = {  # role -> file name in the MNIST distribution
@@ -210,3 +211,27 @@ def run_data(train_data, test_data, settings):
         else:
             train_data = select(train_data, settings.train_samples)
     return train_data, select(test_data, settings.test_samples)
+
+
+# ---- The order a run sees the training data in ----
+
+
+def pass_order(seed, pass_number, size):
+    """The training-data order of one pass over it (passes count from 1): a function of the seed and the pass only."""
+    return np.random.default_rng([seed, pass_number]).permutation(size).astype(np.int32)
+
+
+def epoch_chunks(seed, epoch, size, batch_size, steps_per_epoch):
+    """(first step, last step, images' order) of each tf.function call of an epoch: at most STEPS_PER_CALL
+    steps, all in one pass over the training data. The run's steps go pass after pass, each pass in
+    pass_order; with one pass an epoch (the default), epoch N is pass N."""
+    steps_per_pass = ceil_div(size, batch_size)
+    start = (epoch - 1) * steps_per_epoch  # the run's steps before this epoch
+    step, end, order = start, start + steps_per_epoch, None
+    while step < end:
+        done, in_pass = divmod(step, steps_per_pass)
+        last = min(step + STEPS_PER_CALL, end, (done + 1) * steps_per_pass)
+        if in_pass == 0 or order is None:
+            order = pass_order(seed, done + 1, size)
+        yield step - start, last - start, order[in_pass * batch_size : (last - done * steps_per_pass) * batch_size]
+        step = last

@@ -108,12 +108,26 @@ def run_record(model, settings, history, checksums=None, diagram=None, train_ima
     }
 
 
-def save_progress(run, out_dir, manifest):
-    """run.json and history.csv, after every epoch (run["finished"] says whether it is the last)."""
-    manifest.claim(RUN_FILE, HISTORY_FILE)
+def epoch_record(epoch, train_metrics, test_metrics, seconds):
+    """One line of history.csv; accuracies in percent, whose 4 decimals hold one test image (0.01)."""
+    (loss, accuracy), (test_loss, test_accuracy) = train_metrics, test_metrics
+    return {
+        "epoch": epoch,
+        "loss": round(float(loss.result()), 6),
+        "accuracy": round(100 * float(accuracy.result()), 4),
+        "test_loss": round(float(test_loss.result()), 6),
+        "test_accuracy": round(100 * float(test_accuracy.result()), 4),
+        "seconds": round(seconds, 3),
+    }
+
+
+def save_progress(run, folder):
+    """run.json and history.csv into a run folder (a Manifest), after every epoch (run["finished"] says whether
+    it is the last)."""
+    folder.check_free(RUN_FILE, HISTORY_FILE)
     record = {**run, "settings": run["settings"].as_dict()}
-    files.write_text(os.path.join(out_dir, RUN_FILE), json.dumps(record, indent=2) + "\n")
-    files.write_text(os.path.join(out_dir, HISTORY_FILE), files.csv_text(run["history"], HISTORY_FIELDS))
+    folder.write_text(RUN_FILE, json.dumps(record, indent=2) + "\n")
+    folder.write_text(HISTORY_FILE, files.csv_text(run["history"], HISTORY_FIELDS))
 
 
 def damaged_files(run_dir, run):
@@ -213,11 +227,9 @@ def missing_run_files(out_dir, settings, run=None):
     return missing + [name for name in damaged if name not in missing]
 
 
-def make_room_for_a_new_run(out_dir, overwrite, settings, check_only=False):
-    """Refuses (UsageError) to start a run where one is, unless overwrite: then removes what that run
-    wrote (its manifest), and nothing else. Where no run is, it still removes what a run stopped before
-    its first checkpoint wrote (its logs), so that TensorBoard shows the new run alone. Either way it
-    first refuses if a path the new run needs holds something the project did not write (check_only: only that)."""
+def check_room_for_a_new_run(out_dir, overwrite, settings):
+    """Refuses (UsageError) to start a run where one is, unless overwrite, or where a path the new run needs
+    holds something the project did not write; returns out_dir's Manifest."""
     manifest = Manifest(out_dir)
     existing = folder_run(out_dir)
     if not existing.empty and not overwrite:
@@ -226,8 +238,14 @@ def make_room_for_a_new_run(out_dir, overwrite, settings, check_only=False):
             f"{out_dir} holds {existing.describe()}; {resume}replace it with --overwrite, or choose another --out-dir"
         )
     manifest.check_free(*run_file_names(settings))
-    if not check_only:
-        manifest.release_all()
+    return manifest
+
+
+def make_room_for_a_new_run(out_dir, overwrite, settings):
+    """check_room_for_a_new_run, then removes what an earlier run wrote (its manifest), and nothing else. Where
+    no run is, it still removes what a run stopped before its first checkpoint wrote (its logs), so that
+    TensorBoard shows the new run alone."""
+    check_room_for_a_new_run(out_dir, overwrite, settings).release_all()
 
 
 # ----------------------------------------------------------------------------

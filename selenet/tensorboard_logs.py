@@ -20,17 +20,15 @@ RUNS = ("train", "validation")  # Keras's names for the two
 class EpochLogs:
     """The run's event files, each recorded in its manifest once TensorFlow has named it."""
 
-    def __init__(self, out_dir, manifest, test_labels, gate, gate_scale=1.0):
-        self.directory = os.path.join(out_dir, runs.LOGS_DIR)
+    def __init__(self, manifest, test_labels, gate, gate_scale=1.0):
+        self.directory = manifest.join(runs.LOGS_DIR)
         self.test_labels, self.gate, self.gate_scale = test_labels, gate, gate_scale  # the class means' colours
         self.train, self.validation = (self._writer(manifest, f"{runs.LOGS_DIR}/{run}/") for run in RUNS)
 
     @staticmethod
     def _writer(manifest, folder):
-        manifest.claim(folder)
-        path = os.path.join(manifest.folder, folder)
         try:
-            os.makedirs(path, exist_ok=True)
+            path = manifest.make_folder(folder)
             before = set(os.listdir(path))
             writer = tf.summary.create_file_writer(path)
         except (tf.errors.OpError, OSError) as e:

@@ -16,8 +16,9 @@ import os
 import numpy as np
 
 import senet_lenet
-from selenet import excitation_stats, files, runs
+from selenet import excitation_stats, runs
 from selenet.manifest import Manifest
+from selenet.predict import accuracy_percent, predictor
 
 VARIANTS = ("learned", "train_mean", "ones", "shuffled")
 
@@ -34,7 +35,7 @@ def with_given_excitations(model, settings):
 def excitation_role(model, settings, train_data, test_data):
     """{variant: test accuracy %} for the four VARIANTS."""
     given = with_given_excitations(model, settings)
-    predict = senet_lenet.predictor(model)  # one trace where both sets fill whole batches of 1,000
+    predict = predictor(model)  # one trace where both sets fill whole batches of 1,000
     _, train_excitations = predict(train_data[0])
     _, learned = predict(test_data[0])
     order = np.random.default_rng(settings.seed).permutation(len(test_data[1]))
@@ -47,10 +48,8 @@ def excitation_role(model, settings, train_data, test_data):
         "shuffled": [e[order] for e in learned],
     }
     images, labels = test_data
-    predict_given = senet_lenet.predictor(given)  # one trace for the four variants
-    role = {
-        name: senet_lenet.accuracy_percent(predict_given([images, *variants[name]])[0], labels) for name in VARIANTS
-    }
+    predict_given = predictor(given)  # one trace for the four variants
+    role = {name: accuracy_percent(predict_given([images, *variants[name]])[0], labels) for name in VARIANTS}
     # How far each block's excitation moves between test images: its largest channel's range (0: dead).
     for block, excitation in zip(settings.se_blocks, learned, strict=True):
         role[f"range_{block}"] = excitation_stats.excitation_range(excitation)
@@ -71,8 +70,7 @@ def save_role(run_dir, role, weights):
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["measure", "value"])  # the variants' test accuracy (%), then range_BLOCK
     writer.writerows(role.items())
-    Manifest(run_dir, "run").claim(runs.ROLE_FILE, weights=weights)
-    files.write_text(os.path.join(run_dir, runs.ROLE_FILE), buffer.getvalue())
+    Manifest(run_dir, "run").write_text(runs.ROLE_FILE, buffer.getvalue(), weights=weights)
 
 
 def read_role(run_dir, weights):

@@ -11,6 +11,7 @@ import sys
 import time
 
 from selenet import errors, files, locks, runs
+from selenet.determinism import use_threads
 from selenet.manifest import Manifest
 from selenet.settings import Settings
 
@@ -47,7 +48,7 @@ def study_run(task, stop=None):
         _data.clear()
         _data[task.data_dir] = load_mnist(task.data_dir)
     data = run_data(*_data[task.data_dir], settings)
-    senet_lenet.use_threads(settings.threads)  # before anything runs, training or not
+    use_threads(settings.threads)  # before anything runs, training or not
     files.ensure_writable_dir(task.run_dir)
     with locks.folder_lock(task.run_dir, "ablation.py"):
         Manifest(task.run_dir, "run").remove_temporary_files()

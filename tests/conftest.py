@@ -12,11 +12,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import senet_lenet  # noqa: E402
 from helpers import QUICK, SYNTHETIC_STUDY, TRAINED_SYNTHETIC, write_synthetic_mnist, write_synthetic_run  # noqa: E402
+from selenet.determinism import use_threads
 from selenet.mnist import IDX_FILES, find_idx_files, load_mnist  # noqa: E402
 from selenet.settings import Settings  # noqa: E402
 
 # TensorFlow takes its thread count once per process, before its first op: the runs' default, as the scripts do.
-senet_lenet.use_threads(Settings.threads)
+use_threads(Settings.threads)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,8 @@ import sys
 
 import numpy as np
 
+from selenet.predict import accuracy_percent, predictor
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A quick run: a slice of real MNIST, enough to learn something in seconds.
@@ -110,7 +112,7 @@ def write_synthetic_run(run_dir, data_dir, settings=None, epochs_done=None):
     """A run folder as senet_lenet.py leaves it, without training: an untrained model's weights
     (seeded) and a run.json whose accuracies are that model's on the test data. Returns run.json."""
     import senet_lenet
-    from selenet import files, runs
+    from selenet import runs
     from selenet.checkpoints import Checkpoints
     from selenet.manifest import Manifest
     from selenet.mnist import load_mnist, select
@@ -121,7 +123,7 @@ def write_synthetic_run(run_dir, data_dir, settings=None, epochs_done=None):
     model = senet_lenet.seeded_model(settings)
     _, test_data = load_mnist(data_dir, train=False)
     images, labels = select(test_data, settings.test_samples)
-    accuracy = senet_lenet.accuracy_percent(senet_lenet.predict(model, images)[0], labels)
+    accuracy = accuracy_percent(predictor(model)(images)[0], labels)
     history = [
         {"epoch": e, "loss": 2.3, "accuracy": 10.0, "test_loss": 2.3, "test_accuracy": accuracy, "seconds": 0.1}
         for e in range(1, epochs_done + 1)
@@ -129,11 +131,10 @@ def write_synthetic_run(run_dir, data_dir, settings=None, epochs_done=None):
     os.makedirs(run_dir, exist_ok=True)
     manifest, checksums = Manifest(run_dir, "run"), {}
     if epochs_done == settings.epochs:
-        manifest.claim(runs.WEIGHTS_FILE, runs.MODEL_FILE)
         for name, save in ((runs.WEIGHTS_FILE, model.save_weights), (runs.MODEL_FILE, model.save)):
-            checksums[name] = files.write_via_scratch(os.path.join(run_dir, name), save)
+            checksums[name] = manifest.write_file(name, save)
     else:
         Checkpoints(run_dir, model, senet_lenet.make_optimizer(settings, model), settings, manifest).save(history)
     run = runs.run_record(model, settings, history, checksums)
-    runs.save_progress(run, run_dir, manifest)
+    runs.save_progress(run, manifest)
     return json.loads(open(os.path.join(run_dir, runs.RUN_FILE)).read())

@@ -12,6 +12,7 @@ import visualize
 from helpers import assert_one_line_error, write_synthetic_run
 from selenet import runs
 from selenet.mnist import load_mnist, select
+from selenet.predict import outputs
 from selenet.settings import Settings
 from study import excitation_role
 
@@ -54,8 +55,8 @@ def test_each_variant_really_replaces_the_excitation(trained_synthetic_run, synt
     assert role["ones"] == accuracy(plain(images).numpy())
 
     given = excitation_role.with_given_excitations(model, settings)
-    (train_excitation,) = senet_lenet.forward(model, train_data[0])[1]
-    (learned,) = senet_lenet.forward(model, images)[1]
+    (train_excitation,) = outputs(model, train_data[0])[1]
+    (learned,) = outputs(model, images)[1]
     mean = np.tile(train_excitation.numpy().mean(axis=0), (len(labels), 1))
     assert role["train_mean"] == accuracy(given([images, mean]).numpy())
     shuffled = learned.numpy()[np.random.default_rng(settings.seed).permutation(len(labels))]

@@ -13,6 +13,7 @@ import visualize
 from helpers import StopAfterEpoch, synthetic_digits, without_seconds
 from selenet import errors, runs
 from selenet.mnist import load_mnist, select
+from selenet.predict import predictor
 from selenet.settings import Settings
 
 NEW_SETTINGS = {
@@ -89,7 +90,7 @@ def test_the_new_settings_load_from_keras_files_without_the_project(new_setting_
     for name, path in zip(NEW_SETTINGS, paths, strict=True):
         model = senet_lenet.build_model(settings_of(name))
         model.load_weights(os.path.join(new_setting_runs[name][0], runs.WEIGHTS_FILE))
-        ours = senet_lenet.predict(model, images)
+        ours = predictor(model)(images)
         with np.load(path + ".npz") as loaded:
             theirs = [loaded[f"arr_{i}"] for i in range(len(loaded.files))]
         for a, b in zip([ours[0], *ours[1]], theirs, strict=True):
@@ -104,6 +105,6 @@ def test_gate_scale_multiplies_the_excitation_and_adds_no_weight():
     assert doubled.count_params() == plain.count_params()
     assert "se_gate_scale" in [layer.name for layer in doubled.layers]
     assert "se_gate_scale" not in [layer.name for layer in plain.layers]
-    (_, excitation), (_, twice) = senet_lenet.predict(plain, images), senet_lenet.predict(doubled, images)
+    (_, excitation), (_, twice) = predictor(plain)(images), predictor(doubled)(images)
     np.testing.assert_allclose(twice[0], 2 * excitation[0], rtol=1e-6)
     assert 0.6 < float(twice[0].mean()) < 1.4  # starts near 1 (untrained), as without a block

@@ -6,6 +6,8 @@ import pytest
 import tensorflow as tf
 
 import senet_lenet
+from selenet import variants
+from selenet.predict import EVAL_BATCH_SIZE, outputs, predictor
 from selenet.settings import Settings, eca_kernel_size
 
 GATES = {"sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)), "tanh": np.tanh, "relu": lambda z: np.maximum(z, 0.0)}
@@ -19,6 +21,13 @@ def se_numpy(x, w_reduce, w_expand, squeeze="avg", gate="sigmoid"):
     return x * excitation[:, None, None, :], excitation
 
 
+def se_of(inputs, settings):
+    """The SE block of `settings` on inputs: the assignment's from senet_lenet, a variant's through variants.py."""
+    if not variants.is_variant(settings):
+        return senet_lenet.se_block(inputs, settings.reduction)
+    return senet_lenet.se_block(inputs, excitation=variants.excitation(inputs, settings))
+
+
 @pytest.mark.parametrize(
     "reduction, squeeze, gate",
     [(1, "avg", "sigmoid"), (2, "avg", "sigmoid"), (4, "avg", "sigmoid"), (8, "avg", "sigmoid"), (16, "avg", "sigmoid")]
@@ -27,7 +36,7 @@ def se_numpy(x, w_reduce, w_expand, squeeze="avg", gate="sigmoid"):
 def test_se_block_matches_numpy(reduction, squeeze, gate):
     rng = np.random.default_rng(reduction)
     inputs = keras.Input((6, 5, 16))
-    scaled, excitation = senet_lenet.se_block(inputs, reduction, name="se", squeeze=squeeze, gate=gate)
+    scaled, excitation = se_of(inputs, Settings(reduction=reduction, squeeze=squeeze, gate=gate))
     block = keras.Model(inputs, [scaled, excitation])
     w_reduce = rng.normal(size=(16, 16 // reduction)).astype(np.float32)
     w_expand = rng.normal(size=(16 // reduction, 16)).astype(np.float32)
@@ -114,7 +123,7 @@ def test_no_se_model_is_plain_lenet():
     assert plain.count_params() == se.count_params() - 128 == 44426
     assert not any(layer.name.startswith("se_") for layer in plain.layers)
     images = np.random.default_rng(2).integers(0, 256, (3, 28, 28), dtype=np.uint8)
-    predictions, excitations = senet_lenet.forward(plain, images)
+    predictions, excitations = outputs(plain, images)
     assert predictions.shape == (3, 10) and excitations == []
 
 
@@ -126,7 +135,7 @@ def test_se_positions(position, excitation_shapes, parameters):
     model = senet_lenet.build_model(Settings(se_position=position))
     assert model.count_params() == parameters
     images = np.random.default_rng(3).integers(0, 256, (4, 28, 28), dtype=np.uint8)
-    predictions, excitations = senet_lenet.forward(model, images)
+    predictions, excitations = outputs(model, images)
     assert predictions.shape == (4, 10) and [tuple(e.shape) for e in excitations] == excitation_shapes
     names = {layer.name for layer in model.layers}
     assert ("se_conv1_expand" in names) == (position != "conv2") and ("se_expand" in names) == (position != "conv1")
@@ -157,7 +166,7 @@ def test_given_excitations_replace_the_blocks_own(position):
     given = senet_lenet.build_model(settings, excitation_inputs=True)
     copy_weights(model, given)
     images = np.random.default_rng(4).integers(0, 256, (5, 28, 28), dtype=np.uint8)
-    predictions, excitations = senet_lenet.forward(model, images)
+    predictions, excitations = outputs(model, images)
     excitations = [e.numpy() for e in excitations]
     np.testing.assert_allclose(given([images, *excitations]).numpy(), predictions.numpy(), rtol=0, atol=1e-6)
 
@@ -180,9 +189,9 @@ def test_predict_gives_the_bits_of_keras_predict(settings):
     """senet_lenet.predict against model.predict, a last batch smaller than the others included, for the
     model and for the one given excitations (what visualize.py and the study's excitation role measure)."""
     model = senet_lenet.seeded_model(settings)
-    images = np.random.default_rng(5).integers(0, 256, (senet_lenet.EVAL_BATCH_SIZE + 7, 28, 28), dtype=np.uint8)
-    predictions, excitations = senet_lenet.predict(model, images)
-    keras_outputs = model.predict(images, batch_size=senet_lenet.EVAL_BATCH_SIZE, verbose=0)
+    images = np.random.default_rng(5).integers(0, 256, (EVAL_BATCH_SIZE + 7, 28, 28), dtype=np.uint8)
+    predictions, excitations = predictor(model)(images)
+    keras_outputs = model.predict(images, batch_size=EVAL_BATCH_SIZE, verbose=0)
     keras_outputs = keras_outputs if isinstance(keras_outputs, list) else [keras_outputs]
     assert len(excitations) == len(settings.se_blocks)
     for ours, theirs in zip([predictions, *excitations], keras_outputs, strict=True):
@@ -191,8 +200,8 @@ def test_predict_gives_the_bits_of_keras_predict(settings):
         given = senet_lenet.build_model(settings, excitation_inputs=True)
         copy_weights(model, given)
         shuffled = [e[::-1] for e in excitations]
-        ours = senet_lenet.predict(given, [images, *shuffled])[0]
-        theirs = given.predict([images, *shuffled], batch_size=senet_lenet.EVAL_BATCH_SIZE, verbose=0)
+        ours = predictor(given)([images, *shuffled])[0]
+        theirs = given.predict([images, *shuffled], batch_size=EVAL_BATCH_SIZE, verbose=0)
         np.testing.assert_array_equal(ours, theirs)
 
 
@@ -210,9 +219,8 @@ def eca_numpy(x, kernel, squeeze="avg", gate="sigmoid"):
 def test_eca_block_matches_numpy(kernel_size, squeeze, gate):
     rng = np.random.default_rng(kernel_size)
     inputs = keras.Input((6, 5, 16))
-    scaled, excitation = senet_lenet.se_block(
-        inputs, squeeze=squeeze, gate=gate, excitation="conv1d", eca_kernel=kernel_size
-    )
+    settings = Settings(squeeze=squeeze, gate=gate, excitation="conv1d", eca_kernel=kernel_size)
+    scaled, excitation = se_of(inputs, settings)
     block = keras.Model(inputs, [scaled, excitation])
     kernel = rng.normal(size=kernel_size).astype(np.float32)
     block.get_layer("se_conv1d").set_weights([kernel.reshape(kernel_size, 1, 1)])
@@ -243,7 +251,7 @@ def test_fixed_gain_is_one_trained_number_per_channel_whatever_the_image():
     assert [tuple(w.shape) for w in model.trainable_weights if "se_" in w.path] == [(1, 16)]
     assert not model.get_layer("se_one").trainable
     images = np.random.default_rng(6).integers(0, 256, (5, 28, 28), dtype=np.uint8)
-    _, (excitation,) = senet_lenet.forward(model, images)
+    _, (excitation,) = outputs(model, images)
     want = 1 / (1 + np.exp(-gain.get_weights()[0][0]))  # sigmoid of the one weight per channel
     np.testing.assert_allclose(excitation.numpy(), np.broadcast_to(want, (5, 16)), rtol=1e-6)
 
@@ -255,7 +263,7 @@ def test_fixed_gain_gets_its_gradient_and_the_image_none():
     images = np.random.default_rng(7).integers(0, 256, (8, 28, 28), dtype=np.uint8)
     labels = np.arange(8) % 10
     with tf.GradientTape() as tape:
-        predictions, _ = senet_lenet.forward(model, images, training=True)
+        predictions, _ = outputs(model, images, training=True)
         loss = keras.losses.SparseCategoricalCrossentropy()(labels, predictions)
     gradient = tape.gradient(loss, model.get_layer("se_gain").kernel)
     assert np.all(np.isfinite(gradient.numpy())) and np.any(gradient.numpy() != 0)

@@ -15,6 +15,7 @@ import pytest
 
 from helpers import ROOT, TRAINED_SYNTHETIC, assert_one_line_error, default_sigint, run_script
 from selenet import cli, files, locks, machine, manifest, runs
+from selenet.determinism import use_threads
 from selenet.errors import UsageError, WriteError
 
 
@@ -237,7 +238,7 @@ def test_a_kernel_that_runs_tensorflow_already_gets_one_line_that_agrees_with_it
 
     senet_lenet.tf.constant(1.0) + 1  # an op: from now on TensorFlow keeps its threads
     with pytest.raises(UsageError) as error:
-        senet_lenet.use_threads(0)
+        use_threads(0)
     message = str(error.value)
     assert "with 1 intra-op and 1 inter-op threads" in message and "need 0 and 1" in message
     assert "new process" in message and "\n" not in message

@@ -29,7 +29,7 @@ def test_run_json_round_trips_with_settings(tmp_path):
     settings = Settings(epochs=3, seed=5, train_samples=10)
     history = [{"epoch": 1, "loss": 1.0, "accuracy": 50.0, "test_loss": 1.1, "test_accuracy": 40.0, "seconds": 1.0}]
     run = {"settings": settings, "history": history, "final": {}, "finished": False}
-    runs.save_progress(run, str(tmp_path), Manifest(tmp_path, "run"))
+    runs.save_progress(run, Manifest(tmp_path, "run"))
     again = runs.read_run(str(tmp_path))
     assert again["settings"] == settings and again["history"] == history and again["finished"] is False
     assert (tmp_path / "history.csv").read_text().splitlines() == [

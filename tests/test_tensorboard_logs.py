@@ -14,6 +14,7 @@ import visualize
 from helpers import synthetic_digits
 from selenet import excitation_stats, runs
 from selenet.mnist import load_mnist
+from selenet.predict import predictor
 from selenet.settings import Settings
 
 
@@ -47,7 +48,7 @@ def test_event_files_hold_the_history_and_the_excitations(trained_synthetic_run,
     # The last epoch's image is the class means of the final model's test excitations, coloured by `hot`.
     test_images, labels = (part[:200] for part in load_mnist(synthetic_mnist_dir)[1])
     model = visualize.restore_model(trained_synthetic_run, runs.read_run(trained_synthetic_run))
-    _, (excitation,) = senet_lenet.predict(model, test_images)
+    _, (excitation,) = predictor(model)(test_images)
     encoded = validation[("class_mean_excitation", 2)]  # [width, height, PNG]
     assert encoded[:2].tolist() == [b"256", b"160"]
     pixels = tf.io.decode_png(encoded[2]).numpy()

@@ -15,7 +15,8 @@ import senet_lenet
 import visualize
 from helpers import QUICK, synthetic_digits, without_seconds
 from selenet import files, runs
-from selenet.mnist import load_mnist, select
+from selenet.mnist import epoch_chunks, load_mnist, pass_order, select
+from selenet.predict import accuracy_percent, predictor
 from selenet.settings import Settings
 
 
@@ -30,25 +31,25 @@ def train_synthetic(**changes):
 
 
 def test_pass_order_depends_on_seed_and_pass_only():
-    first = senet_lenet.pass_order(5, 2, 1000)
+    first = pass_order(5, 2, 1000)
     assert sorted(first.tolist()) == list(range(1000))
-    np.testing.assert_array_equal(first, senet_lenet.pass_order(5, 2, 1000))
-    assert not np.array_equal(first, senet_lenet.pass_order(5, 3, 1000))
-    assert not np.array_equal(first, senet_lenet.pass_order(6, 2, 1000))
+    np.testing.assert_array_equal(first, pass_order(5, 2, 1000))
+    assert not np.array_equal(first, pass_order(5, 3, 1000))
+    assert not np.array_equal(first, pass_order(6, 2, 1000))
 
 
 def chunks(epoch, size, batch_size, steps_per_epoch, seed=5):
-    return list(senet_lenet.epoch_chunks(seed, epoch, size, batch_size, steps_per_epoch))
+    return list(epoch_chunks(seed, epoch, size, batch_size, steps_per_epoch))
 
 
 def test_an_epoch_of_one_pass_is_that_passes_order_in_calls_of_at_most_50_steps():
     """The default (the assignment's and every earlier run's): epoch N is pass N, the last batch short."""
     calls = chunks(3, 1050, 100, 11)
     assert [(first, last) for first, last, _ in calls] == [(0, 11)]
-    np.testing.assert_array_equal(calls[0][2], senet_lenet.pass_order(5, 3, 1050))
+    np.testing.assert_array_equal(calls[0][2], pass_order(5, 3, 1050))
     calls = chunks(2, 12000, 100, 120)
     assert [(first, last) for first, last, _ in calls] == [(0, 50), (50, 100), (100, 120)]
-    np.testing.assert_array_equal(np.concatenate([o for *_, o in calls]), senet_lenet.pass_order(5, 2, 12000))
+    np.testing.assert_array_equal(np.concatenate([o for *_, o in calls]), pass_order(5, 2, 12000))
 
 
 def test_an_epoch_of_many_passes_goes_pass_after_pass():
@@ -57,13 +58,13 @@ def test_an_epoch_of_many_passes_goes_pass_after_pass():
     assert len(calls) == 100 and calls[-1][1] == 600
     assert all(last - first == 6 for first, last, _ in calls)
     for number, (*_, order) in enumerate(calls, start=101):
-        np.testing.assert_array_equal(order, senet_lenet.pass_order(5, number, 600))
+        np.testing.assert_array_equal(order, pass_order(5, number, 600))
 
 
 def test_an_epoch_that_ends_inside_a_pass_continues_it_in_the_next():
     """250 images (3 batches a pass, the last of 50), 4 steps an epoch: epoch 2 starts at pass 2's second batch."""
     first_epoch, second_epoch = chunks(1, 250, 100, 4), chunks(2, 250, 100, 4)
-    pass_1, pass_2, pass_3 = (senet_lenet.pass_order(5, n, 250) for n in (1, 2, 3))
+    pass_1, pass_2, pass_3 = (pass_order(5, n, 250) for n in (1, 2, 3))
     np.testing.assert_array_equal(np.concatenate([o for *_, o in first_epoch]), np.concatenate([pass_1, pass_2[:100]]))
     np.testing.assert_array_equal(second_epoch[0][2], pass_2[100:])
     np.testing.assert_array_equal(second_epoch[1][2], pass_3[:200])
@@ -85,7 +86,7 @@ def test_losses_are_means_over_images_not_over_batches():
     optimizer = senet_lenet.make_optimizer(settings, model)
     data = synthetic_digits(1000), synthetic_digits(1500, seed=1)
     (record,) = senet_lenet.train(model, optimizer, settings, data, log=lambda line: None, progress=False)
-    predictions, _ = senet_lenet.predict(model, data[1][0])
+    predictions, _ = predictor(model)(data[1][0])
     per_image = keras.losses.sparse_categorical_crossentropy(data[1][1], predictions).numpy()
     assert record["test_loss"] == pytest.approx(float(per_image.mean()), abs=2e-6)
     batch_means = [per_image[:1000].mean(), per_image[1000:].mean()]
@@ -140,7 +141,7 @@ def test_save_and_load_give_identical_outputs(quick_run, mnist):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     # and they are the trained weights, not a fresh model's: the test accuracy the run recorded
     images, labels = select(mnist[1], 500)
-    accuracy = senet_lenet.accuracy_percent(senet_lenet.predict(model, images)[0], labels)
+    accuracy = accuracy_percent(predictor(model)(images)[0], labels)
     assert accuracy == pytest.approx(run["final"]["test_accuracy"], abs=0.005)
 
 
@@ -237,8 +238,8 @@ def test_the_keras_file_loads_without_the_project(trained_synthetic_run, synthet
 
     model = senet_lenet.build_model()
     model.load_weights(str(trained_synthetic_run / runs.WEIGHTS_FILE))
-    predictions, (excitation,) = senet_lenet.predict(model, images)
-    accuracy = senet_lenet.accuracy_percent(predictions, labels)
+    predictions, (excitation,) = predictor(model)(images)
+    accuracy = accuracy_percent(predictions, labels)
     assert accuracy == run["final"]["test_accuracy"]
     with np.load(tmp_path / "outputs.npz") as loaded:
         np.testing.assert_allclose(loaded["predictions"], predictions, rtol=0, atol=1e-6)
