@@ -1,19 +1,17 @@
 """SE-LeNet: a Squeeze-and-Excitation block on LeNet-5, trained on MNIST.
 
-The SE block squeezes each of the 16 feature maps of LeNet's second convolution
-to one number (global average pooling), passes the 16 numbers through a small
-bottleneck MLP ending in a sigmoid, and rescales each feature map by its
-sigmoid output, the "excitation". The model returns the class probabilities
-and the 16-dim excitation, so it can be studied (see visualize.py).
+The SE block squeezes each of the 16 feature maps of LeNet's second convolution to one number (global
+average pooling), passes the 16 numbers through a small bottleneck MLP ending in a sigmoid, and rescales
+each feature map by its sigmoid output, the "excitation". The model returns the class probabilities and
+the 16-dim excitation, so it can be studied (see visualize.py).
 
     python senet_lenet.py                      # Adam, lr 0.001, batch 100, 10 epochs
     python senet_lenet.py --optimizer sgd      # SGD, lr 0.01
     python senet_lenet.py --data-dir path/to/mnist  # offline: the four MNIST files there
 
-This file is the assignment: data, model, training, saving, command line. Elsewhere, in selenet/: the
-study's other SE blocks (variants.py), the settings (settings.py), seeds and threads (determinism.py), the
-run folder and its record (runs.py, manifest.py), checkpoints, TensorBoard logs and figures.
-After Ctrl-C, `--resume` continues to the same bits.
+This file is the assignment: model, training, saving, command line. In selenet/: the data (mnist.py), the
+study's other SE blocks (variants.py), settings, seeds and threads (determinism.py), the run folder and its
+record (runs.py, manifest.py), checkpoints, TensorBoard logs, figures. Ctrl-C, then `--resume`: the same bits.
 """
 
 import sys
@@ -26,20 +24,19 @@ if __name__ == "__main__":  # before TensorFlow loads (seconds): Ctrl-C, --help 
 
 import keras
 import tensorflow as tf
+from keras import layers
 
 from selenet import figures, files, locks, runs, signals, variants
-from selenet.checkpoints import Checkpoints
 from selenet.determinism import make_deterministic
 from selenet.errors import Diverged
 from selenet.manifest import Manifest
 from selenet.mnist import IMAGE_SIZE, epoch_chunks, load_mnist, run_data
 from selenet.predict import in_batches, outputs
+from selenet.progress import EpochFiles
 from selenet.settings import CONV1_FILTERS, CONV2_FILTERS, NUM_CLASSES, Settings, se_hidden_units
-from selenet.tensorboard_logs import EpochLogs
+
 
 # ---- Model ---------------------------------------------------------------------
-
-
 def se_block(x, reduction=Settings.reduction, name="se", excitation=None):
     """Squeeze-and-Excitation on x (N, H, W, C). Returns (x rescaled per channel, the excitation (N, C)).
 
@@ -47,27 +44,21 @@ def se_block(x, reduction=Settings.reduction, name="se", excitation=None):
     channels = x.shape[-1]
     if excitation is None:
         hidden = se_hidden_units(reduction, channels)  # ValueError if the reduction leaves no unit
-        squeezed = keras.layers.GlobalAveragePooling2D(name=f"{name}_squeeze")(x)  # (N, C)
-        reduced = keras.layers.Dense(hidden, activation="relu", use_bias=False, name=f"{name}_reduce")(squeezed)
-        excitation = keras.layers.Dense(channels, activation="sigmoid", use_bias=False, name=f"{name}_expand")(
-            reduced
-        )  # (N, C), each in (0, 1)
-    scale = keras.layers.Reshape((1, 1, channels), name=f"{name}_excite")(excitation)  # (N, 1, 1, C)
-    return keras.layers.Multiply(name=f"{name}_scale")([x, scale]), excitation  # (N, H, W, C), (N, C)
+        squeezed = layers.GlobalAveragePooling2D(name=f"{name}_squeeze")(x)  # (N, C)
+        reduced = layers.Dense(hidden, activation="relu", use_bias=False, name=f"{name}_reduce")(squeezed)
+        expand = layers.Dense(channels, activation="sigmoid", use_bias=False, name=f"{name}_expand")
+        excitation = expand(reduced)  # (N, C), each in (0, 1)
+    scale = layers.Reshape((1, 1, channels), name=f"{name}_excite")(excitation)  # (N, 1, 1, C)
+    return layers.Multiply(name=f"{name}_scale")([x, scale]), excitation  # (N, H, W, C), (N, C)
 
 
 def build_model(settings=None, excitation_inputs=False):
-    """LeNet-5 with the assignment's SE block after conv2: outputs [predictions (N, 10), excitation (N, 16)].
-
-    Without SE, plain LeNet-5 (the study's baseline): predictions only. Any other block the settings ask
-    for, and excitation_inputs (a model that takes [image, excitation of each block] and scales by those),
-    come from selenet/variants.py."""
+    """LeNet-5 with the assignment's SE block after conv2: outputs [predictions (N, 10), excitation (N, 16)];
+    without SE, plain LeNet-5: predictions only. The study's other blocks, and excitation_inputs (a model that
+    takes [image, excitation of each block] and scales by those), come from selenet/variants.py."""
     settings = settings or Settings()
-    blocks = None
-    if variants.is_variant(settings) or excitation_inputs:
-        blocks = variants.Blocks(
-            settings, lambda x, e, name: se_block(x, name=name, excitation=e)[0], excitation_inputs
-        )
+    study_block = variants.is_variant(settings) or excitation_inputs
+    blocks = variants.Blocks(settings, se_block, excitation_inputs) if study_block else None
 
     def se_after(conv, x):  # x and [its excitation], scaled by the block after `conv`, if any
         if blocks is not None:
@@ -77,7 +68,6 @@ def build_model(settings=None, excitation_inputs=False):
             return x, [excitation]
         return x, []
 
-    layers = keras.layers
     image = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE), dtype="uint8", name="image")  # raw MNIST: 0-255
     x = layers.Rescaling(1 / 255, name="rescale")(image)  # (N, 28, 28) floats in [0, 1]
     x = layers.Reshape((IMAGE_SIZE, IMAGE_SIZE, 1), name="add_channel")(x)  # (N, 28, 28, 1)
@@ -102,8 +92,6 @@ def seeded_model(settings):
 
 
 # ---- Training ------------------------------------------------------------------
-
-
 def make_optimizer(settings, model):
     """The optimizer `settings` name, with its state variables built for `model`."""
     if settings.optimizer == "sgd":
@@ -140,12 +128,9 @@ def make_train_steps(model, optimizer, loss_fn, loss_metric, accuracy_metric, ba
         loss_metric.update_state(loss, sample_weight=tf.shape(labels)[0])
         accuracy_metric.update_state(labels, predictions)
 
-    uint8_images, uint8_labels = (
-        tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE], tf.uint8),
-        tf.TensorSpec([None], tf.uint8),
-    )
+    images_spec = tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE], tf.uint8)
 
-    @tf.function(input_signature=[uint8_images, uint8_labels, tf.TensorSpec([None], tf.int32)])
+    @tf.function(input_signature=[images_spec, tf.TensorSpec([None], tf.uint8), tf.TensorSpec([None], tf.int32)])
     def train_steps(images, labels, order):
         for step in tf.range((tf.shape(order)[0] + batch_size - 1) // batch_size):
             batch = order[step * batch_size : (step + 1) * batch_size]
@@ -181,27 +166,21 @@ def train(model, optimizer, settings, data, history=(), on_epoch_end=None, stop=
             loss = float(train_metrics[0].result())
             if not finite:  # raised before this epoch's checkpoint: the last one saved is finite
                 raise Diverged(
-                    f"training diverged in epoch {epoch} by step {last_step}: loss {loss:.4g}, and weights or loss "
-                    "are no longer finite numbers; lower --lr"
+                    f"training diverged in epoch {epoch} by step {last_step}: loss {loss:.4g}, and weights "
+                    "or loss are no longer finite numbers; lower --lr"
                 )
             progbar.update(last_step, [("loss", loss), ("accuracy", float(train_metrics[1].result()))])
             if stop is not None:
                 stop.check()
         _, excitations = in_batches(test_step, [x_test, y_test])
         history.append(runs.epoch_record(epoch, train_metrics, test_metrics, time.perf_counter() - started))
-        record = history[-1]
-        log(
-            f"Epoch {epoch}, Loss: {record['loss']:.4f}, Accuracy: {record['accuracy']:.2f}, "
-            f"Test Loss: {record['test_loss']:.4f}, Test Accuracy: {record['test_accuracy']:.2f}"
-        )
+        log(runs.epoch_line(history[-1]))  # Epoch 1, Loss: ..., Accuracy: ..., Test Loss: ..., Test Accuracy: ...
         if on_epoch_end is not None:
             on_epoch_end(history, excitations)
     return history
 
 
 # ---- Saving --------------------------------------------------------------------
-
-
 def save_run(model, settings, history, folder, train_images, warn=print):
     """Writes every file of a finished run into its folder (a Manifest), each whole; returns run.json's
     contents. run.json saying "finished" comes last: a run stopped before it is resumed, its files redrawn.
@@ -211,14 +190,9 @@ def save_run(model, settings, history, folder, train_images, warn=print):
     checksums = {runs.WEIGHTS_FILE: folder.write_file(runs.WEIGHTS_FILE, model.save_weights)}
     checksums[runs.MODEL_FILE] = folder.write_file(runs.MODEL_FILE, model.save)  # built-in layers: loads anywhere
     folder.write_text(runs.SUMMARY_FILE, figures.model_summary_text(model))
-    figures.save_model_diagram(model, folder, diagram, warn=warn)
-    folder.release(*(name for name in runs.diagram_names(settings) if name != diagram))  # drawn before, elsewhere
+    figures.save_model_diagram(model, folder, diagram, warn=warn)  # and removes one of the other kind
     folder.save_figure(runs.CURVES_FILE, figures.plot_training_curves(history, f"{model.name} on MNIST"))
-    weights = checksums[runs.WEIGHTS_FILE]
-    stale = folder.release_all(keep=lambda name, facts: facts.get("weights", weights) == weights)
-    if stale:
-        again = "run visualize.py again"
-        warn(f"removed {len(stale)} files in {folder.folder} drawn from the run's earlier weights; {again}")
+    runs.remove_what_other_weights_drew(folder, checksums[runs.WEIGHTS_FILE], warn)
     run = runs.run_record(model, settings, history, checksums, diagram, train_images)
     runs.save_progress(run, folder)
     return run
@@ -230,64 +204,39 @@ def train_run(settings, train_data, test_data, out_dir, resume=False, stop=None,
     checkpoint. stop: a signals.StopOnSignal. verbose: the model summary, and a progress bar on a terminal."""
     model = seeded_model(settings)
     optimizer = make_optimizer(settings, model)
-    folder = Manifest(out_dir, "run")
-    checkpoints = Checkpoints(out_dir, model, optimizer, settings, folder)
-    history = checkpoints.restore_newest(warn) if resume else []
+    folder, data = Manifest(out_dir, "run"), (train_data, test_data)
+    epoch_files = EpochFiles(folder, model, optimizer, settings, data)  # checkpoint, logs, run.json
+    history = epoch_files.restore(warn) if resume else []
     if resume:
         log(f"Resuming {out_dir} after epoch {len(history)} of {settings.epochs}")
-    images = len(train_data[1])
     if verbose:
-        log(figures.model_summary_text(model).rstrip("\n"))
-        log(
-            f"Training on {images} images, testing on {len(test_data[1])}: {settings.optimizer} lr {settings.lr}, "
-            f"batch {settings.batch_size}, {settings.epochs} epochs of {settings.steps_per_epoch(images)} steps, "
-            f"seed {settings.seed}"
-        )
-    logs = EpochLogs(folder, test_data[1], settings.gate, settings.gate_scale)
-
-    def on_epoch_end(history, excitations):
-        logs.write(history[-1], dict(zip(settings.se_blocks, excitations, strict=True)))
-        checkpoints.save(history)
-        if len(history) < settings.epochs:
-            runs.save_progress(runs.run_record(model, settings, history, train_images=images), folder)
-
+        log(figures.model_summary_text(model).rstrip("\n") + "\n" + runs.describe_training(settings, *data))
     try:  # redirected (a log file, CI, nohup), a progress bar's carriage returns would be noise
         progress = verbose and sys.stdout.isatty()
-        history = train(model, optimizer, settings, (train_data, test_data), history, on_epoch_end, stop, log, progress)
+        history = train(model, optimizer, settings, data, history, epoch_files.save, stop, log, progress)
     finally:
-        logs.close()
-    return save_run(model, settings, history, folder, images, warn=warn)
+        epoch_files.close()
+    return save_run(model, settings, history, folder, len(train_data[1]), warn=warn)
 
 
 # ---- Command line --------------------------------------------------------------
-
-
 def main(argv=None):
     cli.printing_never_fails()  # main() called from a notebook or another script skips cli.start
     args = cli.train_parser().parse_args(argv)
 
-    def warn(message):
-        print(message, file=sys.stderr)
-
     try:
         with signals.StopOnSignal() as stop:
-            given = cli.given_settings(args)
-            settings = Settings(**given)
+            cli.check_settings(args)  # before anything is written
             files.ensure_writable_dir(args.out_dir)
             with locks.folder_lock(args.out_dir, "senet_lenet.py"):
-                Manifest(args.out_dir, "run").remove_temporary_files()
-                if args.resume:
-                    settings, missing = cli.run_to_resume(args.out_dir, given, log=print)
-                    if not missing:
-                        print(f"{args.out_dir} already finished all {settings.epochs} epochs: nothing to resume")
-                        return 0
-                else:  # refused before the data loads if the folder holds a run or a file of the user's
-                    runs.check_room_for_a_new_run(args.out_dir, args.overwrite, settings)
+                settings = cli.settings_for_the_folder(args)  # refused here, before the data loads
+                if settings is None:
+                    return 0  # --resume of a finished run: nothing to do
                 train_data, test_data = run_data(*load_mnist(args.data_dir), settings)
                 stop.check()
                 if not args.resume:  # the data is good: only now is an earlier run replaced
                     runs.make_room_for_a_new_run(args.out_dir, args.overwrite, settings)
-                train_run(settings, train_data, test_data, args.out_dir, resume=args.resume, stop=stop, warn=warn)
+                train_run(settings, train_data, test_data, args.out_dir, resume=args.resume, stop=stop, warn=cli.warn)
                 stop.check()  # a signal that came while the last files were written: reported, not lost
     except (Exception, KeyboardInterrupt) as e:
         return cli.exit_code(

@@ -47,6 +47,11 @@ def stopped_by_ctrl_c(prog):
     return 130
 
 
+def warn(message):
+    """A warning line, on stderr."""
+    print(message, file=sys.stderr)
+
+
 def report_error(prog, error, code=2):
     """Prints an error as one line on stderr; returns the exit code."""
     print(f"{prog}: error: {error}", file=sys.stderr)
@@ -255,6 +260,25 @@ def run_to_resume(out_dir, given, log=print):
             "writing them again from its newest checkpoint"
         )
     return settings, bool(missing)
+
+
+def settings_for_the_folder(args):
+    """senet_lenet.py's settings for args.out_dir (locked): the flags', after refusing a folder that holds a run
+    (unless --overwrite) or a file of the user's where the run writes; with --resume, the recorded run's, or
+    None if it has nothing left to do. Removes the temporary files of a killed writer."""
+    from selenet.manifest import Manifest
+
+    given = given_settings(args)
+    settings = Settings(**given)
+    Manifest(args.out_dir, "run").remove_temporary_files()
+    if not args.resume:
+        runs.check_room_for_a_new_run(args.out_dir, args.overwrite, settings)
+        return settings
+    settings, missing = run_to_resume(args.out_dir, given, log=print)
+    if not missing:
+        print(f"{args.out_dir} already finished all {settings.epochs} epochs: nothing to resume")
+        return None
+    return settings
 
 
 # ----------------------------------------------------------------------------

@@ -24,10 +24,13 @@ def save_model_diagram(model, folder, name=None, warn=print):
     name = name or diagram_name(model.name)
     path = folder.join(name)
     # With IPython importable, plot_model only prints its Graphviz message, so look for `dot` first.
+    other = name[: -len(".png")] + ".dot" if name.endswith(".png") else name[: -len(".dot")] + ".png"
     if path.endswith(".png"):
         folder.write_file(name, lambda scratch: keras.utils.plot_model(model, to_file=scratch, **options))
+        folder.release(other)  # drawn before where Graphviz was missing
         return path
     folder.write_text(name, keras.utils.model_to_dot(model, **options).to_string())
+    folder.release(other)
     png_path = path[: -len(".dot")] + ".png"
     warn(
         f"warning: Graphviz's `dot` program was not found, so {png_path} was not drawn; "

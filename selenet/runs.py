@@ -121,6 +121,32 @@ def epoch_record(epoch, train_metrics, test_metrics, seconds):
     }
 
 
+def remove_what_other_weights_drew(folder, weights, warn):
+    """Removes the files recorded as drawn from other weights than `weights` (visualize.py's), saying so."""
+    stale = folder.release_all(keep=lambda name, facts: facts.get("weights", weights) == weights)
+    if stale:
+        again = "run visualize.py again"
+        warn(f"removed {len(stale)} files in {folder.folder} drawn from the run's earlier weights; {again}")
+
+
+def epoch_line(record):
+    """The line a run prints after each epoch (the assignment's)."""
+    return (
+        f"Epoch {record['epoch']}, Loss: {record['loss']:.4f}, Accuracy: {record['accuracy']:.2f}, "
+        f"Test Loss: {record['test_loss']:.4f}, Test Accuracy: {record['test_accuracy']:.2f}"
+    )
+
+
+def describe_training(settings, train_data, test_data):
+    """The line a run prints before its first epoch."""
+    images = len(train_data[1])
+    return (
+        f"Training on {images} images, testing on {len(test_data[1])}: {settings.optimizer} lr {settings.lr}, "
+        f"batch {settings.batch_size}, {settings.epochs} epochs of {settings.steps_per_epoch(images)} steps, "
+        f"seed {settings.seed}"
+    )
+
+
 def save_progress(run, folder):
     """run.json and history.csv into a run folder (a Manifest), after every epoch (run["finished"] says whether
     it is the last)."""

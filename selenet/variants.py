@@ -52,8 +52,8 @@ class Blocks:
     """The SE blocks of a variant model: after(conv, x) adds the block that follows `conv`, if any.
     given: the model takes each block's excitation as an input (`inputs`) and scales by it instead."""
 
-    def __init__(self, settings, scale, given=False):
-        self.settings, self.scale = settings, scale  # scale(x, excitation, name): senet_lenet's rescaling
+    def __init__(self, settings, se_block, given=False):
+        self.settings, self.se_block = settings, se_block  # senet_lenet's: it rescales x by a given excitation
         blocks = settings.se_blocks
         self.inputs = {b: keras.Input((BLOCK_CHANNELS[b],), name=f"{SE_NAMES[b]}_given") for b in blocks if given}
 
@@ -63,7 +63,7 @@ class Blocks:
             return x, []
         given = self.inputs.get(conv)
         e = given if given is not None else excitation(x, self.settings, conv)
-        return self.scale(x, e, SE_NAMES[conv]), [e]
+        return self.se_block(x, name=SE_NAMES[conv], excitation=e)[0], [e]
 
     def model(self, image, predictions, excitations):
         name = self.settings.model_name
