@@ -15,6 +15,8 @@ Then it writes ablation.csv, ablation_comparisons.csv, ablation.md and three fig
 std, and paired differences with 95 % intervals and Holm-corrected p-values (study/stats.py).
 """
 
+import dataclasses
+import functools
 import os
 import statistics
 import sys
@@ -49,11 +51,12 @@ SWEEP_OPTIMIZER = "adam"  # every sweep trains with Adam at GRID_REDUCTION, but 
 BASE = Settings.the_assignments_block()
 ROLE_FIELDS = [f"role_{variant}" for variant in excitation_role.VARIANTS]
 CSV_FIELDS = [
-    *("run", "model", "optimizer", "lr", "momentum", "reduction", "conv1_reduction"),
+    *("run", "config", "model", "optimizer", "lr", "momentum", "reduction", "conv1_reduction"),
     *("se_position", "squeeze", "gate", "excitation", "se_bias", "seed"),
     *("parameters", "final_test_accuracy", "best_test_accuracy", "final_train_accuracy", "seconds_per_epoch"),
     *ROLE_FIELDS,
     "dead_blocks",  # the SE blocks whose excitation is the same for every test image
+    *("gate_scale", "train_images", "steps"),  # the scale after the gate; the training set and steps taken
 ]
 
 
@@ -180,12 +183,25 @@ def earlier_run(run_dir, settings):
     return (run, False) if state.finished else (None, True)
 
 
-def csv_row(name, model, run, role):
+@functools.cache
+def _learned_parameters(settings):
+    return sum(int(np.prod(v.shape)) for v in senet_lenet.build_model(settings).trainable_weights)
+
+
+def learned_parameters(settings):
+    """The weights a run of `settings` trains: not the fixed gain's frozen constant layer (16 + 1 weights)."""
+    return _learned_parameters(dataclasses.replace(settings, seed=0, threads=Settings.threads))
+
+
+def csv_row(name, config, model, run, role):
     settings, history = run["settings"], run["history"]
+    training = run.get("training") or {"images": settings.train_samples or TRAIN_RECORDS}  # before it was recorded
+    images = training["images"]
     dense = settings.excitation == "dense"
     steady = [r["seconds"] for r in history[1:]] or [history[0]["seconds"]]  # epoch 1 includes tracing
     return {
         "run": name,
+        "config": config,
         "model": model,
         "optimizer": settings.optimizer,
         "lr": settings.lr,
@@ -194,7 +210,7 @@ def csv_row(name, model, run, role):
         "conv1_reduction": settings.conv1_reduction if "conv1" in settings.se_blocks and dense else "",
         **{key: getattr(settings, key) if model == "se" else "" for key in BASE},
         "seed": settings.seed,
-        "parameters": run["model"]["parameters"],
+        "parameters": learned_parameters(settings),
         "final_test_accuracy": history[-1]["test_accuracy"],
         "best_test_accuracy": max(r["test_accuracy"] for r in history),
         "final_train_accuracy": history[-1]["accuracy"],
@@ -204,6 +220,9 @@ def csv_row(name, model, run, role):
             for field, variant in zip(ROLE_FIELDS, excitation_role.VARIANTS, strict=True)
         },
         "dead_blocks": " ".join(excitation_role.dead_blocks(role, settings)) if role else "",
+        "gate_scale": settings.gate_scale if model == "se" else "",
+        "train_images": images,
+        "steps": training.get("steps", settings.steps_per_epoch(images) * len(history)),
     }
 
 
@@ -215,7 +234,7 @@ def mean_std(values):
 
 
 def by_seed(rows, name, field="final_test_accuracy"):
-    return {r["seed"]: r[field] for r in rows if r["run"].startswith(name + "_seed")}
+    return {r["seed"]: r[field] for r in rows if r["config"] == name}
 
 
 def paired(rows, name, other, field="final_test_accuracy", other_field=None):
@@ -269,7 +288,7 @@ def summary_markdown(rows, configs, compared, gaps=None):
     ]
     for config in configs:
         name = config_name(config)
-        group = [r for r in rows if r["run"].startswith(name + "_seed")]
+        group = [r for r in rows if r["config"] == name]
         se = config["model"] == "se"
         squeeze, gate = (config[key] if se else "–" for key in ("squeeze", "gate"))
         dead = sum(1 for r in group if r["dead_blocks"]) if se else "–"
@@ -304,7 +323,7 @@ def summary_markdown(rows, configs, compared, gaps=None):
     lines += ["| configuration | learned | training-set mean | ones | shuffled |", "| --- | --- | --- | --- | --- |"]
     for config in configs:
         name = config_name(config)
-        group = [r for r in rows if r["run"].startswith(name + "_seed") and r["role_learned"] != ""]
+        group = [r for r in rows if r["config"] == name and r["role_learned"] != ""]
         if config["model"] == "se" and group:
             cells = [mean_std([r[field] for r in group]) for field in ROLE_FIELDS]
             lines.append(f"| {name} | {' | '.join(cells)} |")
@@ -334,38 +353,35 @@ def comparison_rows(compared):
     ]
 
 
-def accuracy_curves(runs, name):
-    """{seed: test accuracy per epoch} of a configuration's runs."""
-    return {
-        int(n.rsplit("_seed", 1)[1]): [r["test_accuracy"] for r in run["history"]]
-        for n, run in runs.items()
-        if n.startswith(name + "_seed")
-    }
+def accuracy_curves(curves, name):
+    """{seed: test accuracy per epoch} of a configuration's runs; curves: {(configuration, seed): per epoch}."""
+    return {seed: curve for (config, seed), curve in curves.items() if config == name}
 
 
-def epoch_gaps(runs, grid_names):
+def epoch_gaps(curves, grid_configs):
     """Per optimizer of the grid, SE − no SE at each epoch, paired by seed (the seeds both have, as paired()
-    does): how the gap of the final epoch came about (descriptive: not corrected, not in a family)."""
-    gaps = {}
-    for name in grid_names:
-        optimizer = name.rsplit("_", 1)[1]
+    does): how the gap of the final epoch came about. Holm over the epochs of each optimizer."""
+    gaps, names = {}, {config_name(c) for c in grid_configs}
+    for optimizer in dict.fromkeys(c["optimizer"] for c in grid_configs):
         se, plain = f"se-r{GRID_REDUCTION}_{optimizer}", f"no-se_{optimizer}"
-        if name == se and plain in grid_names:
-            a, b = accuracy_curves(runs, se), accuracy_curves(runs, plain)
+        if se in names and plain in names:
+            a, b = accuracy_curves(curves, se), accuracy_curves(curves, plain)
             seeds = sorted(a.keys() & b.keys())
             if seeds:
-                epochs = min(len(curves[s]) for curves in (a, b) for s in seeds)
-                gaps[optimizer] = [
-                    Comparison(f"epoch {e + 1}", "per epoch", [a[s][e] - b[s][e] for s in seeds]) for e in range(epochs)
-                ]
+                epochs = min(len(curve[s]) for curve in (a, b) for s in seeds)
+                family = f"epochs, {optimizer}"
+                gaps[optimizer] = holm(
+                    [Comparison(f"epoch {e + 1}", family, [a[s][e] - b[s][e] for s in seeds]) for e in range(epochs)]
+                )
     return gaps
 
 
 def epoch_gaps_markdown(gaps):
     if not gaps:
         return []
-    lines = ["", "SE − no SE at each epoch, paired by seed (test accuracy points, mean [95 % CI]; per epoch, not"]
-    lines += ["corrected): how the final epoch's difference came about.", ""]
+    lines = ["", "SE − no SE at each epoch, paired by seed (test accuracy points, mean [95 % CI], the intervals"]
+    lines += ["not corrected; **bold** where the difference survives Holm over the epochs of its optimizer): how"]
+    lines += ["the final epoch's difference came about.", ""]
     lines += ["| epoch | " + " | ".join(gaps) + " |", "| --- |" + " --- |" * len(gaps)]
     for e in range(max(len(g) for g in gaps.values())):
         cells = []
@@ -374,24 +390,27 @@ def epoch_gaps_markdown(gaps):
             if c is None or not c.testable:
                 cells.append("–" if c is None else f"{c.mean:+.2f}")
             else:
-                cells.append(f"{c.mean:+.2f} [{c.mean - c.half_width:+.2f}, {c.mean + c.half_width:+.2f}]")
+                cell = f"{c.mean:+.2f} [{c.mean - c.half_width:+.2f}, {c.mean + c.half_width:+.2f}]"
+                cells.append(f"**{cell}**" if c.survives else cell)
         lines.append(f"| {e + 1} | " + " | ".join(cells) + " |")
     return lines
 
 
-def curves_figure(runs, grid_names):
+def curves_figure(curves, grid_configs):
     """One panel per optimizer of the grid: SE and no SE, test accuracy per epoch (each on its own scale, so
     the gap between them shows)."""
-    optimizers = list(dict.fromkeys(name.rsplit("_", 1)[1] for name in grid_names))
+    optimizers = list(dict.fromkeys(c["optimizer"] for c in grid_configs))
     columns = max(len(optimizers), 1)
     figure = Figure(figsize=(4.2 * columns, 4.5), layout="constrained")
     panels = figure.subplots(1, columns, squeeze=False)[0]
     for axes, optimizer in zip(panels, optimizers, strict=False):
-        for name in (n for n in grid_names if n.endswith("_" + optimizer)):
-            curves = np.array(list(accuracy_curves(runs, name).values()))
-            epochs = np.arange(1, curves.shape[1] + 1)
-            (line,) = axes.plot(epochs, curves.mean(axis=0), "o-", label=f"{name} (mean of {len(curves)})")
-            axes.fill_between(epochs, curves.min(axis=0), curves.max(axis=0), color=line.get_color(), alpha=0.2)
+        for name in (config_name(c) for c in grid_configs if c["optimizer"] == optimizer):
+            runs = np.array(list(accuracy_curves(curves, name).values()))
+            if not len(runs):
+                continue  # not run in this study
+            epochs = np.arange(1, runs.shape[1] + 1)
+            (line,) = axes.plot(epochs, runs.mean(axis=0), "o-", label=f"{name} (mean of {len(runs)})")
+            axes.fill_between(epochs, runs.min(axis=0), runs.max(axis=0), color=line.get_color(), alpha=0.2)
         axes.set_title(optimizer)
         axes.set_xlabel("epoch")
         axes.grid(alpha=0.3)
@@ -405,7 +424,7 @@ def sweep_figure(rows, reductions):
     figure = Figure(figsize=(7, 4.5), layout="constrained")
     axes = figure.subplots()
     for reduction in reductions:
-        group = [r for r in rows if r["run"].startswith(f"se-r{reduction}_{SWEEP_OPTIMIZER}_seed")]
+        group = [r for r in rows if r["config"] == f"se-r{reduction}_{SWEEP_OPTIMIZER}"]
         accuracy = np.array([r["final_test_accuracy"] for r in group])
         mean = accuracy.mean()
         axes.errorbar(
@@ -478,18 +497,18 @@ def run_study(args, stop):
         cli.study_axis(args.train_sizes, cli.DECLARED_TRAIN_SIZES),
     )
     configs = configurations(args.optimizers, sorted(set(args.reductions)), *sweeps, *axes)
-    plan = []  # (name, model, settings, finished run.json or None, resumable), every folder checked first
+    plan = []  # (name, configuration, model, settings, finished run.json or None, resumable): every folder checked
     for config in configs:
         for seed in range(args.seeds):
-            name = f"{config_name(config)}_seed{seed}"
-            settings = run_settings(args, config, seed)
-            plan.append((name, config["model"], settings, *earlier_run(os.path.join(args.out_dir, name), settings)))
-    # Recorded before anything is written; refused if a name holds something of the user's.
-    # The run folders (workers write them) and the tables, recorded before anything is written.
+            name, settings = f"{config_name(config)}_seed{seed}", run_settings(args, config, seed)
+            earlier = earlier_run(os.path.join(args.out_dir, name), settings)
+            plan.append((name, config_name(config), config["model"], settings, *earlier))
+    # The run folders (workers write them) and the tables, recorded before anything is written; refused if a
+    # name holds something of the user's.
     folder = Manifest(args.out_dir, "study")
     folder.claim(*STUDY_FILES, *(f"{name}/" for name, *_ in plan))
     results, tasks = {}, []  # name -> (run.json, role)
-    for name, _, settings, run, resumable in plan:
+    for name, _, _, settings, run, resumable in plan:
         run_dir = os.path.abspath(os.path.join(args.out_dir, name))
         role = excitation_role.read_role(run_dir, run["sha256"].get(runs.WEIGHTS_FILE)) if run else None
         if run is not None and (role is not None or not settings.se):
@@ -508,16 +527,19 @@ def run_study(args, stop):
         print(f"[{len(results)}/{len(plan)}] {task.name}: test accuracy {accuracy:.2f} %; {elapsed} so far", flush=True)
 
     workers.run_all(tasks, args.workers, stop, done, args.ray)
-    rows = [csv_row(name, model, *results[name]) for name, model, *_ in plan]
-    finished = {name: results[name][0] for name, *_ in plan}
+    rows = [csv_row(name, config, model, *results[name]) for name, config, model, *_ in plan]
+    curves = {  # (configuration, seed) -> test accuracy per epoch
+        (config, settings.seed): [r["test_accuracy"] for r in results[name][0]["history"]]
+        for name, config, _, settings, *_ in plan
+    }
     folder.write_text("ablation.csv", files.csv_text(rows, CSV_FIELDS))
     compared = comparisons(rows, configs)
     folder.write_text("ablation_comparisons.csv", files.csv_text(comparison_rows(compared), COMPARISON_FIELDS))
-    grid_names = [config_name(c) for c in grid(args.optimizers)]
-    markdown = summary_markdown(rows, configs, compared, epoch_gaps(finished, grid_names))
+    grid_configs = grid(args.optimizers)
+    markdown = summary_markdown(rows, configs, compared, epoch_gaps(curves, grid_configs))
     folder.write_text("ablation.md", markdown)
     figures = {
-        "ablation_curves.png": curves_figure(finished, grid_names),
+        "ablation_curves.png": curves_figure(curves, grid_configs),
         "reduction_sweep.png": sweep_figure(rows, sorted(set(args.reductions))),
         "ablation_variants.png": variants_figure(compared),
     }

@@ -86,16 +86,13 @@ def no_deterministic_kernel(error):
     return f"{errors.first_line(error, limit=300)} ({reason})"
 
 
-class HelpFormatter(argparse.HelpFormatter):
-    """Adds "(default: X)" to a flag's help unless the help says it already or there is none to say."""
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's "(default: X)", but where there is none to give (None, False) or the help gives it already."""
 
     def _get_help_string(self, action):
-        text = action.help or ""
-        if "(default" in text or action.default in (None, False, argparse.SUPPRESS):
-            return text
-        default = action.default
-        shown = " ".join(map(str, default)) if isinstance(default, list) else str(default)
-        return f"{text} (default: {shown.replace('%', '%%')})"  # argparse %-formats help
+        if action.default in (None, False) or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -187,6 +184,12 @@ SETTING_FLAGS = {
         "TensorFlow's threads per run; the bits depend on it, not on the cores (0: one per core)",
     ),
 }
+
+
+ASSIGNMENT_FLAGS = ("epochs", "batch_size", "optimizer", "lr", "reduction", "se", "seed")
+VARIANT_FLAGS = ("momentum", "se_position", "squeeze", "gate", "gate_scale", "excitation", "eca_kernel", "se_bias")
+VARIANT_FLAGS += ("conv1_reduction",)
+RUN_FLAGS = ("train_samples", "test_samples", "train_size", "epoch_steps", "threads")
 
 
 def add_setting_flags(parser, names=tuple(SETTING_FLAGS)):
@@ -315,13 +318,19 @@ def train_parser():
     parser = ArgumentParser(
         prog="senet_lenet.py", description="Train SE-LeNet (LeNet-5 with a Squeeze-and-Excitation block) on MNIST."
     )
-    add_setting_flags(parser)
-    add_data_dir_flag(parser)
-    parser.add_argument("--out-dir", default=runs.OUT_DIR, help="where the run's files go")
-    parser.add_argument(
+    assignment = parser.add_argument_group("the assignment's training")
+    add_setting_flags(assignment, ASSIGNMENT_FLAGS)
+    add_data_dir_flag(assignment)
+    assignment.add_argument("--out-dir", default=runs.OUT_DIR, help="where the run's files go")
+    assignment.add_argument(
         "--resume", action="store_true", help="continue the run in --out-dir from its last epoch (--epochs may change)"
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace a run that --out-dir holds")
+    assignment.add_argument("--overwrite", action="store_true", help="replace a run that --out-dir holds")
+    variants = parser.add_argument_group(
+        "the study's variants (ablation.py trains them; the defaults are the assignment's block)"
+    )
+    add_setting_flags(variants, VARIANT_FLAGS)
+    add_setting_flags(parser.add_argument_group("data, steps and threads (quick runs, the study's axes)"), RUN_FLAGS)
     return parser
 
 

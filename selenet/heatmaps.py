@@ -14,7 +14,7 @@ import PIL.Image
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from selenet import files
+from selenet import files, machine
 from selenet.excitation_stats import COLOR_MAP
 from selenet.settings import block_suffix, block_where
 
@@ -109,7 +109,7 @@ def worker(heatmaps):
     its start-up overlaps the caller's work; None on one core, or for fewer than WORKER_MIN_HEATMAPS.
     It is spawned, not forked: a fork of a process whose TensorFlow threads hold a lock would inherit
     that lock, held forever."""
-    if (os.cpu_count() or 1) < 2 or heatmaps < WORKER_MIN_HEATMAPS:
+    if machine.available_cores() < 2 or heatmaps < WORKER_MIN_HEATMAPS:  # the cores it may use, not the machine's
         yield None
         return
     # Ctrl-C reaches the whole process group: this process reports it, the worker is just ended.

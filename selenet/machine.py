@@ -48,17 +48,19 @@ def cpu_model():
 
 
 def environment(run=None):
-    """What the bits of a run depend on besides its settings: threads, TensorFlow, Keras, CPU model.
-    Of a run.json (a key it lacks: "unrecorded"), or of this process (run None: threads not set)."""
+    """What the bits of a run depend on besides its settings: threads, TensorFlow, Keras, NumPy (the data
+    order), CPU model. Of a run.json (a key it lacks: "unrecorded"), or of this process (run None: threads
+    not set)."""
     if run is None:
         import keras
+        import numpy as np
         import tensorflow as tf
 
-        return {"tensorflow": tf.__version__, "keras": keras.__version__, "cpu": cpu_model()}
+        return {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__, "cpu": cpu_model()}
+    versions = run.get("versions", {})
     return {
         "threads": run["settings"].threads,
-        "tensorflow": run.get("versions", {}).get("tensorflow", "unrecorded"),
-        "keras": run.get("versions", {}).get("keras", "unrecorded"),
+        **{name: versions.get(name, "unrecorded") for name in ("tensorflow", "keras", "numpy")},
         "cpu": run.get("machine", {}).get("cpu", "unrecorded"),
     }
 

@@ -14,6 +14,7 @@ class StopOnSignal:
 
     def __init__(self):
         self.signum = None
+        self.on_signal = None  # called on a signal, in a thread of its own (so it may take locks)
         self._previous = {}
 
     def __enter__(self):
@@ -29,6 +30,8 @@ class StopOnSignal:
 
     def _handle(self, signum, frame):
         self.signum = signum
+        if self.on_signal is not None:  # a lock the interrupted code holds would deadlock here, not in a thread
+            threading.Thread(target=self.on_signal, daemon=True).start()
 
     def check(self):
         if self.signum is not None:

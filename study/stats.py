@@ -11,6 +11,9 @@ import statistics
 from scipy import stats
 
 LEVEL = 0.95  # confidence of the intervals; Holm's family-wise error rate is 1 - LEVEL
+# Accuracies have 4 decimals (0.01 is one image in 10,000); the float difference of two carries noise near
+# 1e-14 (98.2 - 98.0 = 0.20000000000000284), which would make equal differences unequal. Rounded to this.
+DECIMALS = 8
 TARGET_HALF_WIDTH = 0.1  # accuracy points: the precision the study aims for
 
 
@@ -25,6 +28,9 @@ class Comparison:
     family: str  # the comparisons corrected together
     differences: list  # per seed, in accuracy points
     holm_p: float = math.nan  # set by holm()
+
+    def __post_init__(self):
+        self.differences = [round(d, DECIMALS) for d in self.differences]
 
     @property
     def seeds(self):

@@ -3,12 +3,13 @@ core, or as one-CPU tasks on a Ray cluster. Each run has its settings' threads, 
 wherever it runs, and the same bits as `senet_lenet.py` with those settings.
 """
 
+import concurrent.futures
 import dataclasses
 import multiprocessing
 import os
 import signal
 import sys
-import time
+from concurrent.futures import ProcessPoolExecutor
 
 from selenet import errors, files, locks, runs
 from selenet.determinism import use_threads
@@ -117,36 +118,32 @@ def run_all(tasks, workers, stop, done, ray_address=None):
             done(task, *study_run(task, stop))
         return
     context = multiprocessing.get_context("spawn")  # not fork: TensorFlow's threads hold locks
-    event = context.Event()
-    pool = context.Pool(min(workers, len(tasks)), _start_worker, (event,), maxtasksperchild=TASKS_PER_WORKER)
+    event = context.Event()  # set: every worker stops at its next chunk of steps
+    stop.on_signal = event.set
     failure, waiting, running = None, list(reversed(tasks)), {}
-    stopping = False
-    try:
-        while waiting or running:
-            stopping = failure is not None or stop.signum is not None
-            if stopping:
-                event.set()  # the running runs stop at their next chunk of steps; no other starts
+    options = dict(mp_context=context, initializer=_start_worker, initargs=(event,))
+    with ProcessPoolExecutor(min(workers, len(tasks)), max_tasks_per_child=TASKS_PER_WORKER, **options) as pool:
+        try:
+            while waiting or running:
+                # A few in flight, so that a stop ends them soon; none more after a stop or a failure.
+                while waiting and failure is None and stop.signum is None and len(running) < workers:
+                    task = waiting.pop()
+                    running[pool.submit(study_run, task)] = task
                 if not running:
                     break
-            while waiting and not stopping and len(running) < workers:  # a few in flight: a stop ends them soon
-                task = waiting.pop()
-                running[task] = pool.apply_async(study_run, (task,))
-            for task, result in list(running.items()):
-                if result.ready():
-                    del running[task]
+                finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in finished:
+                    task = running.pop(future)
                     try:
-                        done(task, *result.get())
+                        done(task, *future.result())
                     except Exception as e:  # the task's own error, raised here; the first one is reported
-                        failure = failure or e
-            time.sleep(0.2)
-    except BaseException:
-        pool.terminate()
-        raise
-    if stopping:
-        pool.terminate()  # the idle workers: nothing left for them
-    else:
-        pool.close()  # each worker ends when the queue is empty
-    pool.join()
+                        if failure is None:
+                            failure = e
+                            event.set()
+        except BaseException:
+            event.set()
+            pool.shutdown(cancel_futures=True)
+            raise
     stop.check()
     if failure is not None:
         raise failure

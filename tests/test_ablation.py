@@ -141,31 +141,28 @@ def test_a_comparison_without_spread_cannot_be_tested(differences):
     assert row.endswith("| – | – | cannot test |") and "nan" not in row
 
 
-def fake_runs(curves):
-    """Run records as the study reads them, from {config name: [per-seed test accuracy per epoch]}."""
-    return {
-        f"{name}_seed{seed}": {"history": [{"test_accuracy": a} for a in accuracies]}
-        for name, per_seed in curves.items()
-        for seed, accuracies in enumerate(per_seed)
-    }
+def fake_curves(curves):
+    """Test accuracy per epoch as the study reads it, {(configuration, seed): [...]}, from {configuration:
+    [per seed: test accuracy per epoch]}."""
+    return {(name, seed): accuracies for name, per_seed in curves.items() for seed, accuracies in enumerate(per_seed)}
 
 
 def test_the_gap_per_epoch_is_paired_by_seed():
-    runs = fake_runs(
+    curves = fake_curves(
         {
             "se-r4_sgd": [[90.0, 96.0], [88.0, 95.0], [91.0, 97.0]],
             "no-se_sgd": [[93.0, 96.5], [92.0, 96.0], [92.0, 97.0]],
             "se-r4_adam": [[98.0, 99.0], [98.0, 99.0], [98.0, 99.0]],  # no no-se_adam: no gap
         }
     )
-    gaps = ablation.epoch_gaps(runs, ["se-r4_sgd", "se-r4_adam", "no-se_sgd"])
+    gaps = ablation.epoch_gaps(curves, ablation.grid(["sgd", "adam"]))
     assert list(gaps) == ["sgd"]
     assert [c.differences for c in gaps["sgd"]] == [[-3.0, -4.0, -1.0], [-0.5, -1.0, 0.0]]
     table = ablation.epoch_gaps_markdown(gaps)
     first = Comparison("", "", [-3.0, -4.0, -1.0])
     assert f"| 1 | -2.67 [{-8 / 3 - first.half_width:+.2f}, {-8 / 3 + first.half_width:+.2f}] |" in table
     assert "| 2 | -0.50 [-1.74, +0.74] |" in table  # sd 0.5: t(0.975, 2) · 0.5 / sqrt(3) = 1.24
-    figure = ablation.curves_figure(runs, ["se-r4_sgd", "se-r4_adam", "no-se_sgd"])
+    figure = ablation.curves_figure(curves, ablation.grid(["sgd", "adam"]))
     assert [axes.get_title() for axes in figure.axes] == ["sgd", "adam"]  # a panel per optimizer
     assert [len(axes.get_lines()) for axes in figure.axes] == [2, 1]
 
@@ -219,7 +216,11 @@ def test_an_optimizer_given_twice_draws_the_grid_alone(synthetic_study, tmp_path
     drawn = []
     curves_figure = ablation.curves_figure
     monkeypatch.setattr(
-        ablation, "curves_figure", lambda runs, names: drawn.append(names) or curves_figure(runs, names)
+        ablation,
+        "curves_figure",
+        lambda curves, configs: (
+            drawn.append([ablation.config_name(c) for c in configs]) or curves_figure(curves, configs)
+        ),
     )
     args = [
         *SYNTHETIC_STUDY,
@@ -233,3 +234,22 @@ def test_an_optimizer_given_twice_draws_the_grid_alone(synthetic_study, tmp_path
     ]
     assert ablation.main(args) == 0
     assert drawn == [["se-r4_adam", "no-se_adam"]]
+
+
+def test_differences_equal_to_the_accuracys_resolution_have_no_spread():
+    """Bug a: SE one 500-image test image (0.2 point) ahead at every seed, as floats subtract it."""
+    se, plain = [98.2, 97.6, 99.4], [98.0, 97.4, 99.2]
+    differences = [a - b for a, b in zip(se, plain, strict=True)]
+    assert len(set(differences)) > 1  # 0.20000000000000284, 0.19999999999998863, ...
+    (c,) = holm([Comparison("se − no se", "effect", differences)])
+    assert not c.testable and not c.survives and math.isnan(c.p) and math.isnan(c.half_width)
+    assert c.mean == pytest.approx(0.2)
+
+
+def test_the_parameters_are_the_learned_ones():
+    """Bug f: the fixed gain's constant input layer (16 + 1 frozen weights) is not counted."""
+    from selenet.settings import Settings
+
+    assert ablation.learned_parameters(Settings()) == 44554
+    assert ablation.learned_parameters(Settings(excitation="fixed")) == 44459 - 17
+    assert ablation.learned_parameters(Settings(se=False)) == 44426

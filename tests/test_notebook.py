@@ -40,3 +40,33 @@ def test_the_notebook_runs_top_to_bottom(mnist_dir, tmp_path, monkeypatch):
     assert "Epoch 10, Loss: 0.0224, Accuracy: 99.24, Test Loss: 0.0359, Test Accuracy: 98.96" in text
     assert "Total params: 44,554" in text and len(images) == 5
     assert "Max |excitation difference| over 10000 test images: 0\n" in text
+
+
+def helpers_cell():
+    """The notebook's helpers (its set-up cell that defines train and script), run outside a kernel."""
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    (cell,) = [c for c in notebook.cells if c.cell_type == "code" and "def train(" in c.source]
+    namespace = {}
+    exec("import os, sys\n" + cell.source, namespace)
+    return namespace
+
+
+def test_a_failing_script_stops_the_notebook(capsys):
+    script = helpers_cell()["script"]
+    with pytest.raises(RuntimeError, match="exit code 3"):
+        script("-c", "print('its last line'); raise SystemExit(3)")
+    assert "its last line" in capsys.readouterr().out
+
+
+def test_a_run_stopped_after_an_epoch_is_resumed_and_a_finished_one_kept(tmp_path):
+    namespace = helpers_cell()
+    calls = []
+    namespace["script"] = lambda *args: calls.append(args)
+    run = tmp_path / "run"
+    namespace["train"](str(run))  # nothing there: a new run
+    run.mkdir()
+    (run / "run.json").write_text('{"finished": false}')  # written after epoch 1 of 10
+    namespace["train"](str(run))
+    (run / "run.json").write_text('{"finished": true}')
+    namespace["train"](str(run))
+    assert [call[-1] for call in calls] == [str(run), "--resume"]

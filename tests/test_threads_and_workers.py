@@ -323,3 +323,16 @@ def test_a_two_node_cluster_with_token_authentication_as_documented(tmp_path, sy
         assert addresses and addresses <= LOOPBACK, addresses  # the nodes' own addresses are 127.0.0.1
     finally:
         subprocess.run([*loopback_only, "ray", "stop", "--force"], env=env, capture_output=True, timeout=300)
+
+
+def test_the_environment_names_numpy():
+    """Bug c: the data order comes from NumPy's generator, so a run's bits depend on its version."""
+    from selenet import machine
+    from selenet.settings import Settings
+
+    def run(numpy):
+        return {"settings": Settings(), "versions": {"tensorflow": "2.21.0", "keras": "3.15.1", "numpy": numpy}}
+
+    a, b = machine.environment(run("2.4.6")), machine.environment(run("2.3.0"))
+    assert a["numpy"] == "2.4.6" and "numpy" in machine.environment()
+    assert "numpy (2.4.6 vs 2.3.0)" in machine.environment_note("A", a, "B", b)

@@ -201,3 +201,23 @@ def test_compare_says_when_both_runs_are_one(synthetic_run, synthetic_mnist_dir,
     assert visualize.main(args) == 0
     out = capsys.readouterr().out
     assert "are the same run folder" in out and "Max |excitation difference| over 300 test images: 0" in out
+
+
+def test_one_test_image_of_500_is_not_wrong_data():
+    """Bug d: with 500 test images one image is 0.2 point; three are wrong data or weights."""
+    visualize.check_accuracy("run", 98.2, 98.0, 500)
+    visualize.check_accuracy("run", 98.95, 98.87, 10000)  # 8 images of 10,000: within 0.1
+    with pytest.raises(visualize.errors.UsageError, match="by more than 0.2 point"):
+        visualize.check_accuracy("run", 98.6, 98.0, 500)
+    with pytest.raises(visualize.errors.UsageError, match="by more than 0.1 point"):
+        visualize.check_accuracy("run", 98.99, 98.87, 10000)
+
+
+def test_the_heatmap_worker_counts_the_cores_this_process_may_use(monkeypatch):
+    """Bug e: under taskset -c 0 (one core allowed of several) no second drawing process starts."""
+    from selenet import heatmaps
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    with heatmaps.worker(1000) as pool:
+        assert pool is None
