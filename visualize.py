@@ -25,7 +25,7 @@ import sys
 from selenet import cli
 
 if __name__ == "__main__":  # before Matplotlib and TensorFlow load: Ctrl-C, --help and a bad flag answered at once
-    cli.start("visualize.py", cli.visualize_parser)
+    cli.start("visualize.py", cli.visualize_parser, tensorflow=False)  # a wrong folder is answered at once
 
 import matplotlib
 import numpy as np
@@ -253,7 +253,10 @@ def using(*run_dirs):
 def use_the_runs_threads(run_dir, run):
     """Evaluates with the run's threads; says in one line if this machine's versions or CPU are not the run's."""
 
-    from selenet.determinism import use_threads  # TensorFlow: not on top
+    from selenet import quiet_start
+
+    quiet_start.import_tensorflow()  # TensorFlow only now (see restore_model), without its start-up notices
+    from selenet.determinism import use_threads
 
     use_threads(run["settings"].threads)
     note = machine.environment_note(run_dir, machine.environment(run), "this machine", machine.environment())

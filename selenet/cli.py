@@ -11,8 +11,8 @@ from selenet import errors, machine, runs
 from selenet.mnist import MNISTDataError
 
 # Hides TensorFlow's C++ info lines (CPU features) in every script: set here, in the module each script
-# imports before TensorFlow. Warnings and errors still show; the oneDNN notice is logged before this
-# setting is read, and stays.
+# imports before TensorFlow. Warnings and errors still show; the oneDNN notice, logged before this setting
+# is read, is dropped by quiet_start.import_tensorflow.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from selenet.settings import (
     EXCITATIONS,
@@ -297,9 +297,10 @@ def printing_never_fails():
             stream.reconfigure(errors="replace")
 
 
-def start(prog, parser, check=None):
+def start(prog, parser, check=None, tensorflow=True):
     """What a script does before it imports TensorFlow (seconds): one-line Ctrl-C, --help, and one line,
-    exit code 2, for a bad flag (check(args): what else can be judged from the flags alone)."""
+    exit code 2, for a bad flag (check(args): what else can be judged from the flags alone). Then imports
+    TensorFlow without its start-up notices (tensorflow False: the script does it when it needs it)."""
     printing_never_fails()
     quiet_ctrl_c(prog)
     args = parser().parse_args(sys.argv[1:])
@@ -308,6 +309,10 @@ def start(prog, parser, check=None):
             check(args)
         except USER_ERRORS as e:
             sys.exit(report_error(prog, e))
+    if tensorflow:
+        from selenet import quiet_start
+
+        quiet_start.import_tensorflow()  # without its two start-up notices (each printed twice)
 
 
 def check_settings(args):

@@ -98,14 +98,9 @@ def _start_worker(event):
     global _worker_stop
     _worker_stop = _WorkerStop(event)
     # TensorFlow's start-up notices, once per worker, would bury the study's progress lines.
-    saved, quiet = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(quiet, 2)
-    try:
-        import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(quiet)
+    from selenet import quiet_start
+
+    quiet_start.import_tensorflow()
 
 
 def run_all(tasks, workers, stop, done, ray_address=None):

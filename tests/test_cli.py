@@ -174,3 +174,47 @@ def test_a_bug_is_not_reported_as_bad_input_but_raised(tmp_path, synthetic_mnist
     args = ["--train-samples", "100", "--test-samples", "100", "--data-dir", synthetic_mnist_dir]
     with pytest.raises(ZeroDivisionError, match="a bug"):
         senet_lenet.main([*args, "--out-dir", str(tmp_path)])
+
+
+def test_tensorflows_known_start_up_notices_are_dropped_and_nothing_else():
+    """TensorFlow's import prints absl's warning and the oneDNN notice twice on x86: exactly those go."""
+    code = (
+        "import os, sys, types\n"
+        "fake = types.ModuleType('tensorflow')\n"
+        "class Finder:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name != 'tensorflow': return None\n"
+        "        import importlib.machinery\n"
+        "        return importlib.machinery.ModuleSpec(name, self)\n"
+        "    def create_module(self, spec): return None\n"
+        "    def exec_module(self, module):\n"
+        "        for line in [\n"
+        "            'WARNING: All log messages before absl::InitializeLog() is called are written to STDERR',\n"
+        "            'I0000 00:00:1796240336.8   12326 port.cc:153] oneDNN custom operations are on. You may see',\n"
+        "            'W0000 00:00:1796240336.9   12326 gpu.cc:1] a warning that stays',\n"
+        "            'I0000 00:00:1796240337.1   12326 port.cc:153] oneDNN custom operations are on. Again.',\n"
+        "        ]: os.write(2, (line + '\\n').encode())\n"
+        "sys.meta_path.insert(0, Finder())\n"
+        "from selenet import quiet_start\n"
+        "quiet_start.import_tensorflow()\n"
+        "os.write(2, b'after the import\\n')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "W0000 00:00:1796240336.9   12326 gpu.cc:1] a warning that stays\nafter the import\n"
+
+
+@pytest.mark.parametrize("script", ["senet_lenet.py", "ablation.py"])
+def test_a_script_starts_without_tensorflows_notices(script, tmp_path):
+    """The real TensorFlow: a bad --out-dir is answered after it loads, and stderr holds that line alone."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("the user's")
+    result = subprocess.run(
+        [sys.executable, script, "--out-dir", str(blocker / "out")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1 and "oneDNN" not in result.stderr and "absl" not in result.stderr
