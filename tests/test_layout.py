@@ -62,3 +62,13 @@ def test_training_loads_no_drawing_of_heatmaps_and_the_study_no_visualize():
     assert "selenet.mnist" not in imports(modules["selenet.heatmaps"], modules)
     assert "selenet.figures" not in imports(modules["selenet.runs"], modules)
     assert "study.workers" not in imports(modules["selenet.cli"], modules)
+
+
+def test_the_training_script_reads_as_the_assignment():
+    """senet_lenet.py holds the assignment alone, in at most 250 lines: the study's SE blocks are variants.py's."""
+    source = open(os.path.join(ROOT, "senet_lenet.py"), encoding="utf-8").read()
+    assert len(source.splitlines()) <= 250
+    for variant in ("GlobalMaxPooling2D", "Conv1D", "tanh", "gate_scale", ".se_bias", "eca_kernel", "conv1_reduction"):
+        assert variant not in source, variant
+    assert len(open(os.path.join(ROOT, "visualize.py"), encoding="utf-8").read().splitlines()) <= 300
+    assert len(open(os.path.join(ROOT, "README.md"), encoding="utf-8").read().splitlines()) <= 200
