@@ -243,13 +243,30 @@ def paired(rows, name, other, field="final_test_accuracy", other_field=None):
     return [a[s] - b[s] for s in sorted(a.keys() & b.keys())]
 
 
+def axis(config):
+    """Which question a configuration answers: "lr" (the learning-rate grid), "scale" (the starting-scale
+    controls), "size" (the training-set sizes), or "main" (the grid and the Adam sweeps)."""
+    if config["train_size"]:
+        return "size"
+    if config["lr"]:
+        return "lr"
+    sweep = config["model"] == "se" and config["optimizer"] != SWEEP_OPTIMIZER and config != grid_se(config)
+    return "scale" if config["gate_scale"] != 1 or sweep else "main"
+
+
+def grid_se(config):
+    """The grid's SE configuration (the assignment's block) with this configuration's optimizer."""
+    return grid([config["optimizer"]])[0]
+
+
 def comparisons(rows, configs):
-    """The study's paired comparisons in two families, each Holm-corrected: "effect" (SE − no SE per
-    optimizer, each sweep variant − the assignment's block) and "role" (the excitation replaced at
-    inference by the training-set mean, or shuffled between images, − learned, per SE configuration)."""
+    """The study's paired comparisons, each family Holm-corrected on its own (docs/study.md declares them):
+    "effect" (SE − no SE per optimizer, each Adam sweep variant − the assignment's block) and "role" (the
+    excitation replaced at inference by the training-set mean, or shuffled between images, − learned, per SE
+    configuration), both of the grid and sweeps; "lr", "scale", "size" and "size-role" of the new axes."""
     ran = {config_name(config) for config in configs}
     effect, role = [], []
-    for config in configs:
+    for config in (c for c in configs if axis(c) == "main"):
         name = config_name(config)
         if config["model"] != "se":
             continue
@@ -259,10 +276,74 @@ def comparisons(rows, configs):
             effect.append(Comparison(f"{name} − {other}", "effect", paired(rows, name, other)))
         if config["excitation"] == "fixed":
             continue  # the same excitation for every image by design: train_mean and shuffled are learned
-        for variant in ("train_mean", "shuffled"):
-            differences = paired(rows, name, name, f"role_{variant}", "role_learned")
-            role.append(Comparison(f"{name}: {variant} − learned", "role", differences))
-    return holm(effect) + holm(role)
+        role += role_comparisons(rows, name, "role")
+    new_axes = holm(lr_comparisons(rows, configs)) + holm(scale_comparisons(rows, ran)) + size_families(rows, configs)
+    return holm(effect) + holm(role) + new_axes
+
+
+def role_comparisons(rows, name, family):
+    return [
+        Comparison(f"{name}: {variant} − learned", family, paired(rows, name, name, f"role_{variant}", "role_learned"))
+        for variant in ("train_mean", "shuffled")
+    ]
+
+
+def lr_pairs(configs):
+    """{lr: (SE's name, no SE's name)} of the learning-rate grid, with the grid's own pair at the default lr."""
+    default = LEARNING_RATES[STUDY_OPTIMIZERS[LR_OPTIMIZER][0]]
+    grid_lrs = [c["lr"] or default for c in configs if axis(c) == "lr" and c["model"] == "se"]
+    if not grid_lrs:
+        return {}
+    pairs = {}
+    for lr in sorted({*grid_lrs, default}):
+        se, no_se = ({**c, "lr": None if lr == default else lr} for c in grid([LR_OPTIMIZER]))
+        pairs[lr] = config_name(se), config_name(no_se)
+    ran = {config_name(c) for c in configs}
+    return {lr: pair for lr, pair in pairs.items() if set(pair) <= ran}
+
+
+def best_lr(rows, names):
+    """The learning rate whose runs have the highest mean final test accuracy, of {lr: configuration name}."""
+    return max(names, key=lambda lr: statistics.fmean(by_seed(rows, names[lr]).values()))
+
+
+def lr_comparisons(rows, configs):
+    pairs = lr_pairs(configs)
+    if not pairs:
+        return []
+    compared = [Comparison(f"{se} − {no_se}", "lr", paired(rows, se, no_se)) for se, no_se in pairs.values()]
+    se_best = best_lr(rows, {lr: pair[0] for lr, pair in pairs.items()})
+    no_se_best = best_lr(rows, {lr: pair[1] for lr, pair in pairs.items()})
+    best = f"{pairs[se_best][0]} − {pairs[no_se_best][1]} (each at its best lr)"
+    return [*compared, Comparison(best, "lr", paired(rows, pairs[se_best][0], pairs[no_se_best][1]))]
+
+
+def scale_comparisons(rows, ran):
+    compared = []
+    for optimizer in CONTROL_OPTIMIZERS:
+        se, no_se = f"se-r{GRID_REDUCTION}_{optimizer}", f"no-se_{optimizer}"
+        fixed, doubled = f"se-fixed_{optimizer}", f"se-r{GRID_REDUCTION}-x{CONTROL_SCALE:g}_{optimizer}"
+        for a, b in ((fixed, se), (doubled, se), (doubled, no_se), (fixed, no_se)):
+            if a in ran and b in ran:
+                compared.append(Comparison(f"{a} − {b}", "scale", paired(rows, a, b)))
+    return compared
+
+
+def size_pairs(configs):
+    """[(optimizer, training images, SE's name, no SE's name)] of the size axis, smallest first."""
+    pairs = []
+    for config in (c for c in configs if axis(c) == "size" and c["model"] == "se"):
+        no_se = {**config, "model": "no-se", "reduction": None}
+        pairs.append((config["optimizer"], config["train_size"], config_name(config), config_name(no_se)))
+    ran = {config_name(c) for c in configs}
+    return sorted((p for p in pairs if p[3] in ran), key=lambda p: (p[0], p[1]))
+
+
+def size_families(rows, configs):
+    pairs = size_pairs(configs)
+    size = [Comparison(f"{se} − {no_se}", "size", paired(rows, se, no_se)) for _, _, se, no_se in pairs]
+    role = [c for _, _, se, _ in pairs for c in role_comparisons(rows, se, "size-role")]
+    return holm(size) + holm(role)
 
 
 def blocks_text(row):
@@ -318,6 +399,7 @@ def summary_markdown(rows, configs, compared, gaps=None):
     if left_out:
         lines += ["", f"Not run in this study, so the comparisons with them are left out: {', '.join(left_out)}."]
     lines += epoch_gaps_markdown(gaps or {})
+    lines += axes_markdown(rows, configs, compared)
     lines += ["", "The excitation at inference: test accuracy (%) with it learned, replaced by each channel's"]
     lines += ["training-set mean, by 1, or shuffled between test images (mean ± std over seeds):", ""]
     lines += ["| configuration | learned | training-set mean | ones | shuffled |", "| --- | --- | --- | --- | --- |"]
@@ -328,6 +410,83 @@ def summary_markdown(rows, configs, compared, gaps=None):
             cells = [mean_std([r[field] for r in group]) for field in ROLE_FIELDS]
             lines.append(f"| {name} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
+
+
+def interval_text(c):
+    """ "mean [low, high]" of a comparison, or why it cannot be tested."""
+    if not c.testable:
+        return f"{c.mean:+.2f} (cannot test)" if c.seeds else "–"
+    return f"{c.mean:+.2f} [{c.mean - c.half_width:+.2f}, {c.mean + c.half_width:+.2f}]"
+
+
+def axes_markdown(rows, configs, compared):
+    """The learning-rate grid and the training-set sizes, each as a table (when the study has them)."""
+    by_name, lines = {c.name: c for c in compared}, []
+
+    def accuracy(name):
+        return mean_std(list(by_seed(rows, name).values()))
+
+    pairs = lr_pairs(configs)
+    if pairs:
+        lines += ["", f"The learning-rate grid, {LR_OPTIMIZER} (final test accuracy %, mean ± std over seeds; SE − no"]
+        lines += ["SE paired by seed, family lr, Holm over its comparisons):", ""]
+        lines += ["| lr | SE | no SE | SE − no SE [95 % CI] | Holm p |", "| --- | --- | --- | --- | --- |"]
+        for lr, (se, no_se) in pairs.items():
+            c = by_name[f"{se} − {no_se}"]
+            lines.append(f"| {lr:g} | {accuracy(se)} | {accuracy(no_se)} | {interval_text(c)} | {c.holm_p:.2g} |")
+        se_best = best_lr(rows, {lr: pair[0] for lr, pair in pairs.items()})
+        no_se_best = best_lr(rows, {lr: pair[1] for lr, pair in pairs.items()})
+        edge = [
+            f"{who} at lr {lr:g}"
+            for who, lr in (("SE", se_best), ("no SE", no_se_best))
+            if lr in (min(pairs), max(pairs))
+        ]
+        lines += ["", f"Best learning rate: SE {se_best:g}, no SE {no_se_best:g}"]
+        lines[-1] += (
+            f"; at the grid's edge: {', '.join(edge)} (the grid is not wide enough)."
+            if edge
+            else ", both inside the grid."
+        )
+    sizes = size_pairs(configs)
+    if sizes:
+        lines += ["", "Training-set sizes, each run with the steps of a run on every image (final test accuracy %,"]
+        lines += ["mean ± std; SE − no SE paired by seed, family size; the excitation's role, family size-role):", ""]
+        lines += ["| optimizer | images | SE | no SE | SE − no SE [95 % CI] | Holm p | training-set mean − learned |"]
+        lines += ["| --- | --- | --- | --- | --- | --- | --- |"]
+        for optimizer, images, se, no_se in sizes:
+            c, role = by_name[f"{se} − {no_se}"], by_name[f"{se}: train_mean − learned"]
+            lines.append(
+                f"| {optimizer} | {images:,} | {accuracy(se)} | {accuracy(no_se)} | {interval_text(c)} "
+                f"| {c.holm_p:.2g} | {interval_text(role)}{f' (Holm p {role.holm_p:.2g})' if role.testable else ''} |"
+            )
+    return lines
+
+
+def size_figure(rows, configs, compared):
+    """SE − no SE against the training images (log axis), per optimizer, with 95 % intervals; the sizes'
+    family and, at every image, the effect family's gap. None without the size axis."""
+    sizes = size_pairs(configs)
+    if not sizes:
+        return None
+    by_name = {c.name: c for c in compared}
+    figure = Figure(figsize=(7, 4.5), layout="constrained")
+    axes = figure.subplots()
+    for i, optimizer in enumerate(dict.fromkeys(p[0] for p in sizes)):
+        points = [(images, by_name[f"{se} − {no_se}"]) for o, images, se, no_se in sizes if o == optimizer]
+        full = by_name.get(f"se-r{GRID_REDUCTION}_{optimizer} − no-se_{optimizer}")
+        points += [(TRAIN_RECORDS, full)] if full is not None else []
+        x = np.array([images for images, _ in points], dtype=float) * (1 + 0.04 * (i - 0.5))  # side by side
+        mean = [c.mean for _, c in points]
+        error = [c.half_width if c.testable else 0 for _, c in points]
+        axes.errorbar(x, mean, yerr=error, fmt="o-", capsize=4, label=optimizer)
+    axes.axhline(0, color="k", lw=1)
+    axes.set_xscale("log")
+    axes.set_xlabel("training images (class-balanced; the same 6,000 steps at every size)")
+    axes.set_ylabel("SE − no SE, final test accuracy (points)")
+    axes.set_title("SE against no SE by training-set size: mean and 95 % CI over seeds")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    return figure
 
 
 COMPARISON_FIELDS = ["comparison", "family", "seeds", "mean", "low", "high", "half_width", "seeds_for_0.1"]
@@ -487,6 +646,7 @@ STUDY_FILES = (
     *("ablation.csv", "ablation_comparisons.csv", "ablation.md"),
     *("ablation_curves.png", "reduction_sweep.png", "ablation_variants.png"),
 )
+SIZE_FIGURE = "training_size.png"  # with the training-set sizes only
 
 
 def run_study(args, stop):
@@ -506,7 +666,8 @@ def run_study(args, stop):
     # The run folders (workers write them) and the tables, recorded before anything is written; refused if a
     # name holds something of the user's.
     folder = Manifest(args.out_dir, "study")
-    folder.claim(*STUDY_FILES, *(f"{name}/" for name, *_ in plan))
+    sized = [SIZE_FIGURE] if any(axis(c) == "size" for c in configs) else []
+    folder.claim(*STUDY_FILES, *sized, *(f"{name}/" for name, *_ in plan))
     results, tasks = {}, []  # name -> (run.json, role)
     for name, _, _, settings, run, resumable in plan:
         run_dir = os.path.abspath(os.path.join(args.out_dir, name))
@@ -542,7 +703,9 @@ def run_study(args, stop):
         "ablation_curves.png": curves_figure(curves, grid_configs),
         "reduction_sweep.png": sweep_figure(rows, sorted(set(args.reductions))),
         "ablation_variants.png": variants_figure(compared),
+        SIZE_FIGURE: size_figure(rows, configs, compared),
     }
+    figures = {name: figure for name, figure in figures.items() if figure is not None}
     for name, figure in figures.items():
         folder.save_figure(name, figure)
     print(markdown, end="")

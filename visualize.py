@@ -35,7 +35,7 @@ from selenet.excitation_stats import class_means
 from selenet.heatmaps import HEATMAP_DIR
 from selenet.manifest import Manifest
 from selenet.mnist import load_mnist, run_data
-from selenet.settings import block_suffix, block_where
+from selenet.settings import block_suffix, block_where, ceil_div
 
 # Percentage points between recorded and re-evaluated test accuracy: 0.1, or one test image if that is more
 # (0.2 with 500), so that one image another machine classifies otherwise is not called wrong data.
@@ -176,7 +176,7 @@ def visualize(args):
     use_the_runs_threads(out, run)
     manifest = Manifest(out, "run")
     train_data, test_data = load_data(run, args.data_dir)
-    batches = -(-len(test_data[1]) // args.batch_size)
+    batches = ceil_div(len(test_data[1]), args.batch_size)
     drawn = min(batches, args.max_batches or batches)
     names = output_names(settings, drawn)
     manifest.check_free(*names)  # refused before anything is written if a name holds the user's
@@ -241,7 +241,7 @@ def compare(args):
     if note:
         print(note)
     _, test_data = load_data(run_a, args.data_dir, train=False)
-    batches = -(-len(test_data[1]) // args.batch_size)
+    batches = ceil_div(len(test_data[1]), args.batch_size)
     if not 0 <= args.batch < batches:
         raise errors.UsageError(f"--batch {args.batch} is out of range: batches are 0 to {batches - 1}")
     _, excitations_a = checked_excitations(dir_a, run_a, test_data)

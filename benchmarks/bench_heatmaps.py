@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from selenet import cli, heatmaps, machine  # noqa: E402
+from selenet.settings import ceil_div  # noqa: E402
 
 BATCH, TEST_IMAGES, CHANNELS = 100, 10_000, 16
 
@@ -68,7 +69,7 @@ def main(argv=None):
     features = random.random((TEST_IMAGES, CHANNELS)).astype(np.float32)
     labels = random.integers(0, 10, TEST_IMAGES)
     started = time.perf_counter()
-    with heatmaps.worker(-(-TEST_IMAGES // BATCH)) as pool:
+    with heatmaps.worker(ceil_div(TEST_IMAGES, BATCH)) as pool:
         if pool is not None:
             pool.apply(int)  # waits until the worker has started
         worker_start = time.perf_counter() - started

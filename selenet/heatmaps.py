@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from selenet import files, machine
 from selenet.excitation_stats import COLOR_MAP
-from selenet.settings import block_suffix, block_where
+from selenet.settings import block_suffix, block_where, ceil_div
 
 HEATMAP_DIR = "se_features"  # RUN/se_features/{i}_se_feature.png; another block's: se_features_conv1/...
 # The second process takes 0.40 s to start and saves 0.014 s a heatmap (docs/speed.md): fewer are drawn sooner here.
@@ -124,7 +124,7 @@ def save_heatmaps(features, labels, out_dir, batch_size, max_batches=None, pool=
     """
     heatmap_dir = os.path.join(out_dir, HEATMAP_DIR + block_suffix(block))
     os.makedirs(heatmap_dir, exist_ok=True)
-    batches = -(-len(labels) // batch_size)
+    batches = ceil_div(len(labels), batch_size)
     if max_batches is not None:
         batches = min(batches, max_batches)
     work = (features, labels, heatmap_dir, batch_size)

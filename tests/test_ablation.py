@@ -253,3 +253,34 @@ def test_the_parameters_are_the_learned_ones():
     assert ablation.learned_parameters(Settings()) == 44554
     assert ablation.learned_parameters(Settings(excitation="fixed")) == 44459 - 17
     assert ablation.learned_parameters(Settings(se=False)) == 44426
+
+
+NEW_AXES = [
+    *"--seeds 2 --epochs 1 --train-samples 300 --test-samples 200 --optimizers adam sgd sgd-momentum".split(),
+    *"--reductions 4 --squeezes avg --gates sigmoid --positions conv2 --excitations dense --se-biases off".split(),
+    *"--sgd-lrs 0.003 0.01 --scale-controls --train-sizes 100 --workers 1".split(),
+]
+
+
+def test_a_study_of_the_new_axes(tmp_path, synthetic_mnist_dir, capsys):
+    """The learning-rate grid, the starting-scale controls and a training-set size: their runs, columns,
+    families, tables and figure."""
+    out = tmp_path / "study"
+    assert ablation.main([*NEW_AXES, "--data-dir", synthetic_mnist_dir, "--out-dir", str(out)]) == 0
+    rows = {r["run"]: r for r in read_rows(out)}
+    assert len(rows) == 2 * 16
+    sized, full = rows["se-r4-n100_adam_seed1"], rows["se-r4_adam_seed1"]
+    assert (sized["config"], sized["train_images"], sized["steps"]) == ("se-r4-n100_adam", "100", "3")  # 300 // 100
+    assert (full["train_images"], full["steps"]) == ("300", "3")
+    assert rows["se-r4_sgd-momentum-lr0.003_seed0"]["lr"] == "0.003"
+    assert rows["se-r4-x2_sgd_seed0"]["gate_scale"] == "2.0" and rows["no-se_sgd_seed0"]["gate_scale"] == ""
+    with open(out / "ablation_comparisons.csv", newline="") as f:
+        families = [r["family"] for r in csv.DictReader(f)]
+    counts = {family: families.count(family) for family in dict.fromkeys(families)}
+    # effect: SE − no SE per optimizer; role: the grid's SE runs; then the new families.
+    assert counts == {"effect": 3, "role": 6, "lr": 3, "scale": 8, "size": 2, "size-role": 4}
+    markdown = (out / "ablation.md").read_text()
+    assert "| 0.003 |" in markdown and "Best learning rate: SE" in markdown
+    assert "| adam | 100 |" in markdown and "| sgd-momentum | 100 |" in markdown
+    assert (out / ablation.SIZE_FIGURE).stat().st_size > 0
+    assert "se-r4-x2_sgd − no-se_sgd" in (out / "ablation_comparisons.csv").read_text()
