@@ -244,3 +244,43 @@ def test_the_keras_file_loads_without_the_project(trained_synthetic_run, synthet
     with np.load(tmp_path / "outputs.npz") as loaded:
         np.testing.assert_allclose(loaded["predictions"], predictions, rtol=0, atol=1e-6)
         np.testing.assert_allclose(loaded["excitation"], excitation, rtol=0, atol=1e-6)
+
+
+def stopped_and_resumed(settings, data, tmp_path):
+    """(run.json of a whole run, of the same run stopped after epoch 1 and resumed), with their folders."""
+    from helpers import StopAfterEpoch
+    from selenet import errors
+
+    quiet = {"log": lambda line: None, "warn": lambda line: None, "verbose": False}
+    whole, stopped = str(tmp_path / "whole"), str(tmp_path / "stopped")
+    a = senet_lenet.train_run(settings, *data, whole, **quiet)
+    with pytest.raises(errors.Interrupted):
+        senet_lenet.train_run(settings, *data, stopped, stop=StopAfterEpoch(stopped, 1), **quiet)
+    b = senet_lenet.train_run(settings, *data, stopped, resume=True, **quiet)
+    return a, b
+
+
+def test_a_small_sample_with_many_passes_an_epoch_resumes_to_the_same_bits(tmp_path, synthetic_mnist_dir):
+    """600 images, 12 steps an epoch at batch 100: two passes an epoch, stopped after epoch 1."""
+    from selenet.mnist import run_data
+
+    settings = Settings(epochs=3, train_size=600, epoch_steps=12, test_samples=200)
+    data = run_data(*load_mnist(synthetic_mnist_dir), settings)
+    whole, resumed = stopped_and_resumed(settings, data, tmp_path)
+    assert whole["training"] == resumed["training"] == {"images": 600, "steps": 36}
+    assert without_seconds(whole["history"]) == without_seconds(resumed["history"])
+    assert whole["sha256"][runs.WEIGHTS_FILE] == resumed["sha256"][runs.WEIGHTS_FILE]  # .keras: a save date
+
+
+@pytest.mark.e2e
+def test_a_600_image_run_with_the_full_runs_steps_resumes_to_the_same_bits(tmp_path, mnist_dir):
+    """The study's data-size runs on the real MNIST: 600 balanced images, 600 steps an epoch (100 passes)."""
+    from selenet.mnist import run_data
+
+    settings = Settings(epochs=2, train_size=600, epoch_steps=600, seed=3)
+    data = run_data(*load_mnist(mnist_dir), settings)
+    assert np.bincount(data[0][1]).tolist() == [60] * 10
+    whole, resumed = stopped_and_resumed(settings, data, tmp_path)
+    assert whole["training"] == {"images": 600, "steps": 1200}
+    assert without_seconds(whole["history"]) == without_seconds(resumed["history"])
+    assert whole["sha256"][runs.WEIGHTS_FILE] == resumed["sha256"][runs.WEIGHTS_FILE]  # .keras: a save date
