@@ -8,7 +8,7 @@ import os
 import sys
 
 from selenet import errors, machine, runs
-from selenet.mnist import MNISTDataError
+from selenet.errors import MNISTDataError
 
 # Hides TensorFlow's C++ info lines (CPU features) in every script: set here, in the module each script
 # imports before TensorFlow. Warnings and errors still show; the oneDNN notice, logged before this setting
@@ -312,7 +312,9 @@ def start(prog, parser, check=None, tensorflow=True):
     if tensorflow:
         from selenet import quiet_start
 
-        quiet_start.import_tensorflow()  # without its two start-up notices (each printed twice)
+        # Without its two start-up notices (each printed twice); Ctrl-C meanwhile: at once, in one line (nothing
+        # is written yet).
+        quiet_start.import_tensorflow(on_ctrl_c=lambda: os._exit(stopped_by_ctrl_c(prog)))
 
 
 def check_settings(args):

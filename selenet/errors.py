@@ -40,3 +40,8 @@ def first_line(error, limit=160, type_name=False):
         line = f"{type(error).__name__}: {line}" if line else type(error).__name__
     line = line or type(error).__name__
     return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+class MNISTDataError(Exception):
+    """A missing, unreadable or malformed MNIST file: reported as one line, exit code 2. Here, not in mnist.py,
+    so that the command line knows it without loading NumPy."""

@@ -11,6 +11,7 @@ import zlib
 
 import numpy as np
 
+from selenet.errors import MNISTDataError
 from selenet.settings import NUM_CLASSES, ceil_div
 
 IMAGE_SIZE = 28
@@ -25,10 +26,6 @@ IDX_FILES = {  # role -> file name in the MNIST distribution
 }
 IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
-
-
-class MNISTDataError(Exception):
-    """A missing, unreadable or malformed MNIST file: reported as one line, exit code 2."""
 
 
 def _read_file_bytes(path):
