@@ -68,3 +68,27 @@ def test_interrupted_message_names_the_last_epoch_saved(tmp_path):
     (tmp_path / "checkpoints" / "epoch-4.index").write_bytes(b"")
     line = runs.interrupted_message("senet_lenet.py", interrupted, str(tmp_path))
     assert "epoch 4 is the last one saved" in line and f"--out-dir {tmp_path} --resume" in line
+
+
+def test_every_write_through_a_folder_records_what_it_writes(tmp_path):
+    from matplotlib.figure import Figure
+
+    from selenet.errors import UsageError
+
+    folder = Manifest(tmp_path, "run")
+    folder.write_text("a.txt", "text\n", weights="w1")
+    digest = folder.write_file("b.bin", lambda path: open(path, "wb").write(b"bytes"))
+    folder.save_figure("c.png", Figure())
+    source = tmp_path / "elsewhere"
+    source.write_text("moved")
+    folder.make_folder("sub/")  # a folder the user made would be refused as theirs
+    folder.move_in(str(source), "sub/d.txt")
+    path = folder.make_folder("logs/train/")
+    assert os.path.isdir(path) and (tmp_path / "sub" / "d.txt").read_text() == "moved"
+    again = Manifest(tmp_path)
+    assert {"a.txt", "b.bin", "c.png", "sub/d.txt", "logs/train/", "logs/"} <= set(again.entries)
+    assert again.entries["a.txt"] == {"weights": "w1"} and digest == files.sha256_of(str(tmp_path / "b.bin"))
+    (tmp_path / "mine.txt").write_text("the user's")
+    with pytest.raises(UsageError, match="not written by this project"):
+        folder.write_text("mine.txt", "ours")
+    assert (tmp_path / "mine.txt").read_text() == "the user's"
