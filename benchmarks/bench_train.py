@@ -32,7 +32,6 @@ sys.path.insert(0, ROOT)
 
 from selenet import cli  # noqa: E402
 from selenet.mnist import STEPS_PER_CALL  # noqa: E402
-from selenet.predict import EVAL_BATCH_SIZE  # noqa: E402
 
 
 def steady_epoch_seconds(seconds):
@@ -56,6 +55,7 @@ def bench_fit(settings, train_data, test_data, steps_per_execution=1):
     import keras
 
     import senet_lenet
+    from selenet.predict import EVAL_BATCH_SIZE  # TensorFlow: not on top, so that --help answers at once
 
     class EpochTimer(keras.callbacks.Callback):
         def __init__(self):

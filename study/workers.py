@@ -12,7 +12,6 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 
 from selenet import errors, files, locks, runs
-from selenet.determinism import use_threads
 from selenet.manifest import Manifest
 from selenet.settings import Settings
 
@@ -39,6 +38,7 @@ def study_run(task, stop=None):
     import keras
 
     import senet_lenet
+    from selenet.determinism import use_threads
     from selenet.mnist import load_mnist, run_data
     from study import excitation_role
 
