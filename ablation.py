@@ -15,8 +15,6 @@ Then it writes ablation.csv, ablation_comparisons.csv, ablation.md and three fig
 std, and paired differences with 95 % intervals and Holm-corrected p-values (study/stats.py).
 """
 
-import dataclasses
-import functools
 import os
 import statistics
 import sys
@@ -31,7 +29,7 @@ import numpy as np
 from matplotlib.figure import Figure  # no pyplot: importing this leaves a notebook's backend alone
 
 import senet_lenet
-from selenet import checkpoints, errors, files, locks, runs, signals
+from selenet import checkpoints, errors, files, locks, runs, signals, variants
 from selenet.manifest import Manifest
 from selenet.mnist import TRAIN_RECORDS
 from selenet.settings import (
@@ -183,14 +181,9 @@ def earlier_run(run_dir, settings):
     return (run, False) if state.finished else (None, True)
 
 
-@functools.cache
-def _learned_parameters(settings):
-    return sum(int(np.prod(v.shape)) for v in senet_lenet.build_model(settings).trainable_weights)
-
-
-def learned_parameters(settings):
-    """The weights a run of `settings` trains: not the fixed gain's frozen constant layer (16 + 1 weights)."""
-    return _learned_parameters(dataclasses.replace(settings, seed=0, threads=Settings.threads))
+def learned_parameters(settings, run):
+    """The weights a run trains: not the fixed gain's frozen constant layer (16 + 1 weights)."""
+    return run["model"]["parameters"] - variants.frozen_weights(settings)
 
 
 def csv_row(name, config, model, run, role):
@@ -210,7 +203,7 @@ def csv_row(name, config, model, run, role):
         "conv1_reduction": settings.conv1_reduction if "conv1" in settings.se_blocks and dense else "",
         **{key: getattr(settings, key) if model == "se" else "" for key in BASE},
         "seed": settings.seed,
-        "parameters": learned_parameters(settings),
+        "parameters": learned_parameters(settings, run),
         "final_test_accuracy": history[-1]["test_accuracy"],
         "best_test_accuracy": max(r["test_accuracy"] for r in history),
         "final_train_accuracy": history[-1]["accuracy"],

@@ -48,6 +48,14 @@ def excitation(x, settings, block="conv2"):
     return gated
 
 
+def frozen_weights(settings):
+    """The weights of `settings`' model that training leaves alone: the fixed gain's constant layer, C + 1 a block
+    (tests/test_model.py checks this against the model)."""
+    if not settings.se or settings.excitation != "fixed":
+        return 0
+    return sum(BLOCK_CHANNELS[block] + 1 for block in settings.se_blocks)
+
+
 class Blocks:
     """The SE blocks of a variant model: after(conv, x) adds the block that follows `conv`, if any.
     given: the model takes each block's excitation as an input (`inputs`) and scales by it instead."""

@@ -284,3 +284,12 @@ def test_momentum_reaches_sgd():
     assert senet_lenet.make_optimizer(Settings(optimizer="sgd", momentum=0.9), model).momentum == 0.9
     plain = senet_lenet.make_optimizer(Settings(optimizer="sgd"), senet_lenet.build_model())
     assert plain.momentum == 0 and not plain.momentums  # the assignment's SGD: no momentum variables
+
+
+@pytest.mark.parametrize(
+    "changes", [{}, {"se": False}, {"excitation": "fixed"}, {"excitation": "fixed", "se_position": "both"}]
+)
+def test_frozen_weights_are_the_models_untrained_ones(changes):
+    settings = Settings(**changes)
+    model = senet_lenet.build_model(settings)
+    assert variants.frozen_weights(settings) == sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
