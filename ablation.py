@@ -24,6 +24,10 @@ from selenet import cli  # first: it quiets TensorFlow's C++ info lines before T
 
 if __name__ == "__main__":  # before TensorFlow loads (seconds): Ctrl-C, --help and a bad flag answered at once
     cli.start("ablation.py", cli.study_parser)
+elif __name__ == "__mp_main__":  # a spawned worker runs this file again before its initializer: quiet there too
+    from selenet import quiet_start
+
+    quiet_start.import_tensorflow()
 
 import numpy as np
 from matplotlib.figure import Figure  # no pyplot: importing this leaves a notebook's backend alone

@@ -65,10 +65,14 @@ class Comparison:
         """Seeds whose interval would have TARGET_HALF_WIDTH at this spread (the spread taken as known)."""
         if not self.testable:
             return self.seeds
-        n = 2
-        while _half_width(self.std, n) > TARGET_HALF_WIDTH:
-            n += 1
-        return n
+        # The half-width falls as n grows: double to pass the target, then bisect (a wide spread needs 10^5 seeds).
+        wide, enough = 1, 2
+        while _half_width(self.std, enough) > TARGET_HALF_WIDTH:
+            wide, enough = enough, 2 * enough
+        while enough - wide > 1:
+            middle = (wide + enough) // 2
+            wide, enough = (middle, enough) if _half_width(self.std, middle) > TARGET_HALF_WIDTH else (wide, middle)
+        return enough
 
     @property
     def survives(self):

@@ -8,10 +8,13 @@ import statistics
 import types
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 import ablation
 import visualize
 from helpers import SYNTHETIC_STUDY
+from study import stats as stats_module
 from study.stats import Comparison, holm
 
 QUICK_STUDY = [
@@ -110,6 +113,22 @@ def test_comparisons_use_students_t():
     assert c.half_width == pytest.approx(4.302653 / 3**0.5)  # t(0.975, df 2) · 1 / sqrt(3)
     assert c.p == pytest.approx(0.07417990, rel=1e-6)  # t = 2 · sqrt(3), df 2
     assert c.seeds_for_target == 387  # sd 1: t(0.975, n - 1) / sqrt(n) <= 0.1 first at n = 387
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-40, 40), min_size=2, max_size=20))
+def test_seeds_for_target_is_the_fewest_seeds_that_reach_it(differences):
+    c = Comparison("a − b", "effect", differences)
+    assume(c.testable)
+    n = c.seeds_for_target
+    assert stats_module._half_width(c.std, n) <= stats_module.TARGET_HALF_WIDTH
+    assert n == 2 or stats_module._half_width(c.std, n - 1) > stats_module.TARGET_HALF_WIDTH
+
+
+def test_seeds_for_target_of_a_wide_spread():
+    """Like lr 0.1's SE − no SE (a std of about 35 points: failed runs on both sides): some 455,000 seeds."""
+    c = Comparison("a − b", "lr", [-34.0, 34.0] * 10)
+    assert 440_000 < c.seeds_for_target < 480_000
 
 
 @pytest.mark.parametrize(
