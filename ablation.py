@@ -15,42 +15,33 @@ Then it writes ablation.csv, ablation_comparisons.csv, ablation.md and three fig
 std, and paired differences with 95 % intervals and Holm-corrected p-values (study/stats.py).
 """
 
+import argparse
+import csv
+import io
 import os
+import signal
 import statistics
 import sys
 import time
 
-from selenet import cli  # first: it quiets TensorFlow's C++ info lines before TensorFlow loads
-
-if __name__ == "__main__":  # before TensorFlow loads (seconds): Ctrl-C, --help and a bad flag answered at once
-    cli.start("ablation.py", cli.study_parser)
-elif __name__ == "__mp_main__":  # a spawned worker runs this file again before its initializer: quiet there too
-    from selenet import quiet_start
-
-    quiet_start.import_tensorflow()
-
 import numpy as np
 from matplotlib.figure import Figure  # no pyplot: importing this leaves a notebook's backend alone
 
-import senet_lenet
-from selenet import checkpoints, errors, files, locks, runs, signals, variants
-from selenet.manifest import Manifest
-from selenet.mnist import TRAIN_RECORDS
-from selenet.settings import (
-    BLOCK_CHANNELS,
-    LEARNING_RATES,
-    STUDY_OPTIMIZERS,
-    Settings,
-    ceil_div,
-    eca_kernel_size,
-    se_hidden_units,
-)
-from study import excitation_role, workers
+import senet_lenet  # first: it sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads
+from senet_lenet import LEARNING_RATES, UsageError
+from study import excitation_role, variants, workers
 from study.stats import Comparison, holm
 
-GRID_REDUCTION = Settings.reduction  # the SE model of the grid: the assignment's
+# The study's optimizers: name -> (optimizer, momentum). SGD with momentum 0.9 is the SENet paper's.
+STUDY_OPTIMIZERS = {"adam": ("adam", 0.0), "sgd": ("sgd", 0.0), "sgd-momentum": ("sgd", 0.9)}
+DEFAULTS = vars(senet_lenet.parser().parse_args([]))  # the assignment's settings
+TRAIN_RECORDS = senet_lenet.MNIST_FILES["train"][2]
+DECLARED_SGD_LRS = [0.003, 0.01, 0.03, 0.1]  # the study's, declared in docs/study.md before they trained
+DECLARED_CONTROLS = ["fixed", "x2"]
+DECLARED_TRAIN_SIZES = [600, 3000, 12000]
+GRID_REDUCTION = DEFAULTS["reduction"]  # the SE model of the grid: the assignment's
 SWEEP_OPTIMIZER = "adam"  # every sweep trains with Adam at GRID_REDUCTION, but for the reduction sweep
-BASE = Settings.the_assignments_block()
+BASE = {key: variants.VARIANT[key] for key in ("se_position", "squeeze", "gate", "excitation", "se_bias")}
 ROLE_FIELDS = [f"role_{variant}" for variant in excitation_role.VARIANTS]
 CSV_FIELDS = [
     *("run", "config", "model", "optimizer", "lr", "momentum", "reduction", "conv1_reduction"),
@@ -142,84 +133,69 @@ def config_name(config):
 
 
 def run_settings(args, config, seed):
+    """(senet_lenet's settings, the study's variant) of a configuration's run with `seed`."""
     se = config["model"] == "se"
     optimizer, momentum = STUDY_OPTIMIZERS[config["optimizer"]]
     size = config["train_size"]
     # A smaller training set takes the steps of a run on every image (of the study's): the same budget.
-    full_steps = ceil_div(args.train_samples or TRAIN_RECORDS, Settings.batch_size)
-    return Settings(
-        epochs=args.epochs,
-        optimizer=optimizer,
-        lr=config["lr"],
-        momentum=momentum,
-        gate_scale=config["gate_scale"],
-        train_size=size,
-        epoch_steps=full_steps if size else None,
-        reduction=config["reduction"] if se and config["reduction"] else Settings.reduction,
-        se=se,
-        seed=seed,
-        train_samples=None if size else args.train_samples,
-        test_samples=args.test_samples,
-        threads=args.threads,
-        conv1_reduction=args.conv1_reduction,
-        **{key: config[key] for key in BASE},
-    )
+    full_steps = -(-(args.train_samples or TRAIN_RECORDS) // DEFAULTS["batch_size"])
+    settings = {**DEFAULTS, "epochs": args.epochs, "optimizer": optimizer, "momentum": momentum, "se": se}
+    settings |= {"lr": config["lr"] or LEARNING_RATES[optimizer], "seed": seed, "threads": args.threads}
+    settings |= {"train_samples": None if size else args.train_samples, "test_samples": args.test_samples}
+    settings["reduction"] = config["reduction"] if se and config["reduction"] else DEFAULTS["reduction"]
+    variant = {**variants.VARIANT, **{key: config[key] for key in BASE}, "gate_scale": config["gate_scale"]}
+    variant |= {"train_size": size, "epoch_steps": full_steps if size else None}
+    variant["conv1_reduction"] = args.conv1_reduction
+    return {name: settings[name] for name in senet_lenet.SETTINGS}, variant
 
 
-def earlier_run(run_dir, settings):
+def earlier_run(run_dir, settings, variant):
     """(run.json, resumable) of what run_dir holds: run.json if a run with these settings finished there;
     resumable if one stopped there. UsageError if the folder holds a run with other settings."""
-    state = runs.folder_run(run_dir)
-    if state.empty:
+    run = senet_lenet.read_run(run_dir)
+    if run is None:
         return None, False
-    if state.damaged is not None:
-        raise errors.UsageError(f"{run_dir} holds {state.describe()}, not this study's run ({state.damaged})")
-    run = state.run
-    recorded = run["settings"] if run else checkpoints.saved_settings(run_dir)  # else: checkpoints only
-    if recorded != settings:
-        ours = settings.as_dict()
-        differences = [f"{k} = {v!r} (this study: {ours[k]!r})" for k, v in recorded.as_dict().items() if v != ours[k]]
-        raise errors.UsageError(
+    recorded, ours = {**run["settings"], **run.get("study", {})}, {**settings, **variant}
+    differences = [f"{k} = {v!r} (this study: {ours.get(k)!r})" for k, v in recorded.items() if v != ours.get(k)]
+    if differences:
+        raise UsageError(
             f"{run_dir} holds a run with {', '.join(differences)}; a study with other settings needs another --out-dir"
         )
-    return (run, False) if state.finished else (None, True)
-
-
-def learned_parameters(settings, run):
-    """The weights a run trains: not the fixed gain's frozen constant layer (16 + 1 weights)."""
-    return run["model"]["parameters"] - variants.frozen_weights(settings)
+    return (run, False) if run["finished"] else (None, True)
 
 
 def csv_row(name, config, model, run, role):
-    settings, history = run["settings"], run["history"]
-    training = run.get("training") or {"images": settings.train_samples or TRAIN_RECORDS}  # before it was recorded
-    images = training["images"]
-    dense = settings.excitation == "dense"
+    settings, variant, history = run["settings"], run["study"], run["history"]
+    images = run["training"]["images"]
+    dense, blocks = (
+        variant["excitation"] == "dense",
+        variants.POSITIONS[variant["se_position"]] if model == "se" else (),
+    )
     steady = [r["seconds"] for r in history[1:]] or [history[0]["seconds"]]  # epoch 1 includes tracing
     return {
         "run": name,
         "config": config,
         "model": model,
-        "optimizer": settings.optimizer,
-        "lr": settings.lr,
-        "momentum": settings.momentum,
-        "reduction": settings.reduction if "conv2" in settings.se_blocks and dense else "",
-        "conv1_reduction": settings.conv1_reduction if "conv1" in settings.se_blocks and dense else "",
-        **{key: getattr(settings, key) if model == "se" else "" for key in BASE},
-        "seed": settings.seed,
-        "parameters": learned_parameters(settings, run),
+        "optimizer": settings["optimizer"],
+        "lr": settings["lr"],
+        "momentum": settings["momentum"],
+        "reduction": settings["reduction"] if "conv2" in blocks and dense else "",
+        "conv1_reduction": variant["conv1_reduction"] if "conv1" in blocks and dense else "",
+        **{key: variant[key] if model == "se" else "" for key in BASE},
+        "seed": settings["seed"],
+        "parameters": run["model"]["parameters"] - variants.frozen_weights(settings, variant),
         "final_test_accuracy": history[-1]["test_accuracy"],
         "best_test_accuracy": max(r["test_accuracy"] for r in history),
         "final_train_accuracy": history[-1]["accuracy"],
         "seconds_per_epoch": round(statistics.median(steady), 3),
         **{
-            field: role[variant] if role else ""
-            for field, variant in zip(ROLE_FIELDS, excitation_role.VARIANTS, strict=True)
+            field: role[variant_name] if role else ""
+            for field, variant_name in zip(ROLE_FIELDS, excitation_role.VARIANTS, strict=True)
         },
-        "dead_blocks": " ".join(excitation_role.dead_blocks(role, settings)) if role else "",
-        "gate_scale": settings.gate_scale if model == "se" else "",
+        "dead_blocks": " ".join(excitation_role.dead_blocks(role, variant)) if role else "",
+        "gate_scale": variant["gate_scale"] if model == "se" else "",
         "train_images": images,
-        "steps": training.get("steps", settings.steps_per_epoch(images) * len(history)),
+        "steps": run["training"]["steps"],
     }
 
 
@@ -347,14 +323,14 @@ def blocks_text(row):
     """Each SE block of a run with its reduction and hidden units: "conv1 r2 (3), conv2 r4 (4)"; "conv2 ECA k3",
     "conv2 fixed gain" for the excitations without a bottleneck."""
     if row["excitation"] == "conv1d":
-        return f"conv2 ECA k{eca_kernel_size(BLOCK_CHANNELS['conv2'])}" if row["se_position"] == "conv2" else "ECA"
+        return f"conv2 ECA k{variants.eca_kernel_size(16)}" if row["se_position"] == "conv2" else "ECA"
     if row["excitation"] == "fixed":
         return "conv2 fixed gain" if row["se_position"] == "conv2" else "fixed gain"
     parts = []
     for block, field in (("conv1", "conv1_reduction"), ("conv2", "reduction")):
         if row[field] != "":
             reduction = int(row[field])
-            parts.append(f"{block} r{reduction} ({se_hidden_units(reduction, BLOCK_CHANNELS[block])})")
+            parts.append(f"{block} r{reduction} ({variants.CHANNELS[block] // reduction})")
     return ", ".join(parts) + (", biases" if row["se_bias"] is True else "") or "–"
 
 
@@ -630,15 +606,6 @@ def variants_figure(compared):
     return figure
 
 
-def study(args, stop):
-    # Every run builds a new model and new tf.functions by design; TensorFlow's
-    # "retracing" warning about that would be noise here.
-    senet_lenet.tf.get_logger().setLevel("ERROR")
-    files.ensure_writable_dir(args.out_dir)
-    with locks.folder_lock(args.out_dir, "ablation.py"):
-        run_study(args, stop)
-
-
 STUDY_FILES = (
     *("ablation.csv", "ablation_comparisons.csv", "ablation.md"),
     *("ablation_curves.png", "reduction_sweep.png", "ablation_variants.png"),
@@ -646,34 +613,50 @@ STUDY_FILES = (
 SIZE_FIGURE = "training_size.png"  # with the training-set sizes only
 
 
-def run_study(args, stop):
+def csv_text(rows, fields):
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def study_configs(args):
     sweeps = args.squeezes, args.gates, args.positions, args.excitations, [b == "on" for b in args.se_biases]
-    axes = (
-        cli.study_axis(args.sgd_lrs, cli.DECLARED_SGD_LRS),
-        cli.study_axis(args.scale_controls, cli.DECLARED_CONTROLS),
-        cli.study_axis(args.train_sizes, cli.DECLARED_TRAIN_SIZES),
-    )
-    configs = configurations(args.optimizers, sorted(set(args.reductions)), *sweeps, *axes)
-    plan = []  # (name, configuration, model, settings, finished run.json or None, resumable): every folder checked
+    declared = (args.sgd_lrs, DECLARED_SGD_LRS), (args.scale_controls, DECLARED_CONTROLS)
+    declared += ((args.train_sizes, DECLARED_TRAIN_SIZES),)
+    axes = [[] if given is None else list(given or values) for given, values in declared]
+    if args.run:  # one run: of every configuration the study can train, the one named
+        name, _, seed = args.run.rpartition("_seed")
+        every = configurations(list(STUDY_OPTIMIZERS), [1, 2, 4, 8, 16], *(
+            ("avg", "max"), variants.GATES, tuple(variants.POSITIONS), variants.EXCITATIONS, [False, True],
+            DECLARED_SGD_LRS, DECLARED_CONTROLS, DECLARED_TRAIN_SIZES,
+        ))  # fmt: skip
+        chosen = [c for c in every if config_name(c) == name]
+        if not chosen or not seed.isdigit():
+            raise UsageError(f"--run {args.run}: not a run of the study (CONFIGURATION_seedN, as in ablation.csv)")
+        return chosen, [int(seed)]
+    return configurations(args.optimizers, sorted(set(args.reductions)), *sweeps, *axes), range(args.seeds)
+
+
+def run_study(args, check):
+    configs, seeds = study_configs(args)
+    os.makedirs(args.out_dir, exist_ok=True)
+    plan = []  # (name, configuration, model, settings, variant, finished run.json or None, resumable)
     for config in configs:
-        for seed in range(args.seeds):
-            name, settings = f"{config_name(config)}_seed{seed}", run_settings(args, config, seed)
-            earlier = earlier_run(os.path.join(args.out_dir, name), settings)
-            plan.append((name, config_name(config), config["model"], settings, *earlier))
-    # The run folders (workers write them) and the tables, recorded before anything is written; refused if a
-    # name holds something of the user's.
-    folder = Manifest(args.out_dir, "study")
-    sized = [SIZE_FIGURE] if any(axis(c) == "size" for c in configs) else []
-    folder.claim(*STUDY_FILES, *sized, *(f"{name}/" for name, *_ in plan))
+        for seed in seeds:
+            name, (settings, variant) = f"{config_name(config)}_seed{seed}", run_settings(args, config, seed)
+            earlier = earlier_run(os.path.join(args.out_dir, name), settings, variant)
+            plan.append((name, config_name(config), config["model"], settings, variant, *earlier))
     results, tasks = {}, []  # name -> (run.json, role)
-    for name, _, _, settings, run, resumable in plan:
+    for name, _, _, settings, variant, run, resumable in plan:
         run_dir = os.path.abspath(os.path.join(args.out_dir, name))
-        role = excitation_role.read_role(run_dir, run["sha256"].get(runs.WEIGHTS_FILE)) if run else None
-        if run is not None and (role is not None or not settings.se):
+        role = excitation_role.read_role(run_dir) if run else None
+        if run is not None and (role is not None or not settings["se"]):
             results[name] = run, role
         else:
             data_dir = os.path.abspath(args.data_dir) if args.data_dir else None
-            tasks.append(workers.Task(name, settings, run_dir, data_dir, train=run is None, resume=resumable))
+            tasks.append(workers.Task(name, settings, variant, run_dir, data_dir, train=run is None, resume=resumable))
     where = f"on Ray ({args.ray})" if args.ray else f"in {min(args.workers, max(len(tasks), 1))} process(es)"
     print(f"{len(plan)} runs: {len(results)} finished already, {len(tasks)} to do {where}", flush=True)
     started = time.perf_counter()
@@ -681,21 +664,24 @@ def run_study(args, stop):
     def done(task, run, role):
         results[task.name] = run, role
         elapsed = time.strftime("%H:%M:%S", time.gmtime(time.perf_counter() - started))
-        accuracy = run["final"]["test_accuracy"]
+        accuracy = run["history"][-1]["test_accuracy"]
         print(f"[{len(results)}/{len(plan)}] {task.name}: test accuracy {accuracy:.2f} %; {elapsed} so far", flush=True)
 
-    workers.run_all(tasks, args.workers, stop, done, args.ray)
+    workers.run_all(tasks, args.workers, check, done, args.ray)
+    if args.run:
+        return
     rows = [csv_row(name, config, model, *results[name]) for name, config, model, *_ in plan]
     curves = {  # (configuration, seed) -> test accuracy per epoch
-        (config, settings.seed): [r["test_accuracy"] for r in results[name][0]["history"]]
+        (config, settings["seed"]): [r["test_accuracy"] for r in results[name][0]["history"]]
         for name, config, _, settings, *_ in plan
     }
-    folder.write_text("ablation.csv", files.csv_text(rows, CSV_FIELDS))
+    write = lambda name, text: senet_lenet.write_text(os.path.join(args.out_dir, name), text)  # noqa: E731
+    write("ablation.csv", csv_text(rows, CSV_FIELDS))
     compared = comparisons(rows, configs)
-    folder.write_text("ablation_comparisons.csv", files.csv_text(comparison_rows(compared), COMPARISON_FIELDS))
+    write("ablation_comparisons.csv", csv_text(comparison_rows(compared), COMPARISON_FIELDS))
     grid_configs = grid(args.optimizers)
     markdown = summary_markdown(rows, configs, compared, epoch_gaps(curves, grid_configs))
-    folder.write_text("ablation.md", markdown)
+    write("ablation.md", markdown)
     figures = {
         "ablation_curves.png": curves_figure(curves, grid_configs),
         "reduction_sweep.png": sweep_figure(rows, sorted(set(args.reductions))),
@@ -704,25 +690,71 @@ def run_study(args, stop):
     }
     figures = {name: figure for name, figure in figures.items() if figure is not None}
     for name, figure in figures.items():
-        folder.save_figure(name, figure)
+        path = os.path.join(args.out_dir, name)
+        senet_lenet.write_whole(path, lambda temporary, figure=figure: figure.savefig(temporary, format="png", dpi=100))
     print(markdown, end="")
     print(f"Wrote ablation.csv, ablation_comparisons.csv, ablation.md and {', '.join(figures)} to {args.out_dir}/")
-    stop.check()  # a signal while the tables were written: they are whole, and the stop is reported
 
 
-KEPT = (
-    "finished runs and the last completed epoch of each unfinished one are kept; run the same command again to continue"
-)
+def choices(parser, flag, values, text):
+    """A flag that takes one or more of `values` (in their order), all of them by default."""
+    parser.add_argument(flag, nargs="+", choices=tuple(values), default=list(values), help=text)
+
+
+def axis_flag(parser, flag, declared, text, **options):
+    """A study axis that trains only when asked: the flag alone takes the declared values, or name others."""
+    shown = " ".join(map(str, declared))
+    parser.add_argument(flag, nargs="*", default=None, help=f"{text}; the flag alone: {shown}", **options)
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="ablation.py", description=__doc__.split("\n")[0], allow_abbrev=False)
+    p.add_argument("--seeds", type=senet_lenet.whole(), default=20, help="seeds 0..N-1 per configuration")
+    p.add_argument("--epochs", type=senet_lenet.whole(), default=DEFAULTS["epochs"], help="epochs per run")
+    p.add_argument("--data-dir", help="folder with the four MNIST IDX files (default: $MNIST_DIR, else download)")
+    p.add_argument("--out-dir", default=os.path.join(senet_lenet.OUT_DIR, "ablation"), help="where the study goes")
+    p.add_argument("--run", help="train only this run of the study (a row of ablation.csv: se-r4-max_adam_seed3)")
+    choices(p, "--optimizers", STUDY_OPTIMIZERS, "the grid's optimizers (sgd-momentum: SGD, momentum 0.9)")
+    p.add_argument("--reductions", nargs="+", type=senet_lenet.whole(1, 16), default=[1, 2, 4, 8, 16])
+    choices(p, "--squeezes", variants.SQUEEZES, "squeezes of the sweep")
+    choices(p, "--gates", variants.GATES, "excitation gates of the sweep")
+    choices(p, "--positions", variants.POSITIONS, "SE positions of the sweep")
+    choices(p, "--excitations", variants.EXCITATIONS, "dense (the assignment's), conv1d (ECA-Net), fixed (a gain)")
+    choices(p, "--se-biases", ("off", "on"), "biases in the block's layers (off: the assignment's)")
+    positive = senet_lenet.number(0, float("inf"))
+    axis_flag(p, "--sgd-lrs", DECLARED_SGD_LRS, "SE and no SE, SGD with momentum 0.9, at these rates", type=positive)
+    text = "with plain SGD and SGD with momentum: the trained fixed gain and SE with its gate times 2"
+    axis_flag(p, "--scale-controls", DECLARED_CONTROLS, text, choices=DECLARED_CONTROLS)
+    text = "SE and no SE, Adam and SGD with momentum, on class-balanced training sets of these sizes"
+    axis_flag(p, "--train-sizes", DECLARED_TRAIN_SIZES, text, type=senet_lenet.whole(10))
+    p.add_argument("--train-samples", type=senet_lenet.whole(), help="first N training images only (default: all)")
+    p.add_argument("--test-samples", type=senet_lenet.whole(), help="first N test images only (default: all)")
+    p.add_argument("--conv1-reduction", type=senet_lenet.whole(1, 6), default=variants.VARIANT["conv1_reduction"])
+    p.add_argument("--threads", type=senet_lenet.whole(0, 1024), default=DEFAULTS["threads"], help="per run")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    p.add_argument("--workers", type=senet_lenet.whole(), default=cores, help="runs at once (default: the cores)")
+    p.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster at ADDRESS (local: one here)")
+    return p
 
 
 def main(argv=None):
-    cli.printing_never_fails()  # main() called from a notebook or another script skips cli.start
-    args = cli.study_parser().parse_args(argv)
+    args = parser().parse_args(argv)
+    senet_lenet.tf.get_logger().setLevel("ERROR")  # every run traces its own tf.functions, by design
     try:
-        with signals.StopOnSignal() as stop:
-            study(args, stop)
-    except (Exception, KeyboardInterrupt) as e:
-        return cli.exit_code("ablation.py", e, lambda interrupted: f"ablation.py: stopped by {interrupted}; {KEPT}")
+        with senet_lenet.signals_noted() as check:
+            run_study(args, check)
+            check()  # a signal while the tables were written: they are whole, and the stop is reported
+    except UsageError as e:
+        print(f"ablation.py: error: {e}", file=sys.stderr)
+        return 2
+    except (FloatingPointError, OSError, senet_lenet.tf.errors.OpError) as e:
+        print(f"ablation.py: error: {e}", file=sys.stderr)
+        return 1
+    except (senet_lenet.Stopped, KeyboardInterrupt) as e:
+        signum = e.args[0] if isinstance(e, senet_lenet.Stopped) else signal.SIGINT
+        kept = "finished runs and the last epoch of each unfinished one are kept: run the same command to continue"
+        print(f"ablation.py: stopped by {signal.Signals(signum).name}; {kept}", file=sys.stderr)
+        return 128 + signum
     return 0
 
 
