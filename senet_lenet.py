@@ -457,7 +457,8 @@ def check_settings(settings):
         elif "choices" in options:
             good = value in options["choices"]
         else:
-            good = options["type"](str(value)) == value and isinstance(value, options["type"]("1").__class__)
+            parsed = options["type"](str(value))  # the flag's own check: ArgumentTypeError if it refuses
+            good = parsed == value and type(parsed) is type(value)
         if not good:
             raise ValueError(f"{name} = {value!r} is not a value of {flag}")
 

@@ -4,276 +4,349 @@
     python visualize.py --run-dir RUN --data-dir path/to/mnist
     python visualize.py --compare RUN_A RUN_B --batch 0
 
-It rebuilds the model from RUN/run.json, loads its weights, re-evaluates the
-test set (and checks the accuracy against the one recorded), then writes to RUN:
+It rebuilds the model from RUN/run.json, loads its weights (checking their SHA-256), re-evaluates the test set
+(and checks the accuracy against the one recorded), then writes to RUN:
   se_features/{i}_se_feature.png  excitations of test batch i, rows sorted by label
   se_features.npz                 every test image's excitation, label and prediction
   se_class_mean.png               mean excitation per digit
   se_class_profile.png            per channel: each digit's mean, and the spread within digits
   excitation_role.csv             test accuracy with the excitation learned, a fixed gain, 1, shuffled
-(an SE block after conv1 gets the same figures with _conv1 in their names).
 
---compare draws one batch of two runs side by side with their difference and
-prints the largest difference over the whole test set: 0 for two runs with the
-same seed on the same machine (the assignment's extended experiment).
+--compare draws one batch of two runs side by side with their difference (RUN_B/compare_{batch}.png) and
+prints the largest difference over the whole test set: 0 for two runs with the same seed on the same machine
+(the assignment's extended experiment).
 """
 
+import argparse
 import contextlib
 import os
 import sys
 
-from selenet import cli
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: none of its C++ info lines
 
-if __name__ == "__main__":  # before Matplotlib and TensorFlow load: Ctrl-C, --help and a bad flag answered at once
-    cli.start("visualize.py", cli.visualize_parser, tensorflow=False)  # a wrong folder is answered at once
-
+import keras
+import matplotlib
+import matplotlib.image
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure  # no pyplot: a notebook's backend is left alone
 
-from selenet import errors, excitation_stats, files, heatmaps, locks, machine, runs
-from selenet.excitation_figures import class_mean_figure, class_mean_summary, class_profile_figure, comparison_figure
-from selenet.excitation_stats import class_means
-from selenet.heatmaps import HEATMAP_DIR
-from selenet.manifest import Manifest
-from selenet.mnist import load_mnist, run_data
-from selenet.settings import block_suffix, block_where, ceil_div
+import senet_lenet
+from senet_lenet import UsageError, predict, sha256
 
-# Percentage points between recorded and re-evaluated test accuracy: 0.1, or one test image if that is more
-# (0.2 with 500), so that one image another machine classifies otherwise is not called wrong data.
-ACCURACY_TOLERANCE = 0.1
+COLOR_MAP = "hot"  # the assignment's
+TOLERANCE = 0.1  # accuracy points between recorded and re-evaluated (or one test image, if more)
 
 
-# ----------------------------------------------------------------------------
-# A run: settings, model, excitations
-# ----------------------------------------------------------------------------
-
-
-def load_run(run_dir):
-    """run.json of run_dir (an existing folder, see using) as a dict; UsageError if it is missing or unreadable."""
-    try:
-        run = runs.read_run(run_dir)
-    except errors.RunNotFound as e:
-        raise errors.UsageError(f"{e}: is {run_dir} a finished run of senet_lenet.py?") from None
+# ---- A run -----------------------------------------------------------------------
+def load_run(run_dir, threads=None):
+    """(run.json, the model with its weights) of a finished SE run of senet_lenet.py; UsageError otherwise.
+    TensorFlow runs with the run's threads (or `threads`), set before its first op."""
+    if not os.path.isdir(run_dir):
+        raise UsageError(f"run directory {run_dir} does not exist; train first: python senet_lenet.py")
+    run = senet_lenet.read_run(run_dir)
+    again = senet_lenet.command(senet_lenet.PROG, "--out-dir", run_dir, "--resume")
+    if run is None:
+        raise UsageError(f"{run_dir} holds no run.json: is it a run folder of senet_lenet.py?")
+    if "study" in run:
+        raise UsageError(f"{run_dir} is a run of the study's (ablation.py); visualize.py draws senet_lenet.py's runs")
     if not run["finished"]:
-        raise errors.UsageError(
-            f"{run_dir} is unfinished ({len(run['history'])} of {run['settings'].epochs} epochs); "
-            f"finish it with: {runs.resume_command('senet_lenet.py', run_dir)}"
-        )
-    if not run["settings"].se:
-        raise errors.UsageError(f"{run_dir} is a run without the SE block (--no-se): it has no excitations to draw")
-    runs.check_files(run_dir, run)
-    return run
+        raise UsageError(f"{run_dir} is unfinished ({len(run['history'])} epochs done); finish it with: {again}")
+    if not run["settings"]["se"]:
+        raise UsageError(f"{run_dir} is a run without the SE block (--no-se): it has no excitations to draw")
+    path = os.path.join(run_dir, "selenet.weights.h5")
+    if sha256(path) != run["sha256"].get("selenet.weights.h5"):
+        state = "is missing" if not os.path.exists(path) else "is not the file the run saved (its SHA-256 differs)"
+        raise UsageError(f"{path} {state}; write it again from the run's checkpoint with: {again}")
+    senet_lenet.use_threads(run["settings"]["threads"] if threads is None else threads)
+    model = senet_lenet.build_model(run["settings"]["reduction"])
+    model.load_weights(path)
+    return run, model
 
 
-def output_names(settings, batches):
-    """What visualize writes in a run folder of `settings` whose test set has `batches` heatmaps."""
-    names = ["se_features.npz", runs.ROLE_FILE]
-    for block in settings.se_blocks:
-        suffix = block_suffix(block)
-        names += [f"se_class_mean{suffix}.png", f"se_class_profile{suffix}.png"]
-        names += [f"{HEATMAP_DIR}{suffix}/{heatmaps.heatmap_name(i)}" for i in range(batches)]
-    return names
-
-
-def restore_model(run_dir, run):
-    """The model run.json describes, with the run's weights loaded."""
-    import senet_lenet  # here, not on top: the heatmap worker imports this file and must not load TensorFlow
-
-    path = os.path.join(run_dir, run.get("weights", runs.WEIGHTS_FILE))
-    if not os.path.isfile(path):
-        raise errors.UsageError(f"weights file {path} is missing")
-    model = senet_lenet.build_model(run["settings"])
-    try:
-        model.load_weights(path)
-    except Exception as e:  # h5py and Keras raise several types for a wrong or damaged file
-        raise errors.UsageError(
-            f"weights {path} do not fit the model {run_dir}/run.json describes "
-            f"(reduction {run['settings'].reduction}): {errors.first_line(e)}"
-        ) from e
-    return model
-
-
-def load_data(run, data_dir, train=True):
-    """The training (None unless train) and test data the run used: ((images, labels), (images, labels))."""
-    train_data, test_data = load_mnist(data_dir, train=train)
-    settings = run["settings"]
-    return run_data(train_data if train else None, test_data, settings)
-
-
-def save_features(path, excitations, labels, predictions):
-    """excitations: {block: (N, C)}; saved as excitation (the block after conv2) and excitation_conv1."""
-    arrays = {f"excitation{block_suffix(block)}": features for block, features in excitations.items()}
-    with open(path, "wb") as f:
-        np.savez(f, **arrays, label=labels, prediction=predictions.argmax(axis=1))
-
-
-# ----------------------------------------------------------------------------
-# Command line
-# ----------------------------------------------------------------------------
-
-
-def checked_excitations(run_dir, run, test_data, model=None):
-    """Re-evaluates a run: (predictions, {SE block: excitations}); UsageError if the outputs are not
-    finite or the accuracy is not the one recorded."""
-
-    model = model or restore_model(run_dir, run)
-    from selenet.predict import accuracy_percent, predictor  # TensorFlow: not on top (see restore_model)
-
-    predictions, excitations = predictor(model)(test_data[0])
-    accuracy = accuracy_percent(predictions, test_data[1])
-    if not (np.isfinite(predictions).all() and all(np.isfinite(e).all() for e in excitations)):
-        raise errors.UsageError(
-            f"{run_dir}: the model's outputs are not finite (NaN or inf): the run diverged; "
-            "train it again with a lower --lr"
-        )
-    recorded = run["final"]["test_accuracy"]
+def evaluate(run_dir, run, model, test_data):
+    """(predictions, excitations) of the test set; UsageError if the accuracy is not the one recorded."""
+    predictions, (excitations,) = predict(model, test_data[0])
+    accuracy = round(100 * float(np.mean(predictions.argmax(axis=1) == test_data[1])), 4)
+    recorded = run["history"][-1]["test_accuracy"]
     print(f"{run_dir}: test accuracy {accuracy:.2f} % (recorded in run.json: {recorded:.2f} %)")
-    check_accuracy(run_dir, accuracy, recorded, len(test_data[1]))
-    return predictions, dict(zip(run["settings"].se_blocks, excitations, strict=True))
-
-
-def check_accuracy(run_dir, accuracy, recorded, test_images):
-    """UsageError if a re-evaluated test accuracy is further from run.json's than ACCURACY_TOLERANCE, or than
-    one of the test_images, whichever is more."""
-    tolerance = max(ACCURACY_TOLERANCE, 100 / test_images)
-    if abs(accuracy - recorded) > tolerance + 1e-9:  # accuracies have 4 decimals; their difference, float noise
-        raise errors.UsageError(
-            f"{run_dir}: re-evaluated test accuracy {accuracy:.2f} % differs from the recorded "
-            f"{recorded:.2f} % by more than {tolerance:g} point: wrong weights or wrong data?"
+    tolerance = max(TOLERANCE, 100 / len(test_data[1]))
+    if not np.isfinite(excitations).all() or abs(accuracy - recorded) > tolerance + 1e-9:
+        raise UsageError(
+            f"{run_dir}: re-evaluated test accuracy {accuracy:.2f} % differs from the recorded {recorded:.2f} % by "
+            f"more than {tolerance:g} point: other data than the run's?"
         )
+    return predictions, excitations
 
 
-@contextlib.contextmanager
-def using(*run_dirs):
-    """Holds the run folders' locks (each folder once): UsageError if one is missing or in use."""
-    with contextlib.ExitStack() as stack:
-        for run_dir in {os.path.realpath(d): d for d in run_dirs}.values():
-            if not os.path.isdir(run_dir):
-                raise errors.UsageError(f"run directory {run_dir} does not exist; train first: python senet_lenet.py")
-            files.ensure_writable_dir(run_dir)
-            stack.enter_context(locks.folder_lock(run_dir, "visualize.py"))
-        yield
+def environment(run):
+    """What the bits depend on besides the settings: threads, versions, CPU (this process's where run is None)."""
+    record = senet_lenet.machine() if run is None else run
+    keys = ("tensorflow", "keras", "numpy")
+    return {"threads": None if run is None else run["settings"]["threads"]} | {
+        **{key: record["versions"].get(key) for key in keys},
+        "cpu": record["machine"].get("cpu"),
+    }
 
 
-def use_the_runs_threads(run_dir, run):
-    """Evaluates with the run's threads; says in one line if this machine's versions or CPU are not the run's."""
-
-    from selenet import quiet_start
-
-    quiet_start.import_tensorflow()  # TensorFlow only now (see restore_model), without its start-up notices
-    from selenet.determinism import use_threads
-
-    use_threads(run["settings"].threads)
-    note = machine.environment_note(run_dir, machine.environment(run), "this machine", machine.environment())
-    if note:
-        print(note)
+def environment_note(name_a, a, name_b, b):
+    """One line naming how two environments differ (the same bits are promised only for equal ones)."""
+    differences = [f"{k} ({a[k]} vs {b[k]})" for k in a if a[k] is not None and b[k] is not None and a[k] != b[k]]
+    if differences:
+        print(f"note: {name_a} and {name_b} differ in {', '.join(differences)}: the same bits are promised only "
+              "for the same threads, versions and CPU")  # fmt: skip
 
 
-def visualize(args):
-    from study import excitation_role  # TensorFlow: not on top (see restore_model)
+def class_means(features, labels):
+    """Mean excitation per digit 0-9: (10, channels); NaN for a digit absent from labels."""
+    means = np.full((10, features.shape[1]), np.nan)
+    for digit in np.unique(labels):
+        means[digit] = features[labels == digit].mean(axis=0)
+    return means
 
-    run = load_run(args.run_dir)
-    settings, out = run["settings"], args.run_dir
-    use_the_runs_threads(out, run)
-    manifest = Manifest(out, "run")
-    train_data, test_data = load_data(run, args.data_dir)
-    batches = ceil_div(len(test_data[1]), args.batch_size)
-    drawn = min(batches, args.max_batches or batches)
-    names = output_names(settings, drawn)
-    manifest.check_free(*names)  # refused before anything is written if a name holds the user's
-    blocks = len(settings.se_blocks)
-    with heatmaps.worker(drawn * blocks) as pool:  # starting while the test set is evaluated
-        model = restore_model(out, run)
-        predictions, excitations = checked_excitations(out, run, test_data, model)
-        weights = run["sha256"][runs.WEIGHTS_FILE]
-        batching = {name: manifest.entries.get(name, {}).get("batch_size") for name in manifest.entries}
-        # The heatmaps are written by the worker process: recorded here, before it writes them, with the weights
-        # drawn and their batch size, which their names do not show.
-        manifest.claim(*(name for name in names if "/" in name), weights=weights, batch_size=args.batch_size)
-        for folder in {os.path.dirname(name) + "/" for name in names if "/" in name}:
-            # Earlier heatmaps that are not of this batching, or (every batch drawn now) of a longer test set.
-            earlier = [folder + n for n in manifest.owned(folder) if folder + n not in names]
-            other = [n for n in earlier if args.max_batches is None or batching.get(n) != args.batch_size]
-            manifest.release(*other)
-        labels = test_data[1]
-        limits = {
-            block: excitation_stats.color_limits(settings.gate, features, settings.gate_scale)
-            for block, features in excitations.items()
-        }
-        for block, features in excitations.items():
-            count = heatmaps.save_heatmaps(
-                features, labels, out, args.batch_size, args.max_batches, pool, block, limits[block]
-            )
-    manifest.write_file(
-        "se_features.npz", lambda path: save_features(path, excitations, labels, predictions), weights=weights
+
+def excitation_role(model, seed, train_images, test_data):
+    """{variant: test accuracy %} with the excitation learned, replaced by each channel's training-set mean, by 1,
+    or shuffled between test images (SENet paper, section 7.2): conv2's maps scaled by each, then the rest."""
+    conv2 = keras.Model(model.inputs, model.get_layer("conv2").output)
+    maps = keras.Input((8, 8, 16))
+    x = maps
+    for name in ("pool2", "flatten", "fc1", "fc2", "predictions"):
+        x = model.get_layer(name)(x)
+    tail = keras.Model(maps, x)
+    learned = predict(model, test_data[0])[1][0]
+    features = predict(conv2, test_data[0])[0]
+    shuffled = learned[np.random.default_rng(seed).permutation(len(learned))]
+    replaced = {"learned": learned, "train_mean": predict(model, train_images)[1][0].mean(axis=0)}
+    replaced |= {"ones": np.ones(16, np.float32), "shuffled": shuffled}
+    role = {}
+    for name, excitation in replaced.items():
+        predictions = predict(tail, features * np.broadcast_to(excitation, learned.shape)[:, None, None, :])[0]
+        role[name] = round(100 * float(np.mean(predictions.argmax(axis=1) == test_data[1])), 4)
+    role["range_conv2"] = round(float(np.ptp(learned, axis=0).max()), 6)
+    return role
+
+
+# ---- Figures ---------------------------------------------------------------------
+def label_sorted(features, labels):
+    order = np.argsort(labels, kind="stable")
+    return features[order], labels[order]
+
+
+def digit_ticks(axes, sorted_labels):
+    digits, starts = np.unique(sorted_labels, return_index=True)
+    axes.set_yticks(starts, [str(d) for d in digits])
+
+
+class Heatmaps:
+    """One figure for every batch: only the image, the y axis and the title change, so the rest is drawn once and
+    copied back as pixels for each batch (blitting), the time of most of a full redraw saved 100 times."""
+
+    def __init__(self, rows, channels=16):
+        self.figure = Figure(figsize=(6, 7))
+        FigureCanvasAgg(self.figure)
+        self.axes = self.figure.add_axes((0.12, 0.07, 0.68, 0.88))  # fixed margins: no layout at each save
+        self.image = self.axes.imshow(np.zeros((rows, channels)), cmap=COLOR_MAP, vmin=0, vmax=1, aspect="auto")
+        self.image.set_interpolation("nearest")
+        self.figure.colorbar(self.image, cax=self.figure.add_axes((0.84, 0.07, 0.035, 0.88)), label="excitation")
+        self.axes.set(xticks=range(channels), xlabel="SE channel")
+        self.axes.set_ylabel("test sample, sorted by label (tick: first of each digit)")
+        changing = (self.image, self.axes.yaxis, self.axes.title, *self.axes.spines.values())
+        self.changing = sorted(changing, key=lambda artist: artist.get_zorder())  # a full draw's order
+        for artist in self.changing:
+            artist.set_animated(True)  # left out of the background
+        self.figure.canvas.draw()
+        self.background = self.figure.canvas.copy_from_bbox(self.figure.bbox)
+
+    def save(self, features, labels, title, path):
+        features, labels = label_sorted(features, labels)
+        self.image.set_data(features)
+        self.image.set_extent((-0.5, features.shape[1] - 0.5, len(labels) - 0.5, -0.5))
+        self.axes.set_ylim(len(labels) - 0.5, -0.5)
+        digit_ticks(self.axes, labels)
+        self.axes.set_title(title)
+        canvas = self.figure.canvas
+        canvas.restore_region(self.background)
+        for artist in self.changing:
+            self.figure.draw_artist(artist)
+        image = np.asarray(canvas.buffer_rgba())
+        senet_lenet.write_whole(path, lambda temporary: matplotlib.image.imsave(temporary, image, format="png"))
+
+
+def class_mean_figure(means):
+    figure = Figure(figsize=(7, 4.5), layout="constrained")
+    axes = figure.subplots()
+    image = axes.imshow(means, cmap=COLOR_MAP, vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+    figure.colorbar(image, ax=axes, label="mean excitation")
+    axes.set(xticks=range(means.shape[1]), yticks=range(10), xlabel="SE channel", ylabel="digit")
+    axes.set_title("Mean SE excitation per digit (test set)")
+    return figure
+
+
+def class_profile_figure(features, labels):
+    """The SENet paper's Fig. 6 and 7 at LeNet scale: per channel, each digit's mean excitation and all images';
+    below, each digit's mean with its within-digit standard deviation."""
+    means, channels = class_means(features, labels), np.arange(features.shape[1])
+    figure = Figure(figsize=(9, 7), layout="constrained")
+    lines, spread = figure.subplots(2, 1, sharex=True)
+    colors = matplotlib.colormaps["tab10"]
+    for digit in np.unique(labels):
+        lines.plot(channels, means[digit], "-", color=colors(digit), lw=1, label=str(digit))
+        std = features[labels == digit].std(axis=0)
+        spread.errorbar(channels + (digit - 4.5) * 0.07, means[digit], yerr=std, fmt=".", ms=3, color=colors(digit))
+    lines.plot(channels, features.mean(axis=0), "k-", lw=3, label="all")
+    lines.set_ylabel("mean excitation")
+    lines.legend(ncol=11, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 1.18))
+    spread.set(ylabel="mean ± std within digit", xlabel="SE channel", xticks=channels)
+    for axes in (lines, spread):
+        axes.grid(alpha=0.3)
+    figure.suptitle("Excitation per digit, SE block after conv2 (test set)")
+    return figure
+
+
+def class_mean_summary(means, features):
+    """One line: how much the excitation varies between digits, against between channels."""
+    present = means[~np.isnan(means).any(axis=1)]
+    digits = np.flatnonzero(~np.isnan(means).any(axis=1))
+    between_digits = present.std(axis=0)  # per channel
+    line = (
+        f"SE class means: std between digits {between_digits.mean():.3f} per channel on average "
+        f"(max {between_digits.max():.3f}, channel {int(between_digits.argmax())}); "
+        f"std between channels {features.mean(axis=0).std():.3f}; "
     )
-    for block, features in excitations.items():
-        suffix, means = block_suffix(block), class_means(features, labels)
-        figure = class_mean_figure(means, block, limits[block])
-        manifest.save_figure(f"se_class_mean{suffix}.png", figure, weights=weights)
-        profile = class_profile_figure(features, labels, block)
-        manifest.save_figure(f"se_class_profile{suffix}.png", profile, weights=weights)
-        summary = class_mean_summary(means, features, settings.excitation == "fixed")
-        print(summary.replace("SE class means:", f"SE class means{block_where(block)}:"))
-    role = excitation_role.excitation_role(model, settings, train_data, test_data)
-    excitation_role.save_role(out, role, run["sha256"][runs.WEIGHTS_FILE])
-    print(excitation_role.role_line(role))
-    folders = sorted({name.split("/")[0] + "/" for name in names if "/" in name})
-    others = [name for name in names if "/" not in name]
-    print(f"Wrote to {out}/: {count} heatmaps in {' and in '.join(folders)}; {', '.join(others)}")
+    if np.ptp(features, axis=0).max() == 0:
+        return line + "the block is dead: its excitation is the same for every test image"
+    if len(digits) < 2:
+        return line + "most distinct digit: needs two digits in the test set"
+    others = [np.delete(present, i, axis=0).mean(axis=0) for i in range(len(digits))]
+    i = int(np.argmax([np.abs(present[i] - others[i]).mean() for i in range(len(digits))]))
+    channels = np.argsort(-np.abs(present[i] - others[i]))[:3]
+    return line + f"most distinct digit {digits[i]} (channels {', '.join(str(c) for c in channels)})"
+
+
+def comparison_figure(features_a, features_b, labels, names, batch):
+    """Batch heatmaps of two runs, and their absolute difference on its own scale."""
+    (sorted_a, sorted_labels), (sorted_b, _) = label_sorted(features_a, labels), label_sorted(features_b, labels)
+    difference = np.abs(sorted_a - sorted_b)
+    largest = float(difference.max())
+    figure = Figure(figsize=(13, 7), layout="constrained")
+    axes = figure.subplots(1, 3, sharey=True)
+    panels = [(sorted_a, names[0], 1.0), (sorted_b, names[1], 1.0)]
+    panels.append((difference, f"|A − B| (max in this batch {largest:.3g})", largest or 1.0))
+    images = []
+    for ax, (data, title, high) in zip(axes, panels, strict=True):
+        images.append(ax.imshow(data, cmap=COLOR_MAP, vmin=0, vmax=high, aspect="auto", interpolation="nearest"))
+        ax.set(title=title, xticks=range(0, data.shape[1], 3), xlabel="SE channel")
+        digit_ticks(ax, sorted_labels)
+    figure.colorbar(images[1], ax=axes[:2], label="excitation")
+    figure.colorbar(images[2], ax=axes[2], label="|excitation difference|")
+    axes[0].set_ylabel("test sample, sorted by label")
+    figure.suptitle(f"SE excitations, test batch {batch}")
+    return figure
+
+
+def save_figure(path, figure):
+    senet_lenet.write_whole(path, lambda temporary: figure.savefig(temporary, format="png", dpi=100))
+
+
+# ---- Command line ----------------------------------------------------------------
+def visualize(args):
+    run, model = load_run(args.run_dir)
+    settings, out = run["settings"], args.run_dir
+    environment_note(out, environment(run), "this machine", environment(None))
+    train_data, test_data = senet_lenet.load_mnist(args.data_dir)
+    test_data = senet_lenet.first(test_data, settings["test_samples"])
+    predictions, features = evaluate(out, run, model, test_data)
+    labels, batches = test_data[1], -(-len(test_data[1]) // args.batch_size)
+    drawn = min(batches, args.max_batches or batches)
+    if args.max_batches is None:  # every batch drawn now: those of another batching go
+        senet_lenet.remove_own(out, ("se_features/[0-9]*_se_feature.png",))
+    os.makedirs(os.path.join(out, "se_features"), exist_ok=True)
+    heatmaps = Heatmaps(min(args.batch_size, len(labels)))
+    for i in range(drawn):
+        batch = slice(i * args.batch_size, (i + 1) * args.batch_size)
+        path = os.path.join(out, "se_features", f"{i}_se_feature.png")
+        heatmaps.save(features[batch], labels[batch], f"SE excitations, test batch {i}", path)
+
+    def save_npz(path):
+        with open(path, "wb") as f:
+            np.savez(f, excitation=features, label=labels, prediction=predictions.argmax(axis=1))
+
+    senet_lenet.write_whole(os.path.join(out, "se_features.npz"), save_npz)
+    means = class_means(features, labels)
+    save_figure(os.path.join(out, "se_class_mean.png"), class_mean_figure(means))
+    save_figure(os.path.join(out, "se_class_profile.png"), class_profile_figure(features, labels))
+    print(class_mean_summary(means, features))
+    train_images = senet_lenet.first(train_data, settings["train_samples"])[0]
+    role = excitation_role(model, settings["seed"], train_images, test_data)
+    senet_lenet.write_text(
+        os.path.join(out, "excitation_role.csv"), "measure,value\n" + "".join(f"{k},{v}\n" for k, v in role.items())
+    )
+    print(
+        f"Excitation at inference, test accuracy: learned {role['learned']:.2f} %, each channel's training-set "
+        f"mean {role['train_mean']:.2f} %, all ones {role['ones']:.2f} %, shuffled between images "
+        f"{role['shuffled']:.2f} %"
+    )
+    print(f"Wrote to {out}/: {drawn} heatmap{'s' * (drawn != 1)} in se_features/; se_features.npz, "
+          "excitation_role.csv, se_class_mean.png, se_class_profile.png")  # fmt: skip
 
 
 def compare(args):
-    dir_a, dir_b = args.compare
-    run_a, run_b = load_run(dir_a), load_run(dir_b)
+    (dir_a, dir_b), batch_size = args.compare, args.batch_size
+    run_a, model_a = load_run(dir_a)
+    run_b, model_b = load_run(dir_b, threads=run_a["settings"]["threads"])
     if os.path.samefile(dir_a, dir_b):
         print(f"note: {dir_a} and {dir_b} are the same run folder: its excitations are compared with themselves")
-    if run_a["settings"].test_samples != run_b["settings"].test_samples:
-        raise errors.UsageError(f"{dir_a} and {dir_b} were tested on different test sets")
-    if run_a["settings"].se_blocks != run_b["settings"].se_blocks:
-        raise errors.UsageError(f"{dir_a} and {dir_b} have their SE blocks in different places (--se-position)")
-    if run_a["settings"].gate != run_b["settings"].gate:
-        raise errors.UsageError(
-            f"{dir_a} and {dir_b} have different gates ({run_a['settings'].gate} and {run_b['settings'].gate}): "
-            "their excitations are on different scales"
-        )
-    use_the_runs_threads(dir_a, run_a)
-    note = machine.environment_note(dir_a, machine.environment(run_a), dir_b, machine.environment(run_b))
-    if note:
-        print(note)
-    _, test_data = load_data(run_a, args.data_dir, train=False)
-    batches = ceil_div(len(test_data[1]), args.batch_size)
+    if run_a["settings"]["test_samples"] != run_b["settings"]["test_samples"]:
+        raise UsageError(f"{dir_a} and {dir_b} were tested on different test sets")
+    environment_note(dir_a, environment(run_a), dir_b, environment(run_b))
+    _, test_data = senet_lenet.load_mnist(args.data_dir, train=False)
+    test_data = senet_lenet.first(test_data, run_a["settings"]["test_samples"])
+    batches = -(-len(test_data[1]) // batch_size)
     if not 0 <= args.batch < batches:
-        raise errors.UsageError(f"--batch {args.batch} is out of range: batches are 0 to {batches - 1}")
-    _, excitations_a = checked_excitations(dir_a, run_a, test_data)
-    _, excitations_b = checked_excitations(dir_b, run_b, test_data)
-    largest = max(float(np.abs(excitations_a[b] - excitations_b[b]).max()) for b in excitations_a)
-    block = "conv2" if "conv2" in excitations_a else next(iter(excitations_a))  # the one drawn
-    features_a, features_b = excitations_a[block], excitations_b[block]
-    batch = slice(args.batch * args.batch_size, (args.batch + 1) * args.batch_size)
-    names = [f"{d} (seed {r['settings'].seed})" for d, r in ((dir_a, run_a), (dir_b, run_b))]
-    both = np.concatenate([features_a, features_b])
-    limits = excitation_stats.color_limits(run_a["settings"].gate, both, run_a["settings"].gate_scale)
-    figure = comparison_figure(features_a[batch], features_b[batch], test_data[1][batch], names, args.batch, limits)
-    folder_b = Manifest(dir_b, "run")
-    path = folder_b.join(f"compare_{args.batch}.png")
-    folder_b.save_figure(os.path.basename(path), figure, weights=run_b["sha256"][runs.WEIGHTS_FILE])
+        raise UsageError(f"--batch {args.batch} is out of range: batches are 0 to {batches - 1}")
+    features_a = evaluate(dir_a, run_a, model_a, test_data)[1]
+    features_b = evaluate(dir_b, run_b, model_b, test_data)[1]
+    batch = slice(args.batch * batch_size, (args.batch + 1) * batch_size)
+    names = [f"{d} (seed {r['settings']['seed']})" for d, r in ((dir_a, run_a), (dir_b, run_b))]
+    figure = comparison_figure(features_a[batch], features_b[batch], test_data[1][batch], names, args.batch)
+    path = os.path.join(dir_b, f"compare_{args.batch}.png")
+    save_figure(path, figure)
     print(f"Wrote {path}")
-    print(f"Max |excitation difference| over {len(features_a)} test images: {largest:.6g}")
+    print(
+        f"Max |excitation difference| over {len(features_a)} test images: {np.abs(features_a - features_b).max():.6g}"
+    )
+
+
+def parser():
+    whole = senet_lenet.whole
+    p = argparse.ArgumentParser(prog="visualize.py", description=__doc__.split("\n")[0], allow_abbrev=False)
+    p.add_argument("--run-dir", default=senet_lenet.OUT_DIR, help="the run to draw (senet_lenet.py --out-dir)")
+    p.add_argument("--data-dir", help="folder with the four MNIST IDX files (default: $MNIST_DIR, else download)")
+    p.add_argument("--batch-size", type=whole(), default=100, help="test images per heatmap (default: 100)")
+    p.add_argument("--max-batches", type=whole(), help="draw only the first N batches (default: all)")
+    p.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="compare the excitations of two runs")
+    p.add_argument("--batch", type=whole(0), default=0, help="with --compare: the test batch to draw")
+    return p
 
 
 def main(argv=None):
-    cli.printing_never_fails()  # main() called from a notebook or another script skips cli.start
-    args = cli.visualize_parser().parse_args(argv)
+    args = parser().parse_args(argv)
     try:
-        with using(*(args.compare or [args.run_dir])):
-            if args.compare:
-                compare(args)
-            else:
-                visualize(args)
-    except (Exception, KeyboardInterrupt) as e:
-        return cli.exit_code("visualize.py", e)
+        compare(args) if args.compare else visualize(args)
+    except UsageError as e:
+        print(f"visualize.py: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"visualize.py: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("visualize.py: stopped by SIGINT; every file written is whole", file=sys.stderr)
+        return 130
     return 0
 
 
 if __name__ == "__main__":
+    with contextlib.suppress(AttributeError):
+        sys.stdout.reconfigure(errors="replace", line_buffering=True)
     sys.exit(main())

@@ -19,6 +19,7 @@ The scripts are measured first, before this process imports TensorFlow: a
 child's peak RSS counts the pages it shared with this process before exec.
 """
 
+import argparse
 import json
 import os
 import statistics
@@ -29,9 +30,6 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-
-from selenet import cli  # noqa: E402
-from selenet.mnist import STEPS_PER_CALL  # noqa: E402
 
 
 def steady_epoch_seconds(seconds):
@@ -45,7 +43,7 @@ def bench_loop(settings, train_data, test_data):
     model = senet_lenet.seeded_model(settings)
     optimizer = senet_lenet.make_optimizer(settings, model)
     data = train_data, test_data
-    history = senet_lenet.train(model, optimizer, settings, data, log=lambda line: None, progress=False)
+    history = senet_lenet.train(model, optimizer, settings, data, log=lambda line: None, bar=False)
     return [record["seconds"] for record in history], history[-1]["test_accuracy"]
 
 
@@ -55,7 +53,7 @@ def bench_fit(settings, train_data, test_data, steps_per_execution=1):
     import keras
 
     import senet_lenet
-    from selenet.predict import EVAL_BATCH_SIZE  # TensorFlow: not on top, so that --help answers at once
+    from senet_lenet import EVAL_BATCH_SIZE  # TensorFlow: not on top, so that --help answers at once
 
     class EpochTimer(keras.callbacks.Callback):
         def __init__(self):
@@ -71,7 +69,7 @@ def bench_fit(settings, train_data, test_data, steps_per_execution=1):
     model = senet_lenet.seeded_model(settings)
     classifier = keras.Model(model.inputs, model.outputs[0])
     classifier.compile(
-        optimizer=keras.optimizers.Adam(settings.lr),
+        optimizer=keras.optimizers.Adam(settings["lr"]),
         steps_per_execution=steps_per_execution,
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=["accuracy"],
@@ -80,8 +78,8 @@ def bench_fit(settings, train_data, test_data, steps_per_execution=1):
     fit = classifier.fit(
         train_data[0],
         train_data[1],
-        batch_size=settings.batch_size,
-        epochs=settings.epochs,
+        batch_size=settings["batch_size"],
+        epochs=settings["epochs"],
         shuffle=True,
         validation_data=(test_data[0], test_data[1]),
         validation_batch_size=EVAL_BATCH_SIZE,
@@ -150,14 +148,12 @@ def run_measured(args, env):
 
 
 def main(argv=None):
-    parser = cli.ArgumentParser(prog="bench_train.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="bench_train.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=None, help="the MNIST folder (default: $MNIST_DIR)")
     parser.add_argument("--epochs", type=int, default=5, help="epochs for the loop and for model.fit (at least 2)")
     parser.add_argument("--json", default=os.path.join(ROOT, "outputs", "benchmark.json"), help="where the JSON goes")
-    parser.add_argument(
-        "--train-samples", type=cli.positive_int, default=None, help="a slice: the first N training images"
-    )
-    parser.add_argument("--test-samples", type=cli.positive_int, default=None, help="a slice: the first N test images")
+    parser.add_argument("--train-samples", type=int, default=None, help="a slice: the first N training images")
+    parser.add_argument("--test-samples", type=int, default=None, help="a slice: the first N test images")
     args = parser.parse_args(argv)
     samples = [f"--{kind}-samples={n}" for kind, n in (("train", args.train_samples), ("test", args.test_samples)) if n]
     if args.epochs < 2:
@@ -178,19 +174,21 @@ def main(argv=None):
             study[workers] = run_sampled([*command, "--out-dir", os.path.join(out_dir, f"study{workers}")], env)
 
     import senet_lenet  # TensorFlow from here on
-    from selenet import files, machine
-    from selenet.mnist import MNISTDataError, load_mnist, select
-    from selenet.settings import Settings
 
     tf = senet_lenet.tf
     try:
-        train_data, test_data = load_mnist(args.data_dir)
-    except MNISTDataError as e:
-        return cli.report_error("bench_train.py", e)
-    train_data, test_data = select(train_data, args.train_samples), select(test_data, args.test_samples)
-    settings = Settings(epochs=args.epochs)  # the assignment's: Adam, lr 0.001, batch 100, seed 0
+        train_data, test_data = senet_lenet.load_mnist(args.data_dir)
+    except senet_lenet.UsageError as e:
+        parser.error(str(e))
+    train_data, test_data = (
+        senet_lenet.first(train_data, args.train_samples),
+        senet_lenet.first(test_data, args.test_samples),
+    )
+    settings = senet_lenet.settings_of(
+        senet_lenet.parser().parse_args(["--epochs", str(args.epochs)])
+    )  # the assignment's
     images = len(train_data[1])
-    per_call = STEPS_PER_CALL
+    per_call = senet_lenet.STEPS_PER_CALL
     sides = {  # name -> (what, measure)
         "loop": ("training loop (ours)", lambda: bench_loop(settings, train_data, test_data)),
         "fit_steps_per_execution": (
@@ -212,7 +210,7 @@ def main(argv=None):
         }
     loop_epoch = measured["loop"]["steady_epoch_seconds"]
     result = {
-        **machine.record(),
+        **senet_lenet.machine(),
         "epochs": args.epochs,
         **measured,
         "fit_steps_per_execution_vs_loop": measured["fit_steps_per_execution"]["steady_epoch_seconds"] / loop_epoch,
@@ -243,8 +241,8 @@ def main(argv=None):
     print("| what | speed | time |\n| --- | --- | --- |")
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    files.ensure_writable_dir(os.path.dirname(os.path.abspath(args.json)))
-    files.write_text(args.json, json.dumps(result, indent=2) + "\n")
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    senet_lenet.write_text(args.json, json.dumps(result, indent=2) + "\n")
     print(f"Wrote {args.json}")
     return 0
 
