@@ -15,7 +15,6 @@ Then it writes ablation.csv, ablation_comparisons.csv, ablation.md and three fig
 std, and paired differences with 95 % intervals and Holm-corrected p-values (study/stats.py).
 """
 
-import argparse
 import csv
 import io
 import os
@@ -708,7 +707,7 @@ def axis_flag(parser, flag, declared, text, **options):
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="ablation.py", description=__doc__.split("\n")[0], allow_abbrev=False)
+    p = senet_lenet.ArgumentParser("ablation.py", __doc__.split("\n")[0])
     p.add_argument("--seeds", type=senet_lenet.whole(), default=20, help="seeds 0..N-1 per configuration")
     p.add_argument("--epochs", type=senet_lenet.whole(), default=DEFAULTS["epochs"], help="epochs per run")
     p.add_argument("--data-dir", help="folder with the four MNIST IDX files (default: $MNIST_DIR, else download)")

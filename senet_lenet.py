@@ -26,6 +26,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zlib
@@ -99,10 +100,18 @@ SETTINGS = {
 }
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, a bad flag answered in one line (exit code 2), no abbreviated flags."""
+
+    def __init__(self, prog, description):
+        super().__init__(prog=prog, description=description, allow_abbrev=False)
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def parser():
-    p = argparse.ArgumentParser(
-        prog=PROG, description=__doc__.split("\n")[0], allow_abbrev=False, formatter_class=argparse.RawTextHelpFormatter
-    )
+    p = ArgumentParser(PROG, __doc__.split("\n")[0])
     for flag, options in SETTINGS.values():
         p.add_argument(flag, **options)
     p.add_argument("--data-dir", help="folder with the four MNIST IDX files (default: $MNIST_DIR, else download)")
@@ -481,7 +490,12 @@ def read_run(out_dir):
         numbers = [r[key] for r in history for key in ("loss", "accuracy", "test_loss", "test_accuracy", "seconds")]
         if not all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in numbers):
             raise ValueError("its history holds something other than numbers")
-        if run["finished"] is not (len(history) == epochs) or not isinstance(run["sha256"], dict):
+        finished = run["finished"]
+        if (
+            not isinstance(finished, bool)
+            or (finished and len(history) != epochs)
+            or not isinstance(run["sha256"], dict)
+        ):
             raise ValueError(f"finished = {run['finished']!r} with {len(history)} of {epochs} epochs done")
     except (OSError, ValueError, KeyError, TypeError, AttributeError, argparse.ArgumentTypeError) as e:
         raise UsageError(
@@ -633,7 +647,7 @@ def prepare_folder(args, typed):
     out_dir = args.out_dir
     try:
         os.makedirs(out_dir, exist_ok=True)
-        write_text(os.path.join(out_dir, ".tmp-check"), "")
+        tempfile.TemporaryFile(dir=out_dir).close()
     except OSError as e:
         raise UsageError(f"cannot write to output directory {out_dir}: {e.strerror}") from None
     run = None if args.overwrite and not args.resume else read_run(out_dir)

@@ -17,7 +17,6 @@ prints the largest difference over the whole test set: 0 for two runs with the s
 (the assignment's extended experiment).
 """
 
-import argparse
 import contextlib
 import os
 import sys
@@ -320,7 +319,7 @@ def compare(args):
 
 def parser():
     whole = senet_lenet.whole
-    p = argparse.ArgumentParser(prog="visualize.py", description=__doc__.split("\n")[0], allow_abbrev=False)
+    p = senet_lenet.ArgumentParser("visualize.py", __doc__.split("\n")[0])
     p.add_argument("--run-dir", default=senet_lenet.OUT_DIR, help="the run to draw (senet_lenet.py --out-dir)")
     p.add_argument("--data-dir", help="folder with the four MNIST IDX files (default: $MNIST_DIR, else download)")
     p.add_argument("--batch-size", type=whole(), default=100, help="test images per heatmap (default: 100)")

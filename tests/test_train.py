@@ -1,286 +1,195 @@
-"""The training loop: the data order, the epoch lines, the run files; on the real MNIST, determinism."""
+"""Training runs on synthetic digits, in this process and as scripts: the promises a user relies on."""
 
-import csv
 import json
 import os
-import re
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
-import keras
-import numpy as np
 import pytest
 
 import senet_lenet
 import visualize
-from helpers import QUICK, synthetic_digits, without_seconds
-from selenet import files, runs
-from selenet.mnist import epoch_chunks, load_mnist, pass_order, select
-from selenet.predict import accuracy_percent, predictor
-from selenet.settings import Settings
+from helpers import ROOT, TRAINED, assert_one_line_error, our_lines, run_script, weights_sha, without_seconds
+
+pytestmark = pytest.mark.runs
 
 
-def train_synthetic(**changes):
-    """Trains on synthetic digits in this process; returns the history."""
-    settings = Settings(**{"epochs": 1, "train_samples": 1000, "test_samples": 200, **changes})
-    model = senet_lenet.seeded_model(settings)
-    optimizer = senet_lenet.make_optimizer(settings, model)
-    train_data = synthetic_digits(settings.train_samples)
-    test_data = synthetic_digits(settings.test_samples, seed=1)
-    return senet_lenet.train(model, optimizer, settings, (train_data, test_data), log=lambda line: None, progress=False)
+def read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
-def test_pass_order_depends_on_seed_and_pass_only():
-    first = pass_order(5, 2, 1000)
-    assert sorted(first.tolist()) == list(range(1000))
-    np.testing.assert_array_equal(first, pass_order(5, 2, 1000))
-    assert not np.array_equal(first, pass_order(5, 3, 1000))
-    assert not np.array_equal(first, pass_order(6, 2, 1000))
+def stop_after_epoch(monkeypatch, epoch):
+    """A SIGINT to this process once run.json records `epoch` (its checkpoint saved before): as Ctrl-C then."""
+    save = senet_lenet.save_run_json
+
+    def save_and_stop(*args, **kwargs):
+        run = save(*args, **kwargs)
+        if len(run["history"]) == epoch and not run["finished"]:
+            os.kill(os.getpid(), signal.SIGINT)
+        return run
+
+    monkeypatch.setattr(senet_lenet, "save_run_json", save_and_stop)
 
 
-def chunks(epoch, size, batch_size, steps_per_epoch, seed=5):
-    return list(epoch_chunks(seed, epoch, size, batch_size, steps_per_epoch))
+def test_a_run_writes_every_file_and_records_them(trained_run, capsys):
+    run = read_json(trained_run / "run.json")
+    assert run["finished"] and len(run["history"]) == 2 and run["settings"]["seed"] == 3
+    for name, digest in run["sha256"].items():
+        assert senet_lenet.sha256(trained_run / name) == digest
+    for name in ("history.csv", "model_summary.txt", "training_curves.png", run["diagram"], "checkpoints/checkpoint"):
+        assert (trained_run / name).is_file(), name
+    assert len(os.listdir(trained_run / "logs" / "validation")) == 1
+    assert run["training"] == {"images": 500, "steps": 10} and run["versions"]["tensorflow"]
 
 
-def test_an_epoch_of_one_pass_is_that_passes_order_in_calls_of_at_most_50_steps():
-    """The default (the assignment's and every earlier run's): epoch N is pass N, the last batch short."""
-    calls = chunks(3, 1050, 100, 11)
-    assert [(first, last) for first, last, _ in calls] == [(0, 11)]
-    np.testing.assert_array_equal(calls[0][2], pass_order(5, 3, 1050))
-    calls = chunks(2, 12000, 100, 120)
-    assert [(first, last) for first, last, _ in calls] == [(0, 50), (50, 100), (100, 120)]
-    np.testing.assert_array_equal(np.concatenate([o for *_, o in calls]), pass_order(5, 2, 12000))
-
-
-def test_an_epoch_of_many_passes_goes_pass_after_pass():
-    """600 images, 600 steps an epoch at batch 100: epoch 2 is passes 101 to 200, each whole, in its order."""
-    calls = chunks(2, 600, 100, 600)
-    assert len(calls) == 100 and calls[-1][1] == 600
-    assert all(last - first == 6 for first, last, _ in calls)
-    for number, (*_, order) in enumerate(calls, start=101):
-        np.testing.assert_array_equal(order, pass_order(5, number, 600))
-
-
-def test_an_epoch_that_ends_inside_a_pass_continues_it_in_the_next():
-    """250 images (3 batches a pass, the last of 50), 4 steps an epoch: epoch 2 starts at pass 2's second batch."""
-    first_epoch, second_epoch = chunks(1, 250, 100, 4), chunks(2, 250, 100, 4)
-    pass_1, pass_2, pass_3 = (pass_order(5, n, 250) for n in (1, 2, 3))
-    np.testing.assert_array_equal(np.concatenate([o for *_, o in first_epoch]), np.concatenate([pass_1, pass_2[:100]]))
-    np.testing.assert_array_equal(second_epoch[0][2], pass_2[100:])
-    np.testing.assert_array_equal(second_epoch[1][2], pass_3[:200])
-    assert [(f, last) for f, last, _ in second_epoch] == [(0, 2), (2, 4)]
-
-
-def test_batch_size_that_does_not_divide_the_data():
-    """The last, short batch is trained too: every sample counts once in the epoch's accuracy."""
-    (record,) = train_synthetic(batch_size=128, train_samples=1000)
-    correct = record["accuracy"] * 1000 / 100
-    assert abs(correct - round(correct)) < 1e-3  # a whole number of the 1000 images
-
-
-def test_losses_are_means_over_images_not_over_batches():
-    """A test set of 1,500 images is evaluated as batches of 1,000 and 500: the recorded test loss is the
-    mean over the 1,500 images, as Keras computes it, not the mean of the two batch means."""
-    settings = Settings(epochs=1, train_samples=1000, test_samples=1500, batch_size=300)  # train: 300 ×3, 100
-    model = senet_lenet.seeded_model(settings)
-    optimizer = senet_lenet.make_optimizer(settings, model)
-    data = synthetic_digits(1000), synthetic_digits(1500, seed=1)
-    (record,) = senet_lenet.train(model, optimizer, settings, data, log=lambda line: None, progress=False)
-    predictions, _ = predictor(model)(data[1][0])
-    per_image = keras.losses.sparse_categorical_crossentropy(data[1][1], predictions).numpy()
-    assert record["test_loss"] == pytest.approx(float(per_image.mean()), abs=2e-6)
-    batch_means = [per_image[:1000].mean(), per_image[1000:].mean()]
-    assert abs(float(np.mean(batch_means)) - float(per_image.mean())) > 2e-5  # 10 × the tolerance: they differ
-
-
-def test_sgd_learns():
-    losses = [r["loss"] for r in train_synthetic(optimizer="sgd", lr=0.1, epochs=3)]
-    assert losses[0] > losses[1] > losses[2]
-
-
-@pytest.mark.parametrize("terminal", [False, True])
-def test_epoch_lines_in_the_assignments_form(terminal, tmp_path, synthetic_mnist_dir, capsys, monkeypatch):
-    """A progress bar on a terminal; redirected (a log file, CI), one line per epoch and no control characters."""
-    monkeypatch.setattr(sys.stdout, "isatty", lambda: terminal)
-    args = ["--epochs", "2", "--train-samples", "500", "--test-samples", "100"]
-    assert senet_lenet.main([*args, "--data-dir", synthetic_mnist_dir, "--out-dir", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    pattern = r"^Epoch \d, Loss: \d+\.\d{4}, Accuracy: \d+\.\d{2}, Test Loss: \d+\.\d{4}, Test Accuracy: \d+\.\d{2}$"
-    assert len(re.findall(pattern, out, flags=re.MULTILINE)) == 2, out
-    assert ("\r" in out and "\x1b[" in out and "5/5" in out) == terminal, out
-    if not terminal:
-        training = out[out.index("Training on") :].splitlines()
-        assert len(training) == 1 + 2 + 1, out  # what it trains, two epochs, where it saved
-
-
-def test_without_graphviz_the_run_writes_dot_and_succeeds(tmp_path, synthetic_mnist_dir, monkeypatch, capsys):
-    """PATH without Graphviz's dot: SELeNet.dot instead of the PNG, one warning, exit 0."""
-    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    out_dir = tmp_path / "out"
-    args = ["--epochs", "1", "--train-samples", "300", "--test-samples", "100"]
-    assert senet_lenet.main([*args, "--data-dir", synthetic_mnist_dir, "--out-dir", str(out_dir)]) == 0
-    assert (out_dir / "SELeNet.dot").read_text().startswith("digraph")
-    assert "se_expand" in (out_dir / "SELeNet.dot").read_text()
-    assert not (out_dir / "SELeNet.png").exists()
-    assert (out_dir / "training_curves.png").exists() and (out_dir / "selenet.weights.h5").exists()
-    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 1 and "apt-get install graphviz" in warnings[0]
-
-
-# ---- On the real MNIST ----------------------------------------------------------------------------------------------
-
-
-@pytest.mark.e2e
-def test_save_and_load_give_identical_outputs(quick_run, mnist):
-    images = mnist[1][0][:200]
-    run = runs.read_run(quick_run)
-    model = senet_lenet.build_model(run["settings"])
-    model.load_weights(str(quick_run / runs.WEIGHTS_FILE))
-    whole = keras.models.load_model(str(quick_run / runs.MODEL_FILE))  # the other file the run saved
-    for a, b in zip(model(images), whole(images), strict=True):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
-    # and they are the trained weights, not a fresh model's: the test accuracy the run recorded
-    images, labels = select(mnist[1], 500)
-    accuracy = accuracy_percent(predictor(model)(images)[0], labels)
-    assert accuracy == pytest.approx(run["final"]["test_accuracy"], abs=0.005)
-
-
-@pytest.mark.e2e
-def test_run_files(quick_run):
-    names = set(os.listdir(quick_run))
-    assert {
-        "selenet.weights.h5",
-        "run.json",
-        "history.csv",
-        "model_summary.txt",
-        "SELeNet.png",
-        "training_curves.png",
-    } <= names
-    assert not [n for n in names if files.is_temporary(n)]  # no temporary file left behind
-    run = json.loads((quick_run / "run.json").read_text())
-    assert run["settings"] == Settings(epochs=2, train_samples=3000, test_samples=500).as_dict()
-    assert run["finished"] is True
-    assert run["model"] == {"name": "SELeNet", "parameters": 44554}
-    assert run["versions"]["keras"] == keras.__version__
-    assert [r["epoch"] for r in run["history"]] == [1, 2]
-    assert run["final"]["test_accuracy"] == run["history"][-1]["test_accuracy"]
-    assert run["final"]["train_accuracy"] == run["history"][-1]["accuracy"]
-    with open(quick_run / "history.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert list(rows[0]) == runs.HISTORY_FIELDS
-    assert [float(r["test_accuracy"]) for r in rows] == [r["test_accuracy"] for r in run["history"]]
-    summary = (quick_run / "model_summary.txt").read_text()
-    assert 'Model: "SELeNet"' in summary and "44,554" in summary and "se_expand" in summary
-    with open(quick_run / "SELeNet.png", "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def twin_runs(tmp_path_factory, mnist_dir):
-    """Two quick one-epoch runs with seed 3 and one with seed 1, each in its own folder."""
-    root = tmp_path_factory.mktemp("twins")
-    for name, seed in (("a", "3"), ("b", "3"), ("c", "1")):
-        args = [*QUICK, "--epochs", "1", "--seed", seed, "--data-dir", mnist_dir, "--out-dir", str(root / name)]
-        assert senet_lenet.main(args) == 0
-    return root
-
-
-def compare(capsys, mnist_dir, run_a, run_b, batch):
-    """visualize.py --compare; returns the largest excitation difference it printed."""
-    args = ["--compare", str(run_a), str(run_b), "--batch", str(batch), "--data-dir", mnist_dir]
-    assert visualize.main(args) == 0
-    out = capsys.readouterr().out
-    return float(re.search(r"Max \|excitation difference\| over 500 test images: (\S+)", out).group(1))
-
-
-@pytest.mark.e2e
-def test_same_seed_gives_identical_bits(twin_runs, mnist_dir, capsys):
-    """The assignment's extended experiment: same seed, same weights, history and feature maps."""
-    a, b = twin_runs / "a", twin_runs / "b"
-    model_a, model_b = senet_lenet.build_model(), senet_lenet.build_model()
-    model_a.load_weights(str(a / runs.WEIGHTS_FILE))
-    model_b.load_weights(str(b / runs.WEIGHTS_FILE))
-    for weights_a, weights_b in zip(model_a.get_weights(), model_b.get_weights(), strict=True):
-        np.testing.assert_array_equal(weights_a, weights_b)
-    history_a, history_b = (runs.read_run(d)["history"] for d in (a, b))
-    assert without_seconds(history_a) == without_seconds(history_b)
-    assert compare(capsys, mnist_dir, a, b, 2) == 0.0
-    assert (b / "compare_2.png").exists()
-
-
-@pytest.mark.e2e
-def test_different_seeds_give_different_excitations(twin_runs, mnist_dir, capsys):
-    assert compare(capsys, mnist_dir, twin_runs / "a", twin_runs / "c", 0) > 0.01
-    assert (twin_runs / "c" / "compare_0.png").exists()
-
-
-LOAD_WITHOUT_THE_PROJECT = """
-import importlib.util, sys
-import keras, numpy as np
-assert importlib.util.find_spec("senet_lenet") is None, "the project is importable here"
-model = keras.models.load_model(sys.argv[1])
-predictions, excitation = model(np.load(sys.argv[2]), training=False)
-np.savez(sys.argv[3], predictions=np.asarray(predictions), excitation=np.asarray(excitation))
-"""
-
-
-def test_the_keras_file_loads_without_the_project(trained_synthetic_run, synthetic_mnist_dir, tmp_path):
-    """selenet.keras in a fresh interpreter that cannot import this project: the project's outputs."""
-    run = runs.read_run(trained_synthetic_run)
-    images, labels = select(load_mnist(synthetic_mnist_dir, train=False)[1], run["settings"].test_samples)
-    np.save(tmp_path / "images.npy", images)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    args = [trained_synthetic_run / runs.MODEL_FILE, tmp_path / "images.npy", tmp_path / "outputs.npz"]
-    result = subprocess.run(
-        [sys.executable, "-c", LOAD_WITHOUT_THE_PROJECT, *map(str, args)], cwd=tmp_path, env=env, capture_output=True
+def test_ctrl_c_then_resume_gives_the_same_bits(tmp_path, synthetic_mnist_dir, trained_run, monkeypatch, capsys):
+    out = tmp_path / "run"
+    argv = [*TRAINED, "--data-dir", synthetic_mnist_dir, "--out-dir", str(out)]
+    stop_after_epoch(monkeypatch, 1)
+    assert senet_lenet.main(argv) == 130
+    line = our_lines(capsys.readouterr().err)[-1]
+    assert "stopped by SIGINT with 1 epochs saved; continue with: python senet_lenet.py --out-dir" in line
+    monkeypatch.undo()
+    assert senet_lenet.main([*argv, "--resume"]) == 0
+    assert weights_sha(out) == weights_sha(trained_run)
+    assert without_seconds(read_json(out / "run.json")["history"]) == without_seconds(
+        read_json(trained_run / "run.json")["history"]
     )
-    assert result.returncode == 0, result.stderr.decode()[-3000:]
-
-    model = senet_lenet.build_model()
-    model.load_weights(str(trained_synthetic_run / runs.WEIGHTS_FILE))
-    predictions, (excitation,) = predictor(model)(images)
-    accuracy = accuracy_percent(predictions, labels)
-    assert accuracy == run["final"]["test_accuracy"]
-    with np.load(tmp_path / "outputs.npz") as loaded:
-        np.testing.assert_allclose(loaded["predictions"], predictions, rtol=0, atol=1e-6)
-        np.testing.assert_allclose(loaded["excitation"], excitation, rtol=0, atol=1e-6)
 
 
-def stopped_and_resumed(settings, data, tmp_path):
-    """(run.json of a whole run, of the same run stopped after epoch 1 and resumed), with their folders."""
-    from helpers import StopAfterEpoch
-    from selenet import errors
-
-    quiet = {"log": lambda line: None, "warn": lambda line: None, "verbose": False}
-    whole, stopped = str(tmp_path / "whole"), str(tmp_path / "stopped")
-    a = senet_lenet.train_run(settings, *data, whole, **quiet)
-    with pytest.raises(errors.Interrupted):
-        senet_lenet.train_run(settings, *data, stopped, stop=StopAfterEpoch(stopped, 1), **quiet)
-    b = senet_lenet.train_run(settings, *data, stopped, resume=True, **quiet)
-    return a, b
-
-
-def test_a_small_sample_with_many_passes_an_epoch_resumes_to_the_same_bits(tmp_path, synthetic_mnist_dir):
-    """600 images, 12 steps an epoch at batch 100: two passes an epoch, stopped after epoch 1."""
-    from selenet.mnist import run_data
-
-    settings = Settings(epochs=3, train_size=600, epoch_steps=12, test_samples=200)
-    data = run_data(*load_mnist(synthetic_mnist_dir), settings)
-    whole, resumed = stopped_and_resumed(settings, data, tmp_path)
-    assert whole["training"] == resumed["training"] == {"images": 600, "steps": 36}
-    assert without_seconds(whole["history"]) == without_seconds(resumed["history"])
-    assert whole["sha256"][runs.WEIGHTS_FILE] == resumed["sha256"][runs.WEIGHTS_FILE]  # .keras: a save date
+def test_a_damaged_newest_checkpoint_is_passed_over(tmp_path, synthetic_mnist_dir, monkeypatch, capsys):
+    argv = ["--epochs", "3", "--train-samples", "400", "--test-samples", "100", "--data-dir", synthetic_mnist_dir]
+    assert senet_lenet.main([*argv, "--out-dir", str(tmp_path / "whole")]) == 0
+    out = tmp_path / "stopped"
+    stop_after_epoch(monkeypatch, 2)
+    assert senet_lenet.main([*argv, "--out-dir", str(out)]) == 130
+    monkeypatch.undo()
+    data = out / "checkpoints" / "epoch-2.data-00000-of-00001"
+    damaged = bytearray(data.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    data.write_bytes(bytes(damaged))
+    capsys.readouterr()
+    assert senet_lenet.main([*argv, "--out-dir", str(out), "--resume"]) == 0
+    captured = capsys.readouterr()
+    assert [line for line in our_lines(captured.err) if "skipped checkpoint" in line][0].count("\n") == 0
+    assert "Resuming" in captured.out and "after epoch 1 of 3" in captured.out
+    assert weights_sha(out) == weights_sha(tmp_path / "whole")
 
 
-@pytest.mark.e2e
-def test_a_600_image_run_with_the_full_runs_steps_resumes_to_the_same_bits(tmp_path, mnist_dir):
-    """The study's data-size runs on the real MNIST: 600 balanced images, 600 steps an epoch (100 passes)."""
-    from selenet.mnist import run_data
+def test_an_extended_run_cut_short_is_unfinished_and_resumes(tmp_path, trained_run, synthetic_mnist_dir, monkeypatch):
+    """--resume --epochs 3 of a finished run, stopped while its files are saved: run.json says unfinished (3 of 3
+    epochs checkpointed, no weights), visualize refuses it, and --resume finishes it as a straight run would."""
+    out = shutil.copytree(trained_run, tmp_path / "run")
+    argv = [*TRAINED, "--data-dir", synthetic_mnist_dir, "--out-dir", str(out)]
 
-    settings = Settings(epochs=2, train_size=600, epoch_steps=600, seed=3)
-    data = run_data(*load_mnist(mnist_dir), settings)
-    assert np.bincount(data[0][1]).tolist() == [60] * 10
-    whole, resumed = stopped_and_resumed(settings, data, tmp_path)
-    assert whole["training"] == {"images": 600, "steps": 1200}
-    assert without_seconds(whole["history"]) == without_seconds(resumed["history"])
-    assert whole["sha256"][runs.WEIGHTS_FILE] == resumed["sha256"][runs.WEIGHTS_FILE]  # .keras: a save date
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(senet_lenet, "save_figures", killed)
+    assert senet_lenet.main([*argv, "--resume", "--epochs", "3"]) == 130
+    monkeypatch.undo()
+    run = read_json(out / "run.json")
+    assert not run["finished"] and len(run["history"]) == 3 and not (out / "selenet.weights.h5").exists()
+    with pytest.raises(senet_lenet.UsageError, match="unfinished"):
+        visualize.load_run(str(out))
+    assert senet_lenet.main(["--data-dir", synthetic_mnist_dir, "--out-dir", str(out), "--resume"]) == 0
+    straight = ["--epochs", "3", *TRAINED[2:], "--data-dir", synthetic_mnist_dir]
+    assert senet_lenet.main([*straight, "--out-dir", str(tmp_path / "straight")]) == 0
+    assert weights_sha(out) == weights_sha(tmp_path / "straight")
+
+
+def test_a_finished_run_is_replaced_only_with_overwrite(tmp_path, trained_run, synthetic_mnist_dir, capsys):
+    out = shutil.copytree(trained_run, tmp_path / "run")
+    (out / "notes.txt").write_text("mine")
+    (out / "checkpoints" / "mine.txt").write_text("mine")
+    argv = [*TRAINED, "--data-dir", synthetic_mnist_dir, "--out-dir", str(out)]
+    before = weights_sha(out)
+    assert senet_lenet.main(argv) == 2
+    assert_one_line_error(capsys.readouterr().err, "holds a finished run", "--overwrite")
+    assert senet_lenet.main([*argv, "--resume"]) == 0 and "nothing to resume" in capsys.readouterr().out
+    assert senet_lenet.main([*argv, "--overwrite", "--seed", "4"]) == 0
+    assert weights_sha(out) != before and (out / "notes.txt").read_text() == "mine"
+    assert (out / "checkpoints" / "mine.txt").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "data.csv").write_text("x")
+    assert senet_lenet.main([*TRAINED, "--data-dir", synthetic_mnist_dir, "--out-dir", str(mine)]) == 2
+    assert_one_line_error(capsys.readouterr().err, "holds files but no run")
+    assert os.listdir(mine) == ["data.csv"]
+
+
+def test_resume_refuses_other_settings_and_fewer_epochs(tmp_path, trained_run, synthetic_mnist_dir, capsys):
+    out = str(shutil.copytree(trained_run, tmp_path / "run"))
+    assert senet_lenet.main(["--out-dir", out, "--resume", "--seed", "5"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "--seed conflicts with the run", "seed = 3")
+    assert senet_lenet.main(["--out-dir", out, "--resume", "--epochs", "1"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "fewer than the 2 epochs done")
+    assert senet_lenet.main(["--out-dir", str(tmp_path / "none"), "--resume"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "nothing to resume")
+
+
+def test_divergence_is_one_line_and_exit_1(tmp_path, synthetic_mnist_dir, capsys):
+    argv = ["--optimizer", "sgd", "--lr", "1e9", "--epochs", "1", "--train-samples", "500", "--test-samples", "100"]
+    assert senet_lenet.main([*argv, "--data-dir", synthetic_mnist_dir, "--out-dir", str(tmp_path / "r")]) == 1
+    assert_one_line_error(capsys.readouterr().err, "training diverged in epoch 1", "lower --lr")
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--epochs", "0"], ["argument --epochs: must be from 1"]),
+        (["--optimizer", "rmsprop"], ["invalid choice"]),
+        (["--batch-size", "2147483647"], ["is more than the"]),
+        (["--data-dir", "/nonexistent"], ["does not exist"]),
+    ],
+    ids=["epochs", "optimizer", "batch", "data"],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, synthetic_mnist_dir, args, fragments):
+    env = {"MNIST_DIR": synthetic_mnist_dir}
+    result = run_script("senet_lenet.py", *args, "--out-dir", tmp_path / "r", "--train-samples", "300", env=env)
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr, *fragments)
+
+
+def test_sigterm_while_tensorflow_loads_is_one_line(tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "senet_lenet.py"), "--out-dir", str(tmp_path / "r")],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(0.5)  # parsed, importing TensorFlow (seconds)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert_one_line_error(stderr, "stopped by SIGTERM before training started")
+
+
+def test_visualize_draws_checks_and_compares(tmp_path, trained_run, synthetic_mnist_dir, capsys):
+    out = shutil.copytree(trained_run, tmp_path / "run")
+    argv = ["--data-dir", synthetic_mnist_dir]
+    assert visualize.main(["--run-dir", str(out), *argv, "--batch-size", "50"]) == 0
+    printed = capsys.readouterr().out
+    assert "test accuracy" in printed and "Excitation at inference" in printed and "4 heatmaps" in printed
+    assert sorted(os.listdir(out / "se_features")) == [f"{i}_se_feature.png" for i in range(4)]
+    for name in ("se_features.npz", "se_class_mean.png", "se_class_profile.png", "excitation_role.csv"):
+        assert (out / name).is_file()
+    assert visualize.main(["--compare", str(out), str(trained_run), *argv, "--batch", "1"]) == 0
+    assert "Max |excitation difference| over 200 test images: 0\n" in capsys.readouterr().out
+    assert (trained_run / "compare_1.png").is_file()
+    os.remove(trained_run / "compare_1.png")
+    # A resume that trains again removes what the old weights drew, empty folders included.
+    assert senet_lenet.main([*TRAINED, *argv, "--out-dir", str(out), "--resume", "--epochs", "3"]) == 0
+    assert not (out / "se_features").exists() and not (out / "se_class_mean.png").exists()
+    (out / "selenet.weights.h5").write_bytes(b"not the run's")
+    assert visualize.main(["--run-dir", str(out), *argv]) == 2
+    assert_one_line_error(capsys.readouterr().err, "SHA-256 differs", "--resume")
+
+
+def test_visualize_refuses_what_it_cannot_draw(tmp_path, capsys):
+    assert visualize.main(["--run-dir", str(tmp_path / "none")]) == 2
+    assert_one_line_error(capsys.readouterr().err, "does not exist")
+    assert visualize.main(["--run-dir", str(tmp_path)]) == 2
+    assert_one_line_error(capsys.readouterr().err, "holds no run.json")
