@@ -51,6 +51,7 @@ def helpers_cell():
     return namespace
 
 
+@pytest.mark.runs  # starts a process
 def test_a_failing_script_stops_the_notebook(capsys):
     script = helpers_cell()["script"]
     with pytest.raises(RuntimeError, match="exit code 3"):
