@@ -16,6 +16,7 @@ This file is the whole run, top to bottom: settings, data, model, training loop,
 import argparse
 import contextlib
 import csv
+import glob
 import gzip
 import hashlib
 import io
@@ -23,6 +24,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -441,9 +443,6 @@ OWN_FOLDERS = (f"{LOGS}/train", f"{LOGS}/validation", LOGS, CHECKPOINTS, "se_fea
 
 def remove_own(out_dir, names):
     """Removes what matches the project's `names` in out_dir, then its folders that are left empty."""
-    import glob
-    import shutil
-
     for name in names:
         for path in glob.glob(name, root_dir=out_dir, include_hidden=True):
             path = os.path.join(out_dir, path)
@@ -565,8 +564,6 @@ def log_epoch(writers, record, excitations):
 def save_figures(model, history, out_dir, warn):
     """The summary, the diagram (plot_model; SELeNet.dot without Graphviz) and the training curves; the diagram's
     name."""
-    import shutil
-
     from matplotlib.figure import Figure  # no pyplot: a notebook's backend is left alone
 
     lines = []

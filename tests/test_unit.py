@@ -118,7 +118,7 @@ def test_visualizes_role_of_the_learned_excitation_is_the_models_accuracy():
     model = senet_lenet.build_model()
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 255, (300, 28, 28), dtype=np.uint8), rng.integers(0, 10, 300).astype(np.uint8)
-    role = visualize.excitation_role(model, 0, images, (images, labels))
+    role = visualize.excitation_role(model, 0, images, (images, labels), senet_lenet.predict(model, images)[1][0])
     study = excitation_role.excitation_role(model, 0, (images, labels), (images, labels))
     accuracy = excitation_role.accuracy(senet_lenet.predict(model, images)[0], labels)
     assert role == study and role["learned"] == accuracy
