@@ -8,8 +8,6 @@ In one invocation, on this machine:
      steps_per_execution equal to the loop's steps per call (the fair comparison), then plain;
   3. `python senet_lenet.py` (the default 10-epoch job) and `python visualize.py`
      on its output, each as a subprocess: wall time and peak resident memory;
-  4. `python ablation.py` on a slice of the study (8 runs of 3 epochs) with --workers 1 and --workers 2:
-     wall time and the peak resident memory of all its processes together.
 Both 1 and 2 evaluate the 10,000 test images after every epoch, so an epoch is
 the same work on both sides; throughput is training images per second of the
 median epoch after the first (which includes tracing).
@@ -89,50 +87,6 @@ def bench_fit(settings, train_data, test_data, steps_per_execution=1):
     return timer.seconds, 100 * fit.history["val_accuracy"][-1]
 
 
-def tree_rss_bytes(pid):
-    """Resident memory of a process and all its descendants (Linux /proc), in bytes."""
-    children, rss = {}, {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(entry))
-            rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-    total, stack = 0, [pid]
-    while stack:
-        current = stack.pop()
-        total += rss.get(current, 0)
-        stack += children.get(current, [])
-    return total
-
-
-def run_sampled(args, env):
-    """Runs a command that starts worker processes; returns (wall seconds, peak RSS of its whole tree in GB)."""
-    started = time.perf_counter()
-    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak = 0
-    while process.poll() is None:
-        peak = max(peak, tree_rss_bytes(process.pid))
-        time.sleep(0.2)
-    seconds = time.perf_counter() - started
-    if process.returncode != 0:
-        stderr = process.stderr.read().decode(errors="replace")
-        print(f"bench_train.py: {' '.join(args[1:])} failed ({process.returncode}): {stderr[-2000:]}", file=sys.stderr)
-        sys.exit(2)
-    return seconds, peak / 1024**3
-
-
-# A slice of the study: 8 runs (SE and no SE, Adam and SGD, 2 seeds) of 3 epochs on all of MNIST, long
-# enough that the workers' start-up (a TensorFlow import each) is a small part, as in the real study.
-STUDY_SLICE = [
-    *"--seeds 2 --epochs 3 --reductions 4 --optimizers adam sgd".split(),
-    *"--squeezes avg --gates sigmoid --positions conv2 --excitations dense --se-biases off".split(),
-]
-
-
 def run_measured(args, env):
     """Runs a command; returns (wall seconds, peak RSS in GB) of that process alone."""
     started = time.perf_counter()
@@ -167,11 +121,6 @@ def main(argv=None):
         train_wall, train_rss = run_measured([sys.executable, "senet_lenet.py", *samples, "--out-dir", out_dir], env)
         print("python visualize.py ...", flush=True)
         visualize_wall, visualize_rss = run_measured([sys.executable, "visualize.py", "--run-dir", out_dir], env)
-        study = {}
-        for workers in (1, 2):
-            print(f"python ablation.py on a slice (8 runs), --workers {workers} ...", flush=True)
-            command = [sys.executable, "ablation.py", *STUDY_SLICE, *samples, "--workers", str(workers)]
-            study[workers] = run_sampled([*command, "--out-dir", os.path.join(out_dir, f"study{workers}")], env)
 
     import senet_lenet  # TensorFlow from here on
 
@@ -217,10 +166,6 @@ def main(argv=None):
         "fit_vs_loop": measured["fit"]["steady_epoch_seconds"] / loop_epoch,
         "train_script": {"seconds": train_wall, "peak_rss_gb": train_rss},
         "visualize_script": {"seconds": visualize_wall, "peak_rss_gb": visualize_rss},
-        "study_slice": {
-            **{f"workers_{w}": {"seconds": s, "peak_rss_gb_all_processes": rss} for w, (s, rss) in study.items()},
-            "speedup_2_workers": study[1][0] / study[2][0],
-        },
     }
     rows = [
         (sides[name][0], f"{m['images_per_second']:,.0f} img/s", f"{m['steady_epoch_seconds']:.2f} s/epoch")
@@ -231,11 +176,6 @@ def main(argv=None):
         ("model.fit, plain ÷ loop", f"{result['fit_vs_loop']:.2f} ×", ""),
         ("python senet_lenet.py", f"{train_wall:.1f} s", f"{train_rss:.2f} GB peak RSS"),
         ("python visualize.py", f"{visualize_wall:.1f} s", f"{visualize_rss:.2f} GB peak RSS"),
-        *(
-            (f"study slice, --workers {w}", f"{seconds:.1f} s", f"{rss:.2f} GB peak RSS, all processes")
-            for w, (seconds, rss) in study.items()
-        ),
-        ("study slice: 1 ÷ 2 workers", f"{study[1][0] / study[2][0]:.2f} ×", ""),
     ]
     print(f"\n{result['machine']['cpu']}, {result['machine']['cpus']} cores, TensorFlow {tf.__version__}")
     print("| what | speed | time |\n| --- | --- | --- |")
