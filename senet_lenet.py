@@ -16,6 +16,7 @@ This file is the whole run, top to bottom: settings, data, model, training loop,
 import argparse
 import contextlib
 import csv
+import functools
 import glob
 import gzip
 import hashlib
@@ -23,6 +24,7 @@ import io
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import signal
@@ -34,6 +36,11 @@ import time
 import zlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: none of its C++ info lines
+# oneDNN picks its kernels by the CPU's instruction set, and the bits follow them: capped at AVX2 unless the
+# user's ONEDNN_MAX_CPU_ISA or --isa says otherwise. oneDNN reads it once, when TensorFlow loads.
+ISA_VARIABLE, DEFAULT_ISA = "ONEDNN_MAX_CPU_ISA", "AVX2"
+if "tensorflow" not in sys.modules:  # else oneDNN has read it already: left as it was then
+    os.environ.setdefault(ISA_VARIABLE, DEFAULT_ISA)
 
 # ---- Settings ------------------------------------------------------------------
 PROG = "senet_lenet.py"
@@ -117,6 +124,9 @@ def parser():
     for flag, options in SETTINGS.values():
         p.add_argument(flag, **options)
     p.add_argument("--data-dir", help="folder with the four MNIST IDX files (default: $MNIST_DIR, else download)")
+    isas = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI", "AVX512_CORE_BF16", "DEFAULT")
+    text = f"oneDNN's instruction-set cap, the bits follow it (default: ${ISA_VARIABLE}, else {DEFAULT_ISA})"
+    p.add_argument("--isa", type=str.upper, choices=isas, help=text)
     p.add_argument("--out-dir", default=OUT_DIR, help=f"where the run's files go (default: {OUT_DIR})")
     p.add_argument("--resume", action="store_true", help="continue the run in --out-dir (--epochs may change)")
     p.add_argument("--overwrite", action="store_true", help="replace the run that --out-dir holds")
@@ -138,7 +148,9 @@ def exit_at_once(signum, frame):  # until TensorFlow has loaded: nothing is writ
 
 
 if __name__ == "__main__":
-    parser().parse_args()  # --help and a bad flag are answered before TensorFlow loads (seconds)
+    _isa = parser().parse_args().isa  # --help and a bad flag are answered before TensorFlow loads (seconds)
+    if _isa:
+        os.environ[ISA_VARIABLE] = _isa
     for signum in (signal.SIGINT, signal.SIGTERM):
         if signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, exit_at_once)
@@ -504,14 +516,34 @@ def read_run(out_dir):
     return run
 
 
+@functools.cache
+def onednn_isa():
+    """The instruction set oneDNN says it uses under this process's cap ("Intel AVX2"), or why none is known:
+    TensorFlow tells it nowhere, so a probe process with the same environment asks oneDNN's verbose mode."""
+    probe = "import tensorflow as tf; tf.nn.conv2d(tf.ones([1, 4, 4, 1]), tf.ones([2, 2, 1, 1]), 1, 'VALID')"
+    try:
+        env = {**os.environ, "ONEDNN_VERBOSE": "1"}
+        done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"unknown: the probe failed ({type(e).__name__})"
+    found = re.search(r"^onednn_verbose,.*?,isa:(.*)$", done.stdout, re.MULTILINE)
+    return found[1].strip() if found else "none reported: TensorFlow does not use oneDNN here"
+
+
 def machine():
-    """What a run's bits depend on besides its settings: the versions, and the CPU (its model name)."""
+    """What a run's bits depend on besides its settings: the versions, the CPU (its model name) and the instruction
+    set oneDNN uses (with its cap and who set it)."""
     cpu = platform.processor() or "unknown"
     with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
         cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     versions = {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__}
     versions["numpy"] = np.__version__
-    return {"versions": versions, "machine": {"platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count()}}
+    isa = {"onednn": onednn_isa(), "cap": os.environ.get(ISA_VARIABLE, "none")}
+    isa["found_by"] = "ONEDNN_VERBOSE=1 in a probe process with this process's environment"
+    return {
+        "versions": versions,
+        "machine": {"platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(), "isa": isa},
+    }
 
 
 def save_run_json(out_dir, settings, model, history, steps, images, study=None, files=None):
@@ -525,8 +557,8 @@ def save_run_json(out_dir, settings, model, history, steps, images, study=None, 
     run["model"] = {"name": model.name, "parameters": model.count_params()}
     run["training"] = {"images": images, "steps": steps * len(history)}
     run["history"], run["finished"] = history, files is not None and len(history) == settings["epochs"]
-    run.update(files or {"sha256": {}})
-    write_text(os.path.join(out_dir, "run.json"), json.dumps({**run, **machine()}, indent=2) + "\n")
+    run.update(files or {"sha256": {}}, **machine())
+    write_text(os.path.join(out_dir, "run.json"), json.dumps(run, indent=2) + "\n")
     return run
 
 
@@ -708,6 +740,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
     try:
+        if args.isa and args.isa != os.environ.get(ISA_VARIABLE):  # main() called where TensorFlow has loaded
+            raise UsageError(f"--isa {args.isa} needs a new process: oneDNN read its cap when TensorFlow loaded")
         with signals_noted() as check:
             settings = prepare_folder(args, {arg.split("=")[0] for arg in argv})
             if settings is None:
@@ -733,7 +767,8 @@ def main(argv=None):
             if run and run["finished"]
             else f"with {len(run['history']) if run else 0} epochs saved"
         )
-        again = [PROG, "--out-dir", args.out_dir, *(["--data-dir", args.data_dir] if args.data_dir else []), "--resume"]
+        given = [(flag, value) for flag, value in (("--data-dir", args.data_dir), ("--isa", args.isa)) if value]
+        again = [PROG, "--out-dir", args.out_dir, *(part for pair in given for part in pair), "--resume"]
         print(
             f"\n{PROG}: stopped by {signal.Signals(signum).name} {done}; continue with: {command(*again)}",
             file=sys.stderr,

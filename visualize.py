@@ -21,8 +21,7 @@ import contextlib
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: none of its C++ info lines
-
+import senet_lenet  # isort: skip  (first: it quiets TensorFlow and caps oneDNN's instruction set before they load)
 import keras
 import matplotlib
 import matplotlib.image
@@ -30,7 +29,6 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure  # no pyplot: a notebook's backend is left alone
 
-import senet_lenet
 from senet_lenet import UsageError, predict, sha256
 
 COLOR_MAP = "hot"  # the assignment's
@@ -85,6 +83,7 @@ def environment(run):
     return {"threads": None if run is None else run["settings"]["threads"]} | {
         **{key: record["versions"].get(key) for key in keys},
         "cpu": record["machine"].get("cpu"),
+        "instruction set": record["machine"].get("isa", {}).get("onednn"),
     }
 
 
@@ -93,7 +92,7 @@ def environment_note(name_a, a, name_b, b):
     differences = [f"{k} ({a[k]} vs {b[k]})" for k in a if a[k] is not None and b[k] is not None and a[k] != b[k]]
     if differences:
         print(f"note: {name_a} and {name_b} differ in {', '.join(differences)}: the same bits are promised only "
-              "for the same threads, versions and CPU")  # fmt: skip
+              "for the same threads, versions, CPU and instruction set")  # fmt: skip
 
 
 def class_means(features, labels):

@@ -7,6 +7,8 @@ the chance of any false "differs" in a family at 5 % while being uniformly stron
 import dataclasses
 import math
 import statistics
+from decimal import ROUND_HALF_UP, Decimal
+from fractions import Fraction
 
 from scipy import stats
 
@@ -37,8 +39,13 @@ class Comparison:
         return len(self.differences)
 
     @property
+    def exact_mean(self):
+        """The mean of the differences as they are written (8 decimals), exactly: rounded once, by fixed()."""
+        return statistics.mean(Fraction(repr(d)) for d in self.differences) if self.differences else math.nan
+
+    @property
     def mean(self):
-        return statistics.fmean(self.differences)
+        return float(self.exact_mean)
 
     @property
     def std(self):
@@ -89,3 +96,14 @@ def holm(comparisons):
         running = max(running, min(1.0, (len(ranked) - i) * comparison.p))
         comparison.holm_p = running
     return comparisons
+
+
+def fixed(x, digits=2, sign=""):
+    """x with `digits` decimals, a tie rounded away from zero (the study's one rule): a Fraction exactly, a float
+    as the shortest decimal that reads back as it (what a csv holds). sign "+": a sign on every number."""
+    if isinstance(x, Fraction):
+        x = Decimal(x.numerator) / Decimal(x.denominator)
+    x = Decimal(repr(float(x))) if not isinstance(x, Decimal) else x
+    if not x.is_finite():
+        return "nan"
+    return f"{x.quantize(Decimal(1).scaleb(-digits), ROUND_HALF_UP) + 0:{sign}f}"  # + 0: no "-0.00"

@@ -1,11 +1,12 @@
 """The SE blocks the study trains beside the assignment's, as blocks for senet_lenet.build_model.
 
-A variant (a dict of VARIANT's keys) changes the squeeze (average or max), the gate (sigmoid, tanh, ReLU) and
-its scale, what turns the squeezed vector into the excitation (the assignment's Dense bottleneck, ECA-Net's
-Conv1D, or a trained fixed gain that ignores the image), biases, and the position (after conv1, conv2 or both,
-the block after conv1 with its own reduction). Each block keeps the assignment's layer names (se_squeeze,
-se_reduce, se_expand, se_excite, se_scale; se_conv1_* after conv1), and the assignment's variant builds the
-assignment's layers in the assignment's order: the same weights, bit for bit.
+A variant (a dict of VARIANT's keys) changes the squeeze (average or max), the gate (sigmoid, tanh, ReLU), its
+scale and its start (a bias that starts the sigmoid near a value), what turns the squeezed vector into the
+excitation (the assignment's Dense bottleneck, ECA-Net's Conv1D, or a trained fixed gain that ignores the
+image), biases, and the position (after conv1, conv2 or both, the block after conv1 with its own reduction).
+Each block keeps the assignment's layer names (se_squeeze, se_reduce, se_expand, se_excite, se_scale;
+se_conv1_* after conv1), and the assignment's variant builds the assignment's layers in the assignment's
+order: the same weights, bit for bit.
 """
 
 import math
@@ -17,7 +18,7 @@ import senet_lenet
 # The assignment's block, and the study's other axes: the training-set size (a class-balanced sample drawn with
 # the seed; None: every image) and the optimizer steps per epoch (None: one pass over the training images).
 VARIANT = {"se_position": "conv2", "squeeze": "avg", "gate": "sigmoid", "excitation": "dense", "se_bias": False}
-VARIANT |= {"gate_scale": 1.0, "conv1_reduction": 2, "train_size": None, "epoch_steps": None}
+VARIANT |= {"gate_scale": 1.0, "gate_start": None, "conv1_reduction": 2, "train_size": None, "epoch_steps": None}
 POSITIONS = {"conv2": ("conv2",), "conv1": ("conv1",), "both": ("conv1", "conv2")}  # SE blocks, in depth order
 CHANNELS = {"conv1": 6, "conv2": 16}
 SE_NAMES = {"conv1": "se_conv1", "conv2": "se"}
@@ -45,7 +46,13 @@ def excitation(x, variant, reduction, block="conv2"):
     if variant["excitation"] == "dense":
         units = hidden_units(variant, reduction, block)
         reduced = keras.layers.Dense(units, activation="relu", use_bias=bias, name=f"{name}_reduce")(squeezed)
-        gated = keras.layers.Dense(channels, activation=gate, use_bias=bias, name=f"{name}_expand")(reduced)
+        # gate_start: a sigmoid gate whose bias starts it near that value (its ceiling stays 1), a trained bias
+        start = variant["gate_start"]
+        init = keras.initializers.Constant(math.log(start / (1 - start))) if start else "zeros"
+        expand = keras.layers.Dense(
+            channels, gate, use_bias=bias or bool(start), bias_initializer=init, name=f"{name}_expand"
+        )
+        gated = expand(reduced)
     elif variant["excitation"] == "conv1d":  # each channel from its kernel's neighbours, one kernel for all
         sequence = keras.layers.Reshape((channels, 1), name=f"{name}_reshape")(squeezed)  # (N, C, 1)
         kernel = eca_kernel_size(channels)

@@ -10,8 +10,9 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import senet_lenet  # noqa: E402
-from helpers import TRAINED, write_synthetic_mnist  # noqa: E402
+from helpers import TRAINED, write_synthetic_mnist  # noqa: E402  (first: it reads the user's ONEDNN_MAX_CPU_ISA)
+
+import senet_lenet  # noqa: E402  # isort: skip
 
 senet_lenet.use_threads(1)  # TensorFlow takes its threads once, before its first op: the runs' default
 

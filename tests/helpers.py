@@ -11,6 +11,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAINED = ["--epochs", "2", "--train-samples", "500", "--test-samples", "200", "--seed", "3"]
 QUICK = ["--epochs", "2", "--train-samples", "3000", "--test-samples", "500"]  # a slice of the real MNIST
 # TensorFlow's start-up lines that TF_CPP_MIN_LOG_LEVEL does not reach on some CPUs (absl's, oneDNN's)
+USER_ISA = os.environ.get("ONEDNN_MAX_CPU_ISA")  # the user's own, read before senet_lenet sets its default
 TENSORFLOW_NOTICES = ("WARNING: All log messages before absl::InitializeLog", "oneDNN custom operations are on")
 
 

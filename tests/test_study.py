@@ -13,9 +13,8 @@ import ablation
 from helpers import ROOT, assert_one_line_error, run_script, weights_sha
 
 pytestmark = pytest.mark.runs
-SMALL = ["--seeds", "2", "--epochs", "1", "--train-samples", "300", "--test-samples", "200", "--reductions", "4"]
-SMALL += ["--optimizers", "adam", "sgd", "--squeezes", "avg", "max", "--gates", "sigmoid", "--positions", "conv2"]
-SMALL += ["--excitations", "dense", "fixed", "--se-biases", "off"]
+SMALL = ["--seeds", "2", "--epochs", "1", "--train-samples", "300", "--test-samples", "200", "--configs"]
+SMALL += ["se-r4_adam", "se-r4_sgd", "no-se_adam", "no-se_sgd", "se-r4-max_adam", "se-fixed_adam"]
 
 
 def rows_but_seconds(study):

@@ -12,7 +12,7 @@ import pytest
 
 import senet_lenet
 import visualize
-from helpers import ROOT, TRAINED, assert_one_line_error, our_lines, run_script, weights_sha, without_seconds
+from helpers import ROOT, TRAINED, USER_ISA, assert_one_line_error, our_lines, run_script, weights_sha, without_seconds
 
 pytestmark = pytest.mark.runs
 
@@ -193,3 +193,18 @@ def test_visualize_refuses_what_it_cannot_draw(tmp_path, capsys):
     assert_one_line_error(capsys.readouterr().err, "does not exist")
     assert visualize.main(["--run-dir", str(tmp_path)]) == 2
     assert_one_line_error(capsys.readouterr().err, "holds no run.json")
+
+
+def test_the_instruction_set_is_a_setting_of_the_environment_and_recorded(tmp_path, trained_run, synthetic_mnist_dir):
+    """oneDNN reads its cap when TensorFlow loads: --isa reaches it (what oneDNN reports is recorded), and the
+    default is AVX2 unless the user's ONEDNN_MAX_CPU_ISA says otherwise."""
+    recorded = json.loads((trained_run / "run.json").read_text())["machine"]["isa"]
+    if USER_ISA is None:
+        assert recorded["cap"] == "AVX2" and recorded["onednn"] == "Intel AVX2"
+    env = {k: v for k, v in os.environ.items() if k != senet_lenet.ISA_VARIABLE}
+    args = [*TRAINED, "--epochs", "1", "--isa", "sse41", "--data-dir", synthetic_mnist_dir, "--out-dir", tmp_path]
+    command = [sys.executable, os.path.join(ROOT, "senet_lenet.py"), *map(str, args)]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    isa = json.loads((tmp_path / "run.json").read_text())["machine"]["isa"]
+    assert isa["onednn"] == "Intel SSE4.1" and isa["cap"] == "SSE41"

@@ -1,5 +1,6 @@
 """Unit tests: no training, no child process."""
 
+import collections
 import gzip
 import json
 import os
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 import ablation
 import senet_lenet
 import visualize
-from helpers import idx_bytes
+from helpers import idx_bytes, synthetic_digits
 from study import excitation_role, stats, variants
 
 DEFAULTS = senet_lenet.settings_of(senet_lenet.parser().parse_args([]))
@@ -206,7 +207,7 @@ def test_the_resume_command_quotes_the_folder():
 def test_the_default_study_and_a_single_run_by_name():
     args = ablation.parser().parse_args([])
     configs, seeds = ablation.study_configs(args)
-    assert len(configs) == 18 and list(seeds) == list(range(20))
+    assert len(configs) == 42 and list(seeds) == list(range(20))
     names = [ablation.config_name(c) for c in configs]
     assert names[:6] == [
         "se-r4_adam",
@@ -216,6 +217,7 @@ def test_the_default_study_and_a_single_run_by_name():
         "no-se_sgd",
         "no-se_sgd-momentum",
     ]
+    assert {"se-r4-start0.95_sgd", "se-r4-x2_sgd-momentum", "no-se-n600_adam"} <= set(names)
     one = ablation.parser().parse_args(["--run", "se-r4-n600_sgd-momentum_seed7"])
     (config,), seeds = ablation.study_configs(one)
     settings, variant = ablation.run_settings(one, config, 7)
@@ -223,6 +225,55 @@ def test_the_default_study_and_a_single_run_by_name():
     assert settings["momentum"] == 0.9 and settings["seed"] == 7
     with pytest.raises(senet_lenet.UsageError, match="not a run of the study"):
         ablation.study_configs(ablation.parser().parse_args(["--run", "se-r3_adam_seed0"]))
+
+
+def fake_rows(configs, seeds, epochs):
+    """Rows of ablation.csv for every configuration and seed, with made-up accuracies."""
+    rng, rows = np.random.default_rng(0), []
+    for config in configs:
+        for seed in seeds:
+            curve = np.round(90 + rng.random(epochs) * 9, 2)
+            row = {"config": ablation.config_name(config), "seed": seed, "final_test_accuracy": float(curve[-1])}
+            row |= {f"role_{v}": float(np.round(90 + rng.random() * 9, 2)) for v in ("learned", "train_mean")}
+            row |= {"role_shuffled": 90.0, "test_accuracy_per_epoch": " ".join(map(str, curve))}
+            rows.append(row)
+    return rows
+
+
+def test_every_comparison_is_in_one_declared_family():
+    """docs/study.md declares the families and their sizes; one Holm p per comparison."""
+    configs = ablation.configurations()
+    compared = ablation.comparisons(fake_rows(configs, range(5), 10), configs, 10)
+    names = [c.name for c in compared]
+    assert len(names) == len(set(names))
+    sizes = collections.Counter(c.family for c in compared)
+    lr = sizes.pop("lr")
+    assert lr in (3, 4) and sizes == {
+        "effect": 15, "role": 28, "scale": 14, "size": 6, "size-trend": 6, "size-role": 12,
+        "epochs-adam": 9, "epochs-sgd": 9, "epochs-sgd-momentum": 9,
+    }  # fmt: skip
+    assert all(0 <= c.holm_p <= 1 and c.holm_p >= c.p for c in compared)
+    trend = next(c for c in compared if c.name.startswith("(se-r4-n600_adam − no-se-n600_adam) − (se-r4_adam"))
+    rows = fake_rows(configs, range(5), 10)
+    gap = lambda a, b, s: ablation.by_seed(rows, a)[s] - ablation.by_seed(rows, b)[s]  # noqa: E731
+    expected = [gap("se-r4-n600_adam", "no-se-n600_adam", s) - gap("se-r4_adam", "no-se_adam", s) for s in range(5)]
+    assert trend.differences == pytest.approx(expected)
+
+
+def test_one_rounding_rule_half_away_from_zero():
+    rounded = [stats.fixed(x) for x in (0.015, -0.015, 98.965, 0.125, -0.001)]
+    assert rounded == ["0.02", "-0.02", "98.97", "0.13", "0.00"]
+    assert ablation.mean_std([98.96, 98.97]) == "98.97 ± 0.01"  # the exact mean 98.965, not the float's 98.9649…
+    assert stats.fixed(stats.Comparison("c", "f", [0.01, 0.02]).exact_mean, sign="+") == "+0.02"
+
+
+def test_the_start_control_starts_its_gate_near_0_95():
+    settings = dict(DEFAULTS, se=True)
+    variant = dict(variants.VARIANT, gate_start=0.95)
+    model = variants.build(settings, variant)
+    excitation = senet_lenet.predict(model, synthetic_digits(50)[0])[1][0]
+    assert 0.9 < excitation.mean() < 0.99 and excitation.max() < 1
+    assert model.get_layer("se_expand").bias is not None and model.get_layer("se_reduce").bias is None
 
 
 def test_holm_adjusts_within_a_family():
@@ -249,3 +300,11 @@ def test_visualize_refuses_a_study_run_and_an_unfinished_one(tmp_path):
     (tmp_path / "run.json").write_text(json.dumps(finished_run(finished=False)))
     with pytest.raises(senet_lenet.UsageError, match="unfinished .* --resume"):
         visualize.load_run(str(tmp_path))
+
+
+def test_the_instruction_set_cap_is_taken_before_tensorflow_loads(capsys):
+    assert senet_lenet.parser().parse_args(["--isa", "avx2"]).isa == "AVX2"
+    other = "SSE41" if os.environ[senet_lenet.ISA_VARIABLE] != "SSE41" else "AVX"
+    assert senet_lenet.main(["--isa", other, "--out-dir", "unused"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--isa {other} needs a new process" in err
