@@ -390,7 +390,8 @@ def train(model, optimizer, settings, data, history=(), on_epoch_end=None, check
                     f"training diverged in epoch {epoch} by step {last_step}: loss {float(loss.result()):.4g}, and "
                     "weights or loss are no longer finite numbers; lower --lr"
                 )
-            progbar.update(last_step, [("loss", float(loss.result())), ("accuracy", float(accuracy.result()))])
+            # accuracy in percent, as the epoch line prints it
+            progbar.update(last_step, [("loss", float(loss.result())), ("accuracy", 100 * float(accuracy.result()))])
             if check:
                 check()
         batches = [
@@ -410,6 +411,10 @@ def train(model, optimizer, settings, data, history=(), on_epoch_end=None, check
         if on_epoch_end:
             on_epoch_end(history, excitations)
     return history
+
+
+def plural(count, word):
+    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def epoch_line(r):
@@ -642,7 +647,8 @@ def train_run(settings, data, out_dir, resume=False, build=None, steps=None, stu
         model.summary(print_fn=lambda line, **kwargs: log(line))
         log(
             f"Training on {images} images, testing on {len(data[1][1])}: {settings['optimizer']} lr {settings['lr']}, "
-            f"batch {settings['batch_size']}, {settings['epochs']} epochs of {steps} steps, seed {settings['seed']}"
+            f"batch {settings['batch_size']}, {plural(settings['epochs'], 'epoch')} of {plural(steps, 'step')}, "
+            f"seed {settings['seed']}"
         )
     writers = [tf.summary.create_file_writer(os.path.join(out_dir, LOGS, run)) for run in ("train", "validation")]
 
@@ -683,7 +689,7 @@ def prepare_folder(args, typed):
     if not args.resume:
         if run is not None:
             done = len(run["history"])
-            state = "a finished run" if run["finished"] else f"an unfinished run ({done} epochs done)"
+            state = "a finished run" if run["finished"] else f"an unfinished run ({plural(done, 'epoch')} done)"
             hint = "" if run["finished"] else "continue it with --resume, "
             raise UsageError(f"{out_dir} holds {state}; {hint}replace it with --overwrite, or choose another --out-dir")
         if not os.path.isfile(os.path.join(out_dir, "run.json")):
@@ -702,10 +708,10 @@ def prepare_folder(args, typed):
             raise UsageError(f"{flag} conflicts with the run in {out_dir}, which has {name} = {settings[name]!r}")
     done, epochs = len(run["history"]), args.epochs if "--epochs" in typed else settings["epochs"]
     if epochs < done:
-        raise UsageError(f"--epochs {epochs} is fewer than the {done} epochs done in {out_dir}")
+        raise UsageError(f"--epochs {epochs} is fewer than the {plural(done, 'epoch')} done in {out_dir}")
     whole = all(sha256(os.path.join(out_dir, name)) == digest for name, digest in run["sha256"].items())
     if run["finished"] and epochs == done and whole:
-        print(f"{out_dir} already finished all {done} epochs: nothing to resume")
+        print(f"{out_dir} already finished its {plural(done, 'epoch')}: nothing to resume")
         return None
     return {**settings, "epochs": epochs}
 
@@ -765,7 +771,7 @@ def main(argv=None):
         done = (
             "after the run finished"
             if run and run["finished"]
-            else f"with {len(run['history']) if run else 0} epochs saved"
+            else f"with {plural(len(run['history']) if run else 0, 'epoch')} saved"
         )
         given = [(flag, value) for flag, value in (("--data-dir", args.data_dir), ("--isa", args.isa)) if value]
         again = [PROG, "--out-dir", args.out_dir, *(part for pair in given for part in pair), "--resume"]

@@ -11,6 +11,7 @@ It rebuilds the model from RUN/run.json, loads its weights (checking their SHA-2
   se_class_mean.png               mean excitation per digit
   se_class_profile.png            per channel: each digit's mean, and the spread within digits
   excitation_role.csv             test accuracy with the excitation learned, a fixed gain, 1, shuffled
+  se_anatomy.png                  one test image each of 0, 1 and 7: conv2's 16 maps before and after the block
 
 --compare draws one batch of two runs side by side with their difference (RUN_B/compare_{batch}.png) and
 prints the largest difference over the whole test set: 0 for two runs with the same seed on the same machine
@@ -48,7 +49,8 @@ def load_run(run_dir, threads=None):
     if "study" in run:
         raise UsageError(f"{run_dir} is a run of the study's (ablation.py); visualize.py draws senet_lenet.py's runs")
     if not run["finished"]:
-        raise UsageError(f"{run_dir} is unfinished ({len(run['history'])} epochs done); finish it with: {again}")
+        done = senet_lenet.plural(len(run["history"]), "epoch")
+        raise UsageError(f"{run_dir} is unfinished ({done} done); finish it with: {again}")
     if not run["settings"]["se"]:
         raise UsageError(f"{run_dir} is a run without the SE block (--no-se): it has no excitations to draw")
     path = os.path.join(run_dir, "selenet.weights.h5")
@@ -243,6 +245,44 @@ def comparison_figure(features_a, features_b, labels, names, batch):
     return figure
 
 
+def anatomy(model, images):
+    """(conv2's maps (N, 8, 8, 16), the excitation (N, 16), the maps the block scaled (N, 8, 8, 16)): the model's
+    own layers, in one pass."""
+    outputs = [model.get_layer(name).output for name in ("conv2", "se_expand", "se_scale")]
+    return tuple(np.asarray(x) for x in keras.Model(model.input, outputs)(images))
+
+
+def anatomy_images(test_data, digits=(0, 1, 7)):
+    """The first test image of each of `digits` that the test set holds: (images, labels)."""
+    indices = [int(np.argmax(test_data[1] == d)) for d in digits if (test_data[1] == d).any()]
+    return test_data[0][indices], test_data[1][indices]
+
+
+def anatomy_figure(images, labels, maps, excitation, scaled):
+    """Per image, two rows: the image and conv2's 16 maps; the 16 excitations as bars and the 16 maps after the
+    block scaled them. Every map on one colour scale, so that a channel the block dims looks dimmed."""
+    high = float(maps.max()) or 1.0
+    figure = Figure(figsize=(15, 2.1 * len(images)), layout="constrained")
+    grid = figure.add_gridspec(2 * len(images), 17, width_ratios=[4] + [1] * 16)
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        axes = figure.add_subplot(grid[2 * i, 0])
+        axes.imshow(image, cmap="gray")
+        axes.set(xticks=[], yticks=[], ylabel=f"digit {label}")
+        bars = figure.add_subplot(grid[2 * i + 1, 0])
+        bars.bar(range(16), excitation[i], color="C1")
+        bars.set(ylim=(0, 1), xticks=range(0, 16, 5), ylabel="excitation")
+        for channel in range(16):
+            for row, data in ((2 * i, maps), (2 * i + 1, scaled)):
+                axes = figure.add_subplot(grid[row, channel + 1])
+                image_artist = axes.imshow(data[i, :, :, channel], cmap=COLOR_MAP, vmin=0, vmax=high)
+                axes.set(xticks=[], yticks=[])
+                axes.set_title(f"{channel}" if row == 2 * i else f"×{excitation[i, channel]:.2f}", fontsize=7)
+    figure.colorbar(image_artist, ax=figure.axes, shrink=0.6, label="activation (one scale for every map)")
+    figure.suptitle("What the SE block does to one image: conv2's 16 maps (upper row), each multiplied by its "
+                    "excitation (lower row)")  # fmt: skip
+    return figure
+
+
 def save_figure(path, figure):
     senet_lenet.write_whole(path, lambda temporary: figure.savefig(temporary, format="png", dpi=100))
 
@@ -285,8 +325,10 @@ def visualize(args):
         f"mean {role['train_mean']:.2f} %, all ones {role['ones']:.2f} %, shuffled between images "
         f"{role['shuffled']:.2f} %"
     )
-    print(f"Wrote to {out}/: {drawn} heatmap{'s' * (drawn != 1)} in se_features/; se_features.npz, "
-          "excitation_role.csv, se_class_mean.png, se_class_profile.png")  # fmt: skip
+    images, labels = anatomy_images(test_data)
+    save_figure(os.path.join(out, "se_anatomy.png"), anatomy_figure(images, labels, *anatomy(model, images)))
+    print(f"Wrote to {out}/: {senet_lenet.plural(drawn, 'heatmap')} in se_features/; se_features.npz, "
+          "excitation_role.csv, se_class_mean.png, se_class_profile.png, se_anatomy.png")  # fmt: skip
 
 
 def compare(args):

@@ -308,3 +308,16 @@ def test_the_instruction_set_cap_is_taken_before_tensorflow_loads(capsys):
     assert senet_lenet.main(["--isa", other, "--out-dir", "unused"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"--isa {other} needs a new process" in err
+
+
+def test_the_anatomy_figure_scales_conv2s_maps_by_the_excitation():
+    keras.utils.set_random_seed(1)
+    model = senet_lenet.build_model()
+    images, labels = visualize.anatomy_images(synthetic_digits(30))
+    assert list(labels) == [0, 1, 7]
+    maps, excitation, scaled = visualize.anatomy(model, images)
+    assert maps.shape == scaled.shape == (3, 8, 8, 16) and excitation.shape == (3, 16)
+    assert np.allclose(scaled, maps * excitation[:, None, None, :], rtol=1e-6, atol=1e-7)
+    assert np.allclose(excitation, senet_lenet.predict(model, images)[1][0], rtol=1e-6)
+    figure = visualize.anatomy_figure(images, labels, maps, excitation, scaled)
+    assert len(figure.axes) == 3 * (2 + 2 * 16) + 1  # image, bars, 32 maps per digit; the colour bar
