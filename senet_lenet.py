@@ -670,6 +670,44 @@ def train_run(settings, data, out_dir, resume=False, build=None, steps=None, stu
     return save_run_json(out_dir, settings, model, history, steps, images, study, files)  # last: says finished
 
 
+# ---- A trained run, for visualize.py and explore.py --------------------------
+def load_run(run_dir, threads=None):
+    """(run.json, the model with its weights) of a finished SE run of this script, for visualize.py and
+    explore.py; UsageError otherwise. TensorFlow runs with the run's threads (or `threads`), set before its first op."""
+    if not os.path.isdir(run_dir):
+        raise UsageError(f"run directory {run_dir} does not exist; train first: python {PROG}")
+    run = read_run(run_dir)
+    again = command(PROG, "--out-dir", run_dir, "--resume")
+    if run is None:
+        raise UsageError(f"{run_dir} holds no run.json: is it a run folder of {PROG}?")
+    if "study" in run:
+        raise UsageError(f"{run_dir} is a run of the study's (ablation.py); this shows {PROG}'s runs")
+    if not run["finished"]:
+        done = plural(len(run["history"]), "epoch")
+        raise UsageError(f"{run_dir} is unfinished ({done} done); finish it with: {again}")
+    if not run["settings"]["se"]:
+        raise UsageError(f"{run_dir} is a run without the SE block (--no-se): it has no excitations to draw")
+    path = os.path.join(run_dir, "selenet.weights.h5")
+    if sha256(path) != run["sha256"].get("selenet.weights.h5"):
+        state = "is missing" if not os.path.exists(path) else "is not the file the run saved (its SHA-256 differs)"
+        raise UsageError(f"{path} {state}; write it again from the run's checkpoint with: {again}")
+    use_threads(run["settings"]["threads"] if threads is None else threads)
+    model = build_model(run["settings"]["reduction"])
+    model.load_weights(path)
+    return run, model
+
+
+def split_at_se(model):
+    """The model cut at its SE block: (image -> [conv2's maps, the excitation], maps scaled by any excitation ->
+    predictions), so that another excitation can take the learned one's place."""
+    head = keras.Model(model.input, [model.get_layer(name).output for name in ("conv2", "se_expand")])
+    maps = keras.Input((8, 8, 16))
+    x = maps
+    for name in ("pool2", "flatten", "fc1", "fc2", "predictions"):
+        x = model.get_layer(name)(x)
+    return head, keras.Model(maps, x)
+
+
 # ---- Command line --------------------------------------------------------------
 def command(*args):
     """A command line for this platform's shell (cmd.exe and PowerShell quote with double quotes)."""

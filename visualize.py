@@ -30,39 +30,13 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure  # no pyplot: a notebook's backend is left alone
 
-from senet_lenet import UsageError, predict, sha256
+from senet_lenet import UsageError, predict
 
 COLOR_MAP = "hot"  # the assignment's
 TOLERANCE = 0.1  # accuracy points between recorded and re-evaluated (or one test image, if more)
 
 
 # ---- A run -----------------------------------------------------------------------
-def load_run(run_dir, threads=None):
-    """(run.json, the model with its weights) of a finished SE run of senet_lenet.py; UsageError otherwise.
-    TensorFlow runs with the run's threads (or `threads`), set before its first op."""
-    if not os.path.isdir(run_dir):
-        raise UsageError(f"run directory {run_dir} does not exist; train first: python senet_lenet.py")
-    run = senet_lenet.read_run(run_dir)
-    again = senet_lenet.command(senet_lenet.PROG, "--out-dir", run_dir, "--resume")
-    if run is None:
-        raise UsageError(f"{run_dir} holds no run.json: is it a run folder of senet_lenet.py?")
-    if "study" in run:
-        raise UsageError(f"{run_dir} is a run of the study's (ablation.py); visualize.py draws senet_lenet.py's runs")
-    if not run["finished"]:
-        done = senet_lenet.plural(len(run["history"]), "epoch")
-        raise UsageError(f"{run_dir} is unfinished ({done} done); finish it with: {again}")
-    if not run["settings"]["se"]:
-        raise UsageError(f"{run_dir} is a run without the SE block (--no-se): it has no excitations to draw")
-    path = os.path.join(run_dir, "selenet.weights.h5")
-    if sha256(path) != run["sha256"].get("selenet.weights.h5"):
-        state = "is missing" if not os.path.exists(path) else "is not the file the run saved (its SHA-256 differs)"
-        raise UsageError(f"{path} {state}; write it again from the run's checkpoint with: {again}")
-    senet_lenet.use_threads(run["settings"]["threads"] if threads is None else threads)
-    model = senet_lenet.build_model(run["settings"]["reduction"])
-    model.load_weights(path)
-    return run, model
-
-
 def evaluate(run_dir, run, model, test_data):
     """(predictions, excitations) of the test set; UsageError if the accuracy is not the one recorded."""
     predictions, (excitations,) = predict(model, test_data[0])
@@ -109,13 +83,8 @@ def excitation_role(model, seed, train_images, test_data, learned):
     """{variant: test accuracy %} with the test set's `learned` excitation, replaced by each channel's training-set
     mean, by 1, or shuffled between test images (SENet paper, section 7.2): conv2's maps scaled by each, then the
     rest."""
-    conv2 = keras.Model(model.inputs, model.get_layer("conv2").output)
-    maps = keras.Input((8, 8, 16))
-    x = maps
-    for name in ("pool2", "flatten", "fc1", "fc2", "predictions"):
-        x = model.get_layer(name)(x)
-    tail = keras.Model(maps, x)
-    features = predict(conv2, test_data[0])[0]
+    head, tail = senet_lenet.split_at_se(model)
+    features = predict(head, test_data[0])[0]
     shuffled = learned[np.random.default_rng(seed).permutation(len(learned))]
     replaced = {"learned": learned, "train_mean": predict(model, train_images)[1][0].mean(axis=0)}
     replaced |= {"ones": np.ones(16, np.float32), "shuffled": shuffled}
@@ -289,7 +258,7 @@ def save_figure(path, figure):
 
 # ---- Command line ----------------------------------------------------------------
 def visualize(args):
-    run, model = load_run(args.run_dir)
+    run, model = senet_lenet.load_run(args.run_dir)
     settings, out = run["settings"], args.run_dir
     environment_note(out, environment(run), "this machine", environment(None))
     train_data, test_data = senet_lenet.load_mnist(args.data_dir)
@@ -333,8 +302,8 @@ def visualize(args):
 
 def compare(args):
     (dir_a, dir_b), batch_size = args.compare, args.batch_size
-    run_a, model_a = load_run(dir_a)
-    run_b, model_b = load_run(dir_b, threads=run_a["settings"]["threads"])
+    run_a, model_a = senet_lenet.load_run(dir_a)
+    run_b, model_b = senet_lenet.load_run(dir_b, threads=run_a["settings"]["threads"])
     if os.path.samefile(dir_a, dir_b):
         print(f"note: {dir_a} and {dir_b} are the same run folder: its excitations are compared with themselves")
     if run_a["settings"]["test_samples"] != run_b["settings"]["test_samples"]:

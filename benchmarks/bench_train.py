@@ -1,20 +1,12 @@
-"""Benchmark: SE-LeNet's training loop against model.fit, and the two scripts end to end.
+"""Benchmark: what the instruction-set cap costs, and how long the two scripts take, on this machine.
 
-    python benchmarks/bench_train.py [--data-dir DIR] [--epochs E]
+    python benchmarks/bench_train.py [--data-dir DIR] [--epochs E] [--rounds R]
 
-In one invocation, on this machine:
-  1. the project's training loop (senet_lenet.train), Adam, batch 100, E epochs;
-  2. the same model, data, batch size, optimizer and epochs with model.fit, first with
-     steps_per_execution equal to the loop's steps per call (the fair comparison), then plain;
-  3. `python senet_lenet.py` (the default 10-epoch job) and `python visualize.py`
-     on its output, each as a subprocess: wall time and peak resident memory;
-Both 1 and 2 evaluate the 10,000 test images after every epoch, so an epoch is
-the same work on both sides; throughput is training images per second of the
-median epoch after the first (which includes tracing).
-Prints a table and writes it as JSON to outputs/benchmark.json.
-
-The scripts are measured first, before this process imports TensorFlow: a
-child's peak RSS counts the pages it shared with this process before exec.
+In one invocation, `python senet_lenet.py --epochs E` under each oneDNN cap (--isa AVX2, the default; DEFAULT,
+no cap: AVX-512 where the CPU has it; AVX; SSE41), R rounds alternating between them so that a drift of the
+machine's speed reaches every cap alike, then `python visualize.py` on the AVX2 run. A run's speed is the median
+seconds per epoch after the first (which includes tracing), read from its run.json; each cap's figure is the
+median over the rounds, and its ratio to AVX2's. Prints a table and writes it as JSON (--json).
 """
 
 import argparse
@@ -27,162 +19,60 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+CAPS = ("AVX2", "DEFAULT", "AVX", "SSE41")
 
 
-def steady_epoch_seconds(seconds):
-    """Median epoch time after the first epoch (tracing); the only one if there is just one."""
-    return statistics.median(seconds[1:] or seconds)
-
-
-def bench_loop(settings, train_data, test_data):
-    import senet_lenet
-
-    model = senet_lenet.seeded_model(settings)
-    optimizer = senet_lenet.make_optimizer(settings, model)
-    data = train_data, test_data
-    history = senet_lenet.train(model, optimizer, settings, data, log=lambda line: None, bar=False)
-    return [record["seconds"] for record in history], history[-1]["test_accuracy"]
-
-
-def bench_fit(settings, train_data, test_data, steps_per_execution=1):
-    """What a Keras user would write: the predictions head of the same model, compile, fit.
-    steps_per_execution: training steps per call of Keras's compiled function (ours runs STEPS_PER_CALL)."""
-    import keras
-
-    import senet_lenet
-    from senet_lenet import EVAL_BATCH_SIZE  # TensorFlow: not on top, so that --help answers at once
-
-    class EpochTimer(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.seconds = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self.started)
-
-    model = senet_lenet.seeded_model(settings)
-    classifier = keras.Model(model.inputs, model.outputs[0])
-    classifier.compile(
-        optimizer=keras.optimizers.Adam(settings["lr"]),
-        steps_per_execution=steps_per_execution,
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=["accuracy"],
-    )
-    timer = EpochTimer()
-    fit = classifier.fit(
-        train_data[0],
-        train_data[1],
-        batch_size=settings["batch_size"],
-        epochs=settings["epochs"],
-        shuffle=True,
-        validation_data=(test_data[0], test_data[1]),
-        validation_batch_size=EVAL_BATCH_SIZE,
-        callbacks=[timer],
-        verbose=0,
-    )
-    return timer.seconds, 100 * fit.history["val_accuracy"][-1]
-
-
-def run_measured(args, env):
-    """Runs a command; returns (wall seconds, peak RSS in GB) of that process alone."""
+def run(args, env):
+    """Runs one of the project's scripts; its wall seconds (exit 2 with its last lines if it fails)."""
     started = time.perf_counter()
-    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    stderr = process.stderr.read().decode(errors="replace")
-    if process.returncode != 0:
-        print(f"bench_train.py: {' '.join(args[1:])} failed ({process.returncode}): {stderr[-2000:]}", file=sys.stderr)
-        sys.exit(2)
-    return seconds, usage.ru_maxrss / 1024**2  # ru_maxrss is in KiB on Linux
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"bench_train.py: {' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:]}")
+    return time.perf_counter() - started
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="bench_train.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=None, help="the MNIST folder (default: $MNIST_DIR)")
-    parser.add_argument("--epochs", type=int, default=5, help="epochs for the loop and for model.fit (at least 2)")
-    parser.add_argument("--json", default=os.path.join(ROOT, "outputs", "benchmark.json"), help="where the JSON goes")
-    parser.add_argument("--train-samples", type=int, default=None, help="a slice: the first N training images")
-    parser.add_argument("--test-samples", type=int, default=None, help="a slice: the first N test images")
+    parser.add_argument("--data-dir", help="the MNIST folder (default: $MNIST_DIR)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per run, at least 2 (the first traces)")
+    parser.add_argument("--rounds", type=int, default=2, help="runs under each cap, alternating")
+    parser.add_argument("--train-samples", type=int, help="a slice: the first N training images")
+    parser.add_argument("--json", default=os.path.join(ROOT, "outputs", "benchmark.json"), help="the report")
     args = parser.parse_args(argv)
-    samples = [f"--{kind}-samples={n}" for kind, n in (("train", args.train_samples), ("test", args.test_samples)) if n]
-    if args.epochs < 2:
-        parser.error("--epochs must be at least 2: the first epoch includes tracing")
-
-    env = dict(os.environ)
-    if args.data_dir:
-        env["MNIST_DIR"] = args.data_dir
-    with tempfile.TemporaryDirectory() as out_dir:
-        print("python senet_lenet.py (10 epochs) ...", flush=True)
-        train_wall, train_rss = run_measured([sys.executable, "senet_lenet.py", *samples, "--out-dir", out_dir], env)
+    if args.epochs < 2 or args.rounds < 1:
+        parser.error("--epochs must be at least 2 and --rounds at least 1")
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
+    env |= {"MNIST_DIR": args.data_dir} if args.data_dir else {}
+    common = ["--epochs", str(args.epochs), *(["--train-samples", str(args.train_samples)] * bool(args.train_samples))]
+    epochs, reported, report = {cap: [] for cap in CAPS}, {}, {}
+    with tempfile.TemporaryDirectory() as out:
+        for round_ in range(args.rounds):
+            for cap in CAPS:
+                folder = os.path.join(out, f"{cap}-{round_}")
+                print(f"round {round_ + 1}: python senet_lenet.py --isa {cap} ...", flush=True)
+                run(["senet_lenet.py", *common, "--isa", cap, "--out-dir", folder], env)
+                with open(os.path.join(folder, "run.json"), encoding="utf-8") as f:
+                    record = json.load(f)
+                epochs[cap].append(statistics.median(r["seconds"] for r in record["history"][1:]))
+                reported[cap] = record["machine"]["isa"]["onednn"]
         print("python visualize.py ...", flush=True)
-        visualize_wall, visualize_rss = run_measured([sys.executable, "visualize.py", "--run-dir", out_dir], env)
-
-    import senet_lenet  # TensorFlow from here on
-
-    tf = senet_lenet.tf
-    try:
-        train_data, test_data = senet_lenet.load_mnist(args.data_dir)
-    except senet_lenet.UsageError as e:
-        parser.error(str(e))
-    train_data, test_data = (
-        senet_lenet.first(train_data, args.train_samples),
-        senet_lenet.first(test_data, args.test_samples),
-    )
-    settings = senet_lenet.settings_of(
-        senet_lenet.parser().parse_args(["--epochs", str(args.epochs)])
-    )  # the assignment's
-    images = len(train_data[1])
-    per_call = senet_lenet.STEPS_PER_CALL
-    sides = {  # name -> (what, measure)
-        "loop": ("training loop (ours)", lambda: bench_loop(settings, train_data, test_data)),
-        "fit_steps_per_execution": (
-            f"model.fit, steps_per_execution={per_call}",
-            lambda: bench_fit(settings, train_data, test_data, per_call),
-        ),
-        "fit": ("model.fit, plain", lambda: bench_fit(settings, train_data, test_data)),
+        report["visualize_seconds"] = run(["visualize.py", "--run-dir", os.path.join(out, "AVX2-0")], env)
+    report |= {"cpu": record["machine"]["cpu"], "versions": record["versions"], "epochs": args.epochs}
+    base = statistics.median(epochs["AVX2"])
+    report["caps"] = {
+        cap: {"onednn": reported[cap], "epoch_seconds": seconds, "ratio_to_avx2": statistics.median(seconds) / base}
+        for cap, seconds in epochs.items()
     }
-    measured = {}
-    for name, (what, measure) in sides.items():
-        print(f"{what}, {args.epochs} epochs ...", flush=True)
-        seconds, accuracy = measure()
-        steady = steady_epoch_seconds(seconds)
-        measured[name] = {
-            "epoch_seconds": seconds,
-            "steady_epoch_seconds": steady,
-            "images_per_second": images / steady,
-            "test_accuracy": accuracy,
-        }
-    loop_epoch = measured["loop"]["steady_epoch_seconds"]
-    result = {
-        **senet_lenet.machine(),
-        "epochs": args.epochs,
-        **measured,
-        "fit_steps_per_execution_vs_loop": measured["fit_steps_per_execution"]["steady_epoch_seconds"] / loop_epoch,
-        "fit_vs_loop": measured["fit"]["steady_epoch_seconds"] / loop_epoch,
-        "train_script": {"seconds": train_wall, "peak_rss_gb": train_rss},
-        "visualize_script": {"seconds": visualize_wall, "peak_rss_gb": visualize_rss},
-    }
-    rows = [
-        (sides[name][0], f"{m['images_per_second']:,.0f} img/s", f"{m['steady_epoch_seconds']:.2f} s/epoch")
-        for name, m in measured.items()
-    ]
-    rows += [
-        (f"model.fit, steps_per_execution={per_call} ÷ loop", f"{result['fit_steps_per_execution_vs_loop']:.2f} ×", ""),
-        ("model.fit, plain ÷ loop", f"{result['fit_vs_loop']:.2f} ×", ""),
-        ("python senet_lenet.py", f"{train_wall:.1f} s", f"{train_rss:.2f} GB peak RSS"),
-        ("python visualize.py", f"{visualize_wall:.1f} s", f"{visualize_rss:.2f} GB peak RSS"),
-    ]
-    print(f"\n{result['machine']['cpu']}, {result['machine']['cpus']} cores, TensorFlow {tf.__version__}")
-    print("| what | speed | time |\n| --- | --- | --- |")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    print(f"\n{report['cpu']}, TensorFlow {report['versions']['tensorflow']}, one thread, {args.rounds} rounds")
+    print("| --isa | oneDNN reported | seconds per epoch (median of rounds) | ÷ AVX2 |\n| --- | --- | --- | --- |")
+    for cap, row in report["caps"].items():
+        seconds = statistics.median(row["epoch_seconds"])
+        print(f"| {cap} | {row['onednn']} | {seconds:.2f} | {row['ratio_to_avx2']:.2f} |")
+    print(f"python visualize.py: {report['visualize_seconds']:.1f} s")
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    senet_lenet.write_text(args.json, json.dumps(result, indent=2) + "\n")
+    with open(args.json + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+    os.replace(args.json + ".tmp", args.json)  # whole or absent
     print(f"Wrote {args.json}")
     return 0
 

@@ -95,7 +95,7 @@ def test_an_extended_run_cut_short_is_unfinished_and_resumes(tmp_path, trained_r
     run = read_json(out / "run.json")
     assert not run["finished"] and len(run["history"]) == 3 and not (out / "selenet.weights.h5").exists()
     with pytest.raises(senet_lenet.UsageError, match="unfinished"):
-        visualize.load_run(str(out))
+        senet_lenet.load_run(str(out))
     assert senet_lenet.main(["--data-dir", synthetic_mnist_dir, "--out-dir", str(out), "--resume"]) == 0
     straight = ["--epochs", "3", *TRAINED[2:], "--data-dir", synthetic_mnist_dir]
     assert senet_lenet.main([*straight, "--out-dir", str(tmp_path / "straight")]) == 0

@@ -296,10 +296,10 @@ def test_visualize_refuses_a_study_run_and_an_unfinished_one(tmp_path):
     """A study's run has another block (its gate may have another scale): visualize.py draws senet_lenet.py's."""
     (tmp_path / "run.json").write_text(json.dumps(finished_run(study=dict(variants.VARIANT, gate_scale=2.0))))
     with pytest.raises(senet_lenet.UsageError, match="a run of the study's"):
-        visualize.load_run(str(tmp_path))
+        senet_lenet.load_run(str(tmp_path))
     (tmp_path / "run.json").write_text(json.dumps(finished_run(finished=False)))
     with pytest.raises(senet_lenet.UsageError, match="unfinished .* --resume"):
-        visualize.load_run(str(tmp_path))
+        senet_lenet.load_run(str(tmp_path))
 
 
 def test_the_instruction_set_cap_is_taken_before_tensorflow_loads(capsys):
