@@ -52,7 +52,7 @@ def test_ctrl_c_then_resume_gives_the_same_bits(tmp_path, synthetic_mnist_dir, t
     stop_after_epoch(monkeypatch, 1)
     assert senet_lenet.main(argv) == 130
     line = our_lines(capsys.readouterr().err)[-1]
-    assert "stopped by SIGINT with 1 epochs saved; continue with: python senet_lenet.py --out-dir" in line
+    assert "stopped by SIGINT with 1 epoch saved; continue with: python senet_lenet.py --out-dir" in line
     monkeypatch.undo()
     assert senet_lenet.main([*argv, "--resume"]) == 0
     assert weights_sha(out) == weights_sha(trained_run)
