@@ -321,3 +321,14 @@ def test_the_anatomy_figure_scales_conv2s_maps_by_the_excitation():
     assert np.allclose(excitation, senet_lenet.predict(model, images)[1][0], rtol=1e-6)
     figure = visualize.anatomy_figure(images, labels, maps, excitation, scaled)
     assert len(figure.axes) == 3 * (2 + 2 * 16) + 1  # image, bars, 32 maps per digit; the colour bar
+
+
+def test_a_different_instruction_set_is_named_in_one_line(capsys):
+    run = {"settings": {"threads": 1}, "versions": {"tensorflow": "2.21.0", "keras": "3.15.1", "numpy": "2.4.6"}}
+    run["machine"] = {"cpu": "Intel(R) Xeon(R) Processor", "isa": {"onednn": "Intel AVX2", "cap": "AVX2"}}
+    other = {**run, "machine": {**run["machine"], "isa": {"onednn": "Intel AVX-512", "cap": "DEFAULT"}}}
+    visualize.environment_note("A", visualize.environment(run), "B", visualize.environment(run))
+    assert capsys.readouterr().out == ""
+    visualize.environment_note("A", visualize.environment(run), "B", visualize.environment(other))
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "differ in instruction set (Intel AVX2 vs Intel AVX-512)" in out
