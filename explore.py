@@ -8,8 +8,8 @@ Draw a digit (or pick a test image by index or digit) and see the prediction, co
 and after the SE block scales them, and the 16 excitations beside the mean excitation of the predicted digit.
 Swap the learned excitation for another (the training-set mean, all ones, 0.5, a digit's mean) and see the
 prediction it gives. It listens on 127.0.0.1 only and sends nothing anywhere (no analytics, no share link).
-In Jupyter or Colab: `import explore; explore.build_app(explore.Explorer.load("outputs")).launch()` shows it
-inline.
+In Jupyter or Colab, `import explore; explore.build_app(explore.Explorer.load("outputs")).launch(share=False)`
+shows it inline (share=False: on Colab, Gradio would otherwise make a public share link).
 """
 
 import os

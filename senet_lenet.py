@@ -537,7 +537,7 @@ def onednn_isa():
 
 def machine():
     """What a run's bits depend on besides its settings: the versions, the CPU (its model name) and the instruction
-    set oneDNN uses (with its cap and who set it)."""
+    set oneDNN uses (with its cap, and how it was found)."""
     cpu = platform.processor() or "unknown"
     with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
         cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
