@@ -174,7 +174,13 @@ def test_visualize_draws_checks_and_compares(tmp_path, trained_run, synthetic_mn
     printed = capsys.readouterr().out
     assert "test accuracy" in printed and "Excitation at inference" in printed and "4 heatmaps" in printed
     assert sorted(os.listdir(out / "se_features")) == [f"{i}_se_feature.png" for i in range(4)]
-    for name in ("se_features.npz", "se_class_mean.png", "se_class_profile.png", "se_anatomy.png", "excitation_role.csv"):
+    for name in (
+        "se_features.npz",
+        "se_class_mean.png",
+        "se_class_profile.png",
+        "se_anatomy.png",
+        "excitation_role.csv",
+    ):
         assert (out / name).is_file()
     assert visualize.main(["--compare", str(out), str(trained_run), *argv, "--batch", "1"]) == 0
     assert "Max |excitation difference| over 200 test images: 0\n" in capsys.readouterr().out
