@@ -23,8 +23,6 @@ POSITIONS = {"conv2": ("conv2",), "conv1": ("conv1",), "both": ("conv1", "conv2"
 CHANNELS = {"conv1": 6, "conv2": 16}
 SE_NAMES = {"conv1": "se_conv1", "conv2": "se"}
 SQUEEZES = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D}
-GATES = ("sigmoid", "tanh", "relu")
-EXCITATIONS = ("dense", "conv1d", "fixed")
 
 
 def eca_kernel_size(channels, gamma=2, b=1):

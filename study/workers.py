@@ -19,10 +19,6 @@ TASKS_PER_WORKER = 10  # then a fresh worker process: what TensorFlow keeps betw
 RAY_EXCLUDES = ["outputs/", ".git/", "*.npz", "*.h5", "*.keras", "__pycache__/"]  # code only, to the cluster
 
 
-class Interrupted(Exception):
-    """A worker's run stopped on a signal (the signal's number), its last epoch saved."""
-
-
 @dataclasses.dataclass(frozen=True)
 class Task:
     name: str  # the run's folder name in the study
