@@ -13,7 +13,7 @@ It trains, in worker processes (study/workers.py) with senet_lenet's own trainin
   the sizes      SE and no SE, Adam and SGD with momentum, on 600, 3,000 and 12,000 class-balanced images
 and measures each SE run's excitation at inference (study/excitation_role.py). Each run is a normal run
 folder; a finished one is not trained again, so an interrupted study continues where it stopped. Then it
-writes ablation.csv, ablation_comparisons.csv, ablation.md and four figures: means ± sample std, and paired
+writes ablation.csv, ablation_comparisons.csv, ablation.md and three figures: means ± sample std, and paired
 differences with 95 % intervals and Holm-corrected p-values, each in its declared family (study/stats.py).
 """
 
@@ -90,16 +90,7 @@ def configurations():
         configs.append({**control, "gate_start": CONTROL_START})
     for optimizer in SIZE_OPTIMIZERS:
         configs += [{**c, "train_size": size} for size in TRAIN_SIZES for c in grid([optimizer])]
-    return unique(configs)
-
-
-def unique(configs):
-    """configs without repeats, in their first order."""
-    kept = []
-    for config in configs:
-        if config not in kept:
-            kept.append(config)
-    return kept
+    return list({config_name(c): c for c in configs}.values())  # each once, in its first place
 
 
 def config_name(config):
@@ -506,39 +497,6 @@ def curves_figure(rows, grid_configs):
     return figure
 
 
-def sweep_figure(rows, reductions):
-    figure = Figure(figsize=(7, 4.5), layout="constrained")
-    axes = figure.subplots()
-    for reduction in reductions:
-        group = [r for r in rows if r["config"] == f"se-r{reduction}_{SWEEP_OPTIMIZER}"]
-        accuracy = np.array([r["final_test_accuracy"] for r in group])
-        mean = accuracy.mean()
-        axes.errorbar(
-            reduction,
-            mean,
-            yerr=[[mean - accuracy.min()], [accuracy.max() - mean]],
-            fmt="o",
-            color="C0",
-            capsize=4,
-        )
-        dead = sum(1 for r in group if r["dead_blocks"])
-        axes.annotate(
-            f"{group[0]['parameters']:,} params" + (f"\ndead in {dead}/{len(group)} seeds" if dead else ""),
-            (reduction, mean),
-            textcoords="offset points",
-            xytext=(6, 6),
-            fontsize=8,
-        )
-    axes.set_xscale("log", base=2)
-    axes.set_xlim(min(reductions) / 1.5, max(reductions) * 2)  # room for the labels
-    axes.set_xticks(reductions, [str(r) for r in reductions])
-    axes.set_xlabel("SE reduction ratio r (16 // r hidden units)")
-    axes.set_ylabel("final test accuracy (%)")
-    axes.set_title(f"Reduction sweep, SE with {SWEEP_OPTIMIZER}: mean and range over seeds")
-    axes.grid(alpha=0.3)
-    return figure
-
-
 def variants_figure(compared):
     """Each variant against the assignment's SE block, and SE against no SE: mean paired difference and
     95 % CI; filled where the difference survives Holm's correction."""
@@ -626,10 +584,8 @@ def run_study(args, check):
     markdown = summary_markdown(rows, configs, compared, machines(results.values()))
     write("ablation.md", markdown)
     grid_configs = [c for c in grid(STUDY_OPTIMIZERS) if c in configs]
-    reductions = [r for r in REDUCTIONS if any(c == {**configs[0], "reduction": r} for c in configs)]
     figures = {
         "ablation_curves.png": curves_figure(rows, grid_configs),
-        "reduction_sweep.png": sweep_figure(rows, reductions) if reductions else None,
         "ablation_variants.png": variants_figure(compared),
         "training_size.png": size_figure(rows, configs, compared),
     }
