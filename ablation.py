@@ -46,6 +46,7 @@ REDUCTIONS = (1, 2, 4, 8, 16)
 SWEEPS = {"squeeze": ("max",), "gate": ("tanh", "relu"), "se_position": ("conv1", "both")}
 SWEEPS |= {"excitation": ("conv1d", "fixed"), "se_bias": (True,)}
 LR_OPTIMIZER, SGD_LRS = "sgd-momentum", (0.003, 0.01, 0.03, 0.1)  # the learning-rate grid: SE and no SE
+GRID_LR = LEARNING_RATES[STUDY_OPTIMIZERS[LR_OPTIMIZER][0]]  # the grid's own lr for LR_OPTIMIZER (0.01)
 CONTROL_OPTIMIZERS = ("sgd", "sgd-momentum")  # the gate's scale and start controls (SE's gap is SGD's)
 CONTROL_SCALE = 2.0  # se-r4-x2: 2 x sigmoid, starting near 1 with a ceiling of 2
 CONTROL_START = 0.95  # se-r4-start0.95: a sigmoid starting near 0.95 with a ceiling of 1
@@ -82,8 +83,7 @@ def configurations():
     configs = grid(STUDY_OPTIMIZERS) + [{**se, "reduction": r} for r in REDUCTIONS]
     for key, values in SWEEPS.items():
         configs += [{**se, key: value, **({"reduction": None} if key == "excitation" else {})} for value in values]
-    default_lr = senet_lenet.LEARNING_RATES[STUDY_OPTIMIZERS[LR_OPTIMIZER][0]]
-    configs += [{**c, "lr": lr} for lr in SGD_LRS if lr != default_lr for c in grid([LR_OPTIMIZER])]
+    configs += [{**c, "lr": lr} for lr in SGD_LRS if lr != GRID_LR for c in grid([LR_OPTIMIZER])]
     for optimizer in CONTROL_OPTIMIZERS:
         control = {**se, "optimizer": optimizer}
         configs += [{**control, "excitation": "fixed", "reduction": None}, {**control, "gate_scale": CONTROL_SCALE}]
@@ -222,9 +222,9 @@ def comparisons(rows, configs, epochs):
         compare("effect", name, plain if name == base else base)
         if config["excitation"] != "fixed":  # the same excitation for every image by design
             role("role", name)
-    pairs, default_lr = lr_pairs(configs), LEARNING_RATES[STUDY_OPTIMIZERS[LR_OPTIMIZER][0]]
+    pairs = lr_pairs(configs)
     for lr, (se, plain) in pairs.items():
-        if lr != default_lr:  # at the default lr: the grid's pair, in effect
+        if lr != GRID_LR:  # at the default lr: the grid's pair, in effect
             compare("lr", se, plain)
     if pairs:
         best = {who: best_lr(rows, {lr: pair[i] for lr, pair in pairs.items()}) for i, who in enumerate(("se", "no"))}
@@ -275,11 +275,10 @@ def axis(config):
 
 def lr_pairs(configs):
     """{lr: (SE's name, no SE's name)} of the learning-rate grid, with the grid's own pair at the default lr."""
-    default = LEARNING_RATES[STUDY_OPTIMIZERS[LR_OPTIMIZER][0]]
     ran, pairs = {config_name(c) for c in configs}, {}
     if any(axis(c) == "lr" for c in configs):
-        for lr in sorted({default, *SGD_LRS}):
-            se, plain = (config_name({**c, "lr": None if lr == default else lr}) for c in grid([LR_OPTIMIZER]))
+        for lr in sorted({GRID_LR, *SGD_LRS}):
+            se, plain = (config_name({**c, "lr": None if lr == GRID_LR else lr}) for c in grid([LR_OPTIMIZER]))
             if se in ran and plain in ran:
                 pairs[lr] = se, plain
     return pairs
