@@ -11,14 +11,13 @@ It trains, in worker processes (study/workers.py) with senet_lenet's own trainin
   the lr grid    SE and no SE, SGD with momentum 0.9, at lr 0.003, 0.03, 0.1
   the controls   with SGD and with momentum: the fixed gain, the gate times 2, the gate started near 0.95
   the sizes      SE and no SE, Adam and SGD with momentum, on 600, 3,000 and 12,000 class-balanced images
-and measures each SE run's excitation at inference (study/excitation_role.py). Each run is a normal run
+and measures each SE run's excitation at inference (visualize.py's excitation role). Each run is a normal run
 folder; a finished one is not trained again, so an interrupted study continues where it stopped. Then it
 writes ablation.csv, ablation_comparisons.csv, ablation.md and three figures: means ± sample std, and paired
 differences with 95 % intervals and Holm-corrected p-values, each in its declared family (study/stats.py).
 """
 
 import csv
-import io
 import os
 import signal
 import statistics
@@ -31,7 +30,7 @@ from matplotlib.figure import Figure  # no pyplot: importing this leaves a noteb
 
 import senet_lenet  # first: it sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads
 from senet_lenet import LEARNING_RATES, UsageError
-from study import excitation_role, variants, workers
+from study import variants, workers
 from study.stats import Comparison, fixed, holm
 
 # The study's optimizers: name -> (optimizer, momentum). SGD with momentum 0.9 is the SENet paper's.
@@ -51,7 +50,7 @@ CONTROL_OPTIMIZERS = ("sgd", "sgd-momentum")  # the gate's scale and start contr
 CONTROL_SCALE = 2.0  # se-r4-x2: 2 x sigmoid, starting near 1 with a ceiling of 2
 CONTROL_START = 0.95  # se-r4-start0.95: a sigmoid starting near 0.95 with a ceiling of 1
 SIZE_OPTIMIZERS, TRAIN_SIZES = ("adam", "sgd-momentum"), (600, 3000, 12000)  # class-balanced, SE and no SE
-ROLE_FIELDS = [f"role_{variant}" for variant in excitation_role.VARIANTS]
+ROLE_FIELDS = [f"role_{variant}" for variant in ("learned", "train_mean", "ones", "shuffled")]  # visualize.py's
 CSV_FIELDS = [
     *("run", "config", "model", "optimizer", "lr", "momentum", "reduction", "conv1_reduction"),
     *("se_position", "squeeze", "gate", "excitation", "se_bias", "seed"),
@@ -134,9 +133,10 @@ def earlier_run(run_dir, settings, variant):
     if run is None:
         return None, False
     recorded, ours = {**run["settings"], **run.get("study", {})}, {**settings, **variant}
-    keys = dict.fromkeys([*recorded, *ours])
     differences = [
-        f"{k} = {recorded.get(k)!r} (this study: {ours.get(k)!r})" for k in keys if recorded.get(k) != ours.get(k)
+        f"{k} = {recorded.get(k)!r} (this study: {ours.get(k)!r})"
+        for k in {**recorded, **ours}
+        if recorded.get(k) != ours.get(k)
     ]
     if differences:
         raise UsageError(
@@ -167,13 +167,32 @@ def csv_row(name, config, model, run, role):
         "final_train_accuracy": history[-1]["accuracy"],
         "seconds_per_epoch": fixed(statistics.median(steady), 3),
         **{field: role[field[5:]] if role else "" for field in ROLE_FIELDS},
-        "dead_blocks": " ".join(excitation_role.dead_blocks(role, variant)) if role else "",
+        "dead_blocks": " ".join(dead_blocks(role, variant)) if role else "",
         "gate_scale": variant["gate_scale"] if model == "se" else "",
         "gate_start": variant["gate_start"] or "" if model == "se" else "",
         "train_images": run["training"]["images"],
         "steps": run["training"]["steps"],
         "test_accuracy_per_epoch": " ".join(str(r["test_accuracy"]) for r in history),
     }
+
+
+def read_role(run_dir):
+    """The excitation role saved in run_dir, or None. The run's files are rewritten together when it trains again
+    (senet_lenet.remove_own removes this one), so one found belongs to the run's weights."""
+    try:
+        with open(os.path.join(run_dir, "excitation_role.csv"), newline="", encoding="utf-8") as f:
+            role = {row["measure"]: float(row["value"]) for row in csv.DictReader(f)}
+    except (OSError, KeyError, ValueError):
+        return None
+    return role if {field[5:] for field in ROLE_FIELDS} <= set(role) else None
+
+
+def dead_blocks(role, variant):
+    """The SE blocks whose excitation is the same for every test image (a constant gain: nothing learned); none for
+    the fixed gain, which is the same for every image by design."""
+    if variant["excitation"] == "fixed":
+        return []
+    return [name.removeprefix("range_") for name, value in role.items() if name.startswith("range_") and value == 0]
 
 
 def mean_std(values):
@@ -297,18 +316,12 @@ def size_pairs(configs):
 
 
 def blocks_text(row):
-    """Each SE block of a run with its reduction and hidden units: "conv1 r2 (3), conv2 r4 (4)"; "conv2 ECA k3",
-    "conv2 fixed gain" for the excitations without a bottleneck."""
-    if row["excitation"] == "conv1d":
-        return f"conv2 ECA k{variants.eca_kernel_size(16)}" if row["se_position"] == "conv2" else "ECA"
-    if row["excitation"] == "fixed":
-        return "conv2 fixed gain" if row["se_position"] == "conv2" else "fixed gain"
-    parts = []
-    for block, field in (("conv1", "conv1_reduction"), ("conv2", "reduction")):
-        if row[field] != "":
-            reduction = int(row[field])
-            parts.append(f"{block} r{reduction} ({variants.CHANNELS[block] // reduction})")
-    return ", ".join(parts) + (", biases" if row["se_bias"] is True else "") or "–"
+    """Each SE block with its reduction and hidden units ("conv1 r2 (3), conv2 r4 (4)"), or its excitation."""
+    if row["excitation"] in ("conv1d", "fixed"):  # no bottleneck (no SE: an empty excitation)
+        return {"conv1d": f"conv2 ECA k{variants.eca_kernel_size(16)}", "fixed": "conv2 fixed gain"}[row["excitation"]]
+    blocks = [(b, int(row[f])) for b, f in (("conv1", "conv1_reduction"), ("conv2", "reduction")) if row[f] != ""]
+    text = ", ".join(f"{block} r{r} ({variants.CHANNELS[block] // r})" for block, r in blocks)
+    return text + (", biases" if row["se_bias"] is True else "") or "–"
 
 
 def interval_text(c):
@@ -321,7 +334,7 @@ def interval_text(c):
 
 
 def holm_text(c):
-    return f"{c.holm_p:.2g} ({c.family})" if c.testable else "–"
+    return f"{c.holm_p:.2g}" if c.testable else "–"
 
 
 def summary_markdown(rows, configs, compared, machines):
@@ -371,8 +384,11 @@ def summary_markdown(rows, configs, compared, machines):
     pairs = lr_pairs(configs)
     if pairs:
         lines += ["", f"The learning-rate grid, {LR_OPTIMIZER} (final test accuracy %, mean ± std over seeds; SE − no"]
-        lines += ["SE paired by seed, with its Holm p and family):", ""]
-        lines += ["| lr | SE | no SE | SE − no SE [95 % CI] | Holm p (family) |", "| --- | --- | --- | --- | --- |"]
+        lines += [
+            f"SE paired by seed, with its Holm p: family lr, but at lr {GRID_LR:g}, the grid's pair, in effect):",
+            "",
+        ]
+        lines += ["| lr | SE | no SE | SE − no SE [95 % CI] | Holm p |", "| --- | --- | --- | --- | --- |"]
         for lr, (se, plain) in pairs.items():
             c = by_name[f"{se} − {plain}"]
             lines.append(f"| {lr:g} | {accuracy(se)} | {accuracy(plain)} | {interval_text(c)} | {holm_text(c)} |")
@@ -400,11 +416,10 @@ def summary_markdown(rows, configs, compared, machines):
             group = [r for r in rows if r["config"] == se]
             passes = group[0]["steps"] * DEFAULTS["batch_size"] // images
             train = mean_std([r["final_train_accuracy"] for r in group])
-            cells = [interval_text(c), f"{c.holm_p:.2g}" if c.testable else "–"]
-            cells += [interval_text(trend), f"{trend.holm_p:.2g}" if trend.testable else "–"] if trend else ["–", "–"]
-            cells += [interval_text(role), f"{role.holm_p:.2g}" if role.testable else "–"]
-            lines.append(f"| {optimizer} | {images:,} | {passes:,} | {train} | {accuracy(se)} | {accuracy(plain)} | "
-                         + " | ".join(cells) + " |")  # fmt: skip
+            cells = " | ".join(f"{interval_text(x)} | {holm_text(x)}" if x else "– | –" for x in (c, trend, role))
+            lines.append(
+                f"| {optimizer} | {images:,} | {passes:,} | {train} | {accuracy(se)} | {accuracy(plain)} | {cells} |"
+            )
     lines += ["", "The excitation at inference: test accuracy (%) with it learned, replaced by each channel's"]
     lines += ["training-set mean, by 1, or shuffled between test images (mean ± std over seeds):", ""]
     lines += ["| configuration | learned | training-set mean | ones | shuffled |", "| --- | --- | --- | --- | --- |"]
@@ -517,14 +532,6 @@ def variants_figure(compared):
     return figure
 
 
-def csv_text(rows, fields):
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def study_configs(args):
     """(configurations, seeds) to train: every configuration (or those of --configs) over seeds 0..N-1, or the
     one run of --run."""
@@ -556,7 +563,7 @@ def run_study(args, check):
     results, tasks = {}, []  # name -> (run.json, role)
     for name, _, _, settings, variant, run, resumable in plan:
         run_dir = os.path.abspath(os.path.join(args.out_dir, name))
-        role = excitation_role.read_role(run_dir) if run else None
+        role = read_role(run_dir) if run else None
         if run is not None and (role is not None or not settings["se"]):
             results[name] = run, role
         else:
@@ -577,9 +584,9 @@ def run_study(args, check):
         return
     rows = [csv_row(name, config, model, *results[name]) for name, config, model, *_ in plan]
     write = lambda name, text: senet_lenet.write_text(os.path.join(args.out_dir, name), text)  # noqa: E731
-    write("ablation.csv", csv_text(rows, CSV_FIELDS))
+    write("ablation.csv", senet_lenet.csv_text(rows, CSV_FIELDS))
     compared = comparisons(rows, configs, args.epochs)
-    write("ablation_comparisons.csv", csv_text(comparison_rows(compared), COMPARISON_FIELDS))
+    write("ablation_comparisons.csv", senet_lenet.csv_text(comparison_rows(compared), COMPARISON_FIELDS))
     markdown = summary_markdown(rows, configs, compared, machines(results.values()))
     write("ablation.md", markdown)
     grid_configs = [c for c in grid(STUDY_OPTIMIZERS) if c in configs]
@@ -598,8 +605,8 @@ def run_study(args, check):
 
 def parser():
     p = senet_lenet.ArgumentParser("ablation.py", __doc__.split("\n")[0])
-    p.add_argument("--seeds", type=senet_lenet.whole(), default=20, help="seeds 0..N-1 per configuration")
-    p.add_argument("--epochs", type=senet_lenet.whole(), default=DEFAULTS["epochs"], help="epochs per run")
+    p.add_argument("--seeds", type=senet_lenet.number(), default=20, help="seeds 0..N-1 per configuration")
+    p.add_argument("--epochs", type=senet_lenet.number(), default=DEFAULTS["epochs"], help="epochs per run")
     p.add_argument("--data-dir", help="folder with the four MNIST IDX files (default: $MNIST_DIR, else download)")
     p.add_argument("--out-dir", default=os.path.join(senet_lenet.OUT_DIR, "ablation"), help="where the study goes")
     names = [config_name(c) for c in configurations()]
@@ -607,11 +614,11 @@ def parser():
         "--configs", nargs="+", choices=names, metavar="NAME", help="these configurations only (default: all)"
     )
     p.add_argument("--run", help="train only this run of the study (a row of ablation.csv: se-r4-max_adam_seed3)")
-    p.add_argument("--train-samples", type=senet_lenet.whole(), help="first N training images only (default: all)")
-    p.add_argument("--test-samples", type=senet_lenet.whole(), help="first N test images only (default: all)")
-    p.add_argument("--threads", type=senet_lenet.whole(0, 1024), default=DEFAULTS["threads"], help="per run")
+    p.add_argument("--train-samples", type=senet_lenet.number(), help="first N training images only (default: all)")
+    p.add_argument("--test-samples", type=senet_lenet.number(), help="first N test images only (default: all)")
+    p.add_argument("--threads", type=senet_lenet.number(0, 1024), default=DEFAULTS["threads"], help="per run")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    p.add_argument("--workers", type=senet_lenet.whole(), default=cores, help="runs at once (default: the cores)")
+    p.add_argument("--workers", type=senet_lenet.number(), default=cores, help="runs at once (default: the cores)")
     p.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster at ADDRESS (local: one here)")
     return p
 

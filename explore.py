@@ -20,10 +20,11 @@ import time
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before Gradio loads: it reports nothing
 
 import senet_lenet  # isort: skip  (first: it quiets TensorFlow and caps oneDNN before they load)
+import keras
 import numpy as np
-from matplotlib.figure import Figure
 from PIL import Image
 
+import visualize
 from senet_lenet import UsageError, predict
 
 CHOICES = ["learned", "training-set mean", "all ones", "all 0.5", *(f"mean of digit {d}" for d in range(10))]
@@ -57,7 +58,8 @@ class Explorer:
 
     def __init__(self, model, train_images, test_data):
         self.model, self.test_data = model, test_data
-        self.head, self.tail = senet_lenet.split_at_se(model)
+        inside = [model.get_layer(name).output for name in ("conv2", "se_expand", "predictions")]
+        self.inside, self.given = keras.Model(model.input, inside), senet_lenet.with_excitation(model)
         self.train_mean = predict(model, train_images)[1][0].mean(axis=0)
         test_excitation = predict(model, test_data[0])[1][0]
         self.class_means = np.array([test_excitation[test_data[1] == d].mean(axis=0) for d in range(10)])
@@ -78,30 +80,9 @@ class Explorer:
     def respond(self, image, choice="learned"):
         """For one 28 x 28 image: (probabilities, conv2's maps (8, 8, 16), the excitation (16,), the probabilities
         with the excitation of `choice` instead)."""
-        maps, excitation = (x[0] for x in self.head(image[None]))
-        maps, excitation = np.asarray(maps), np.asarray(excitation)
-        probabilities = np.asarray(self.tail((maps * excitation)[None]))[0]
+        maps, excitation, probabilities = (np.asarray(x)[0] for x in self.inside(image[None]))
         given = self.replacement(choice, excitation)
-        return probabilities, maps, excitation, np.asarray(self.tail((maps * given)[None]))[0]
-
-    def figure(self, maps, excitation, predicted):
-        """conv2's maps before (upper row) and after scaling (lower row) on one colour scale; the excitations
-        as bars beside the predicted digit's mean excitation."""
-        figure = Figure(figsize=(12, 4.2), layout="constrained")
-        grid = figure.add_gridspec(3, 16, height_ratios=[1, 1, 1.6])
-        high = float(maps.max()) or 1.0
-        for channel in range(16):
-            for row, data in ((0, maps), (1, maps * excitation)):
-                axes = figure.add_subplot(grid[row, channel])
-                axes.imshow(data[:, :, channel], cmap="hot", vmin=0, vmax=high)
-                axes.set(xticks=[], yticks=[], title=f"{channel}" if row == 0 else f"×{excitation[channel]:.2f}")
-        bars = figure.add_subplot(grid[2, :])
-        bars.bar(np.arange(16) - 0.2, excitation, 0.4, label="this image", color="C1")
-        bars.bar(np.arange(16) + 0.2, self.class_means[predicted], 0.4, label=f"mean of digit {predicted}", color="C0")
-        bars.set(ylim=(0, 1), xticks=range(16), xlabel="SE channel", ylabel="excitation")
-        bars.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
-        figure.suptitle("conv2's 16 maps (upper row) scaled by their excitation (lower row)")
-        return figure
+        return probabilities, maps, excitation, np.asarray(self.given([image[None], given[None]]))[0]
 
 
 def top3(probabilities):
@@ -115,7 +96,10 @@ def build_app(explorer):
         if image is None:
             return None, None, None, None, None
         probabilities, maps, excitation, replaced = explorer.respond(image, choice)
-        figure = explorer.figure(maps, excitation, int(probabilities.argmax()))
+        parts = maps, excitation, maps * excitation  # conv2's maps, the excitation, the maps it scaled
+        digit = int(probabilities.argmax())
+        mean = [(f"mean of digit {digit}", explorer.class_means[digit])]
+        figure = visualize.anatomy_figure([image], [f"predicted {digit}"], *(x[None] for x in parts), mean)
         return image, np.kron(image, np.ones((8, 8), np.uint8)), top3(probabilities), top3(replaced), figure
 
     def drawn(value, choice):
@@ -157,7 +141,7 @@ def main(argv=None):
     p = senet_lenet.ArgumentParser("explore.py", __doc__.split("\n")[0])
     p.add_argument("--run-dir", default=senet_lenet.OUT_DIR, help="the run to explore (senet_lenet.py --out-dir)")
     p.add_argument("--data-dir", help="folder with the four MNIST IDX files (default: $MNIST_DIR, else download)")
-    p.add_argument("--port", type=senet_lenet.whole(1, 65535), default=7860, help="on 127.0.0.1 (default 7860)")
+    p.add_argument("--port", type=senet_lenet.number(1, 65535), default=7860, help="on 127.0.0.1 (default 7860)")
     args, app = p.parse_args(argv), None
     try:
         try:

@@ -22,7 +22,9 @@ import gzip
 import hashlib
 import io
 import json
+import math
 import os
+import pathlib
 import platform
 import re
 import shlex
@@ -67,27 +69,20 @@ class Stopped(Exception):
     """SIGINT or SIGTERM, noted and acted on between chunks of steps: exit code 128 + its number."""
 
 
-def whole(low=1, high=None):
+def number(low=1, high=math.inf, kind=int, above=False):
+    """An argparse type: a `kind` from low (or above it) up to high (a whole number: high too; a float: below it)."""
+
     def check(text):
         try:
-            value = int(text)
+            value = kind(text)
+            if not math.isfinite(value):
+                raise ValueError
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"must be from {low} to {high if high is not None else 'any'}")
-        return value
-
-    return check
-
-
-def number(low, high, low_open=True):
-    def check(text):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not (low < value if low_open else low <= value) or not value < high:
-            raise argparse.ArgumentTypeError(f"must be {'above' if low_open else 'at least'} {low} and below {high}")
+            kind_name = "whole" if kind is int else "finite"
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind_name} number") from None
+        if not ((low < value) if above else (low <= value)) or not (value <= high if kind is int else value < high):
+            top = f" and {'at most' if kind is int else 'below'} {high}" if high < math.inf else ""
+            raise argparse.ArgumentTypeError(f"must be {'above' if above else 'at least'} {low}{top}")
         return value
 
     return check
@@ -95,17 +90,17 @@ def number(low, high, low_open=True):
 
 # setting -> (flag, argparse options); the defaults are the assignment's. run.json records them all.
 SETTINGS = {
-    "epochs": ("--epochs", dict(type=whole(), default=10, help="passes over the training set")),
-    "batch_size": ("--batch-size", dict(type=whole(), default=100, help="images per training step")),
+    "epochs": ("--epochs", dict(type=number(), default=10, help="passes over the training set")),
+    "batch_size": ("--batch-size", dict(type=number(), default=100, help="images per training step")),
     "optimizer": ("--optimizer", dict(choices=sorted(LEARNING_RATES), default="adam", help="the optimizer")),
-    "lr": ("--lr", dict(type=number(0, float("inf")), help="learning rate (default: 0.001 adam, 0.01 sgd)")),
-    "momentum": ("--momentum", dict(type=number(0, 1, False), default=0.0, help="SGD's momentum")),
-    "reduction": ("--reduction", dict(type=whole(1, 16), default=4, help="SE reduction r: 16 // r hidden units")),
+    "lr": ("--lr", dict(type=number(0, kind=float, above=True), help="learning rate (default: 0.001 adam, 0.01 sgd)")),
+    "momentum": ("--momentum", dict(type=number(0, 1, kind=float), default=0.0, help="SGD's momentum")),
+    "reduction": ("--reduction", dict(type=number(1, 16), default=4, help="SE reduction r: 16 // r hidden units")),
     "se": ("--no-se", dict(action="store_false", dest="se", help="plain LeNet-5, without the SE block")),
-    "seed": ("--seed", dict(type=whole(0, 2**32 - 1), default=0, help="seeds the weights and the data order")),
-    "threads": ("--threads", dict(type=whole(0, 1024), default=1, help="TensorFlow's threads: the bits follow it")),
-    "train_samples": ("--train-samples", dict(type=whole(), help="train on the first N training images only")),
-    "test_samples": ("--test-samples", dict(type=whole(), help="test on the first N test images only")),
+    "seed": ("--seed", dict(type=number(0, 2**32 - 1), default=0, help="seeds the weights and the data order")),
+    "threads": ("--threads", dict(type=number(0, 1024), default=1, help="TensorFlow's threads: the bits follow it")),
+    "train_samples": ("--train-samples", dict(type=number(), help="train on the first N training images only")),
+    "test_samples": ("--test-samples", dict(type=number(), help="test on the first N test images only")),
 }
 
 
@@ -183,9 +178,9 @@ def read_idx(path, shape):
     return array
 
 
-def load_mnist(data_dir=None, train=True):
+def load_mnist(data_dir=None):
     """((train images, labels), (test images, labels)) as uint8: the four IDX files in data_dir (else $MNIST_DIR),
-    else keras.datasets.mnist's download. train=False: the training pair is None (not read)."""
+    else keras.datasets.mnist's download."""
     data_dir = data_dir or os.environ.get("MNIST_DIR")
     if not data_dir:
         try:
@@ -198,10 +193,7 @@ def load_mnist(data_dir=None, train=True):
     if not os.path.isdir(data_dir):
         raise UsageError(f"MNIST data directory {data_dir} does not exist")
     splits = []
-    for split, (images, labels, records) in MNIST_FILES.items():
-        if split == "train" and not train:
-            splits.append(None)
-            continue
+    for images, labels, records in MNIST_FILES.values():
         paths = []
         for name in (images, labels):
             found = [
@@ -215,7 +207,7 @@ def load_mnist(data_dir=None, train=True):
 
 
 def first(data, samples):
-    return None if data is None else (data[0][:samples], data[1][:samples])
+    return data[0][:samples], data[1][:samples]
 
 
 def pass_order(seed, pass_number, size):
@@ -437,11 +429,15 @@ def write_whole(path, write):
 
 
 def write_text(path, text):
-    def write(temporary):
-        with open(temporary, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
+    write_whole(path, lambda temporary: pathlib.Path(temporary).write_text(text, "utf-8", newline="\n"))
 
-    write_whole(path, write)
+
+def csv_text(rows, fields):
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def sha256(path):
@@ -506,13 +502,10 @@ def read_run(out_dir):
         numbers = [r[key] for r in history for key in ("loss", "accuracy", "test_loss", "test_accuracy", "seconds")]
         if not all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in numbers):
             raise ValueError("its history holds something other than numbers")
-        finished = run["finished"]
-        if (
-            not isinstance(finished, bool)
-            or (finished and len(history) != epochs)
-            or not isinstance(run["sha256"], dict)
-        ):
+        if not isinstance(run["finished"], bool) or run["finished"] and len(history) != epochs:
             raise ValueError(f"finished = {run['finished']!r} with {len(history)} of {epochs} epochs done")
+        if not isinstance(run["sha256"], dict):
+            raise ValueError("its sha256 is not a table of files")
     except (OSError, ValueError, KeyError, TypeError, AttributeError, argparse.ArgumentTypeError) as e:
         raise UsageError(
             f"{path} is not a run.json of this version of {PROG} ({type(e).__name__}: {e}); "
@@ -553,11 +546,8 @@ def machine():
 
 def save_run_json(out_dir, settings, model, history, steps, images, study=None, files=None):
     """run.json and history.csv up to history[-1]; `files` (their SHA-256 and the diagram): the finished run's."""
-    rows = io.StringIO()
-    writer = csv.DictWriter(rows, ["epoch", "loss", "accuracy", "test_loss", "test_accuracy", "seconds"])
-    writer.writeheader()
-    writer.writerows(history)
-    write_text(os.path.join(out_dir, "history.csv"), rows.getvalue().replace("\r\n", "\n"))
+    fields = ["epoch", "loss", "accuracy", "test_loss", "test_accuracy", "seconds"]
+    write_text(os.path.join(out_dir, "history.csv"), csv_text(history, fields))
     run = {"format": FORMAT, "settings": settings, **({"study": study} if study else {})}
     run["model"] = {"name": model.name, "parameters": model.count_params()}
     run["training"] = {"images": images, "steps": steps * len(history)}
@@ -697,15 +687,19 @@ def load_run(run_dir, threads=None):
     return run, model
 
 
-def split_at_se(model):
-    """The model cut at its SE block: (image -> [conv2's maps, the excitation], maps scaled by any excitation ->
-    predictions), so that another excitation can take the learned one's place."""
-    head = keras.Model(model.input, [model.get_layer(name).output for name in ("conv2", "se_expand")])
-    maps = keras.Input((8, 8, 16))
-    x = maps
-    for name in ("pool2", "flatten", "fc1", "fc2", "predictions"):
-        x = model.get_layer(name)(x)
-    return head, keras.Model(maps, x)
+def with_excitation(model):
+    """The trained model, sharing its layers, with each SE block's excitation given instead of computed: inputs
+    [image, one (N, C) per block], output the predictions; so that another excitation can take the learned one's
+    place (visualize.py's excitation role, explore.py)."""
+    image = keras.Input((28, 28), dtype="uint8", name="image")
+    given, x = [], image
+    for layer in model.layers[1:]:  # in the graph's order: a chain, but for the SE blocks' branches
+        if isinstance(layer, layers.Multiply):  # the block's scale: by the given excitation instead
+            given.append(keras.Input((x.shape[-1],), name=f"{layer.name}_given"))
+            x = scale_channels(x, given[-1], layer.name.removesuffix("_scale"))
+        elif not layer.name.startswith("se"):  # the rest of the block computes the excitation: left out
+            x = layer(x)
+    return keras.Model([image, *given], x)
 
 
 # ---- Command line --------------------------------------------------------------
@@ -805,12 +799,9 @@ def main(argv=None):
         return 1
     except (Stopped, KeyboardInterrupt) as e:
         signum = e.args[0] if isinstance(e, Stopped) else signal.SIGINT
-        run = read_run(args.out_dir) if os.path.isfile(os.path.join(args.out_dir, "run.json")) else None
-        done = (
-            "after the run finished"
-            if run and run["finished"]
-            else f"with {plural(len(run['history']) if run else 0, 'epoch')} saved"
-        )
+        run = read_run(args.out_dir) or {"finished": False, "history": []}
+        saved = plural(len(run["history"]), "epoch")
+        done = "after the run finished" if run["finished"] else f"with {saved} saved"
         given = [(flag, value) for flag, value in (("--data-dir", args.data_dir), ("--isa", args.isa)) if value]
         again = [PROG, "--out-dir", args.out_dir, *(part for pair in given for part in pair), "--resume"]
         print(

@@ -25,9 +25,7 @@ import sys
 import senet_lenet  # isort: skip  (first: it quiets TensorFlow and caps oneDNN's instruction set before they load)
 import keras
 import matplotlib
-import matplotlib.image
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure  # no pyplot: a notebook's backend is left alone
 
 from senet_lenet import UsageError, predict
@@ -37,10 +35,15 @@ TOLERANCE = 0.1  # accuracy points between recorded and re-evaluated (or one tes
 
 
 # ---- A run -----------------------------------------------------------------------
+def percent_correct(predictions, labels):
+    """Top-1 accuracy in percent, to 4 decimals (4 decimals hold one test image: 0.01)."""
+    return round(100 * float(np.mean(predictions.argmax(axis=1) == labels)), 4)
+
+
 def evaluate(run_dir, run, model, test_data):
     """(predictions, excitations) of the test set; UsageError if the accuracy is not the one recorded."""
     predictions, (excitations,) = predict(model, test_data[0])
-    accuracy = round(100 * float(np.mean(predictions.argmax(axis=1) == test_data[1])), 4)
+    accuracy = percent_correct(predictions, test_data[1])
     recorded = run["history"][-1]["test_accuracy"]
     print(f"{run_dir}: test accuracy {accuracy:.2f} % (recorded in run.json: {recorded:.2f} %)")
     tolerance = max(TOLERANCE, 100 / len(test_data[1]))
@@ -54,18 +57,15 @@ def evaluate(run_dir, run, model, test_data):
 
 def environment(run):
     """What the bits depend on besides the settings: threads, versions, CPU (this process's where run is None)."""
-    record = senet_lenet.machine() if run is None else run
-    keys = ("tensorflow", "keras", "numpy")
-    return {"threads": None if run is None else run["settings"]["threads"]} | {
-        **{key: record["versions"].get(key) for key in keys},
-        "cpu": record["machine"].get("cpu"),
-        "instruction set": record["machine"].get("isa", {}).get("onednn"),
-    }
+    record = run or senet_lenet.machine()
+    isa = record["machine"].get("isa", {}).get("onednn")
+    threads = run and run["settings"]["threads"]
+    return {"threads": threads, **record["versions"], "cpu": record["machine"].get("cpu"), "instruction set": isa}
 
 
 def environment_note(name_a, a, name_b, b):
     """One line naming how two environments differ (the same bits are promised only for equal ones)."""
-    differences = [f"{k} ({a[k]} vs {b[k]})" for k in a if a[k] is not None and b[k] is not None and a[k] != b[k]]
+    differences = [f"{k} ({a[k]} vs {b[k]})" for k in a if None not in (a[k], b.get(k)) and a[k] != b[k]]
     if differences:
         print(f"note: {name_a} and {name_b} differ in {', '.join(differences)}: the same bits are promised only "
               "for the same threads, versions, CPU and instruction set")  # fmt: skip
@@ -79,21 +79,27 @@ def class_means(features, labels):
     return means
 
 
-def excitation_role(model, seed, train_images, test_data, learned):
-    """{variant: test accuracy %} with the test set's `learned` excitation, replaced by each channel's training-set
-    mean, by 1, or shuffled between test images (SENet paper, section 7.2): conv2's maps scaled by each, then the
-    rest."""
-    head, tail = senet_lenet.split_at_se(model)
-    features = predict(head, test_data[0])[0]
-    shuffled = learned[np.random.default_rng(seed).permutation(len(learned))]
-    replaced = {"learned": learned, "train_mean": predict(model, train_images)[1][0].mean(axis=0)}
-    replaced |= {"ones": np.ones(16, np.float32), "shuffled": shuffled}
-    role = {}
-    for name, excitation in replaced.items():
-        predictions = predict(tail, features * np.broadcast_to(excitation, learned.shape)[:, None, None, :])[0]
-        role[name] = round(100 * float(np.mean(predictions.argmax(axis=1) == test_data[1])), 4)
-    role["range_conv2"] = round(float(np.ptp(learned, axis=0).max()), 6)
-    return role
+def excitation_role(model, seed, train_images, test_data, blocks=("conv2",)):
+    """{variant: test accuracy %} with each SE block's excitation learned, replaced by each channel's training-set
+    mean, by 1, or shuffled between test images (SENet paper, section 7.2, "role of excitation"); range_BLOCK: how
+    far the excitation of the block after BLOCK moves between test images (its widest channel), 0 if dead."""
+    images, labels = test_data
+    learned = predict(model, images)[1]
+    train_means = [e.mean(axis=0) for e in predict(model, train_images)[1]]
+    order = np.random.default_rng(seed).permutation(len(labels))
+    replaced = {
+        "learned": learned,
+        "train_mean": [np.broadcast_to(m, e.shape) for m, e in zip(train_means, learned, strict=True)],
+    }
+    replaced |= {"ones": [np.ones_like(e) for e in learned], "shuffled": [e[order] for e in learned]}
+    given = senet_lenet.with_excitation(model)
+    role = {name: percent_correct(predict(given, [images, *e])[0], labels) for name, e in replaced.items()}
+    return role | {f"range_{b}": round(float(np.ptp(e, axis=0).max()), 6) for b, e in zip(blocks, learned, strict=True)}
+
+
+def save_role(run_dir, role):
+    text = "measure,value\n" + "".join(f"{name},{value}\n" for name, value in role.items())
+    senet_lenet.write_text(os.path.join(run_dir, "excitation_role.csv"), text)
 
 
 # ---- Figures ---------------------------------------------------------------------
@@ -107,39 +113,17 @@ def digit_ticks(axes, sorted_labels):
     axes.set_yticks(starts, [str(d) for d in digits])
 
 
-class Heatmaps:
-    """One figure for every batch: only the image, the y axis and the title change, so the rest is drawn once and
-    copied back as pixels for each batch (blitting), the time of most of a full redraw saved 100 times."""
-
-    def __init__(self, rows, channels=16):
-        self.figure = Figure(figsize=(6, 7))
-        FigureCanvasAgg(self.figure)
-        self.axes = self.figure.add_axes((0.12, 0.07, 0.68, 0.88))  # fixed margins: no layout at each save
-        self.image = self.axes.imshow(np.zeros((rows, channels)), cmap=COLOR_MAP, vmin=0, vmax=1, aspect="auto")
-        self.image.set_interpolation("nearest")
-        self.figure.colorbar(self.image, cax=self.figure.add_axes((0.84, 0.07, 0.035, 0.88)), label="excitation")
-        self.axes.set(xticks=range(channels), xlabel="SE channel")
-        self.axes.set_ylabel("test sample, sorted by label (tick: first of each digit)")
-        changing = (self.image, self.axes.yaxis, self.axes.title, *self.axes.spines.values())
-        self.changing = sorted(changing, key=lambda artist: artist.get_zorder())  # a full draw's order
-        for artist in self.changing:
-            artist.set_animated(True)  # left out of the background
-        self.figure.canvas.draw()
-        self.background = self.figure.canvas.copy_from_bbox(self.figure.bbox)
-
-    def save(self, features, labels, title, path):
-        features, labels = label_sorted(features, labels)
-        self.image.set_data(features)
-        self.image.set_extent((-0.5, features.shape[1] - 0.5, len(labels) - 0.5, -0.5))
-        self.axes.set_ylim(len(labels) - 0.5, -0.5)
-        digit_ticks(self.axes, labels)
-        self.axes.set_title(title)
-        canvas = self.figure.canvas
-        canvas.restore_region(self.background)
-        for artist in self.changing:
-            self.figure.draw_artist(artist)
-        image = np.asarray(canvas.buffer_rgba())
-        senet_lenet.write_whole(path, lambda temporary: matplotlib.image.imsave(temporary, image, format="png"))
+def heatmap_figure(features, labels, title):
+    """The excitations of a batch, one row per image, rows sorted by label (the assignment's figure)."""
+    features, labels = label_sorted(features, labels)
+    figure = Figure(figsize=(6, 7), layout="constrained")
+    axes = figure.subplots()
+    image = axes.imshow(features, cmap=COLOR_MAP, vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+    figure.colorbar(image, ax=axes, label="excitation")
+    axes.set(title=title, xticks=range(features.shape[1]), xlabel="SE channel")
+    axes.set_ylabel("test sample, sorted by label (tick: first of each digit)")
+    digit_ticks(axes, labels)
+    return figure
 
 
 def class_mean_figure(means):
@@ -227,18 +211,22 @@ def anatomy_images(test_data, digits=(0, 1, 7)):
     return test_data[0][indices], test_data[1][indices]
 
 
-def anatomy_figure(images, labels, maps, excitation, scaled):
+def anatomy_figure(images, names, maps, excitation, scaled, references=None):
     """Per image, two rows: the image and conv2's 16 maps; the 16 excitations as bars and the 16 maps after the
-    block scaled them. Every map on one colour scale, so that a channel the block dims looks dimmed."""
+    block scaled them. Every map on one colour scale, so that a channel the block dims looks dimmed. references:
+    per image, (name, 16 values) outlined on its bars (explore.py: the predicted digit's mean excitation)."""
     high = float(maps.max()) or 1.0
-    figure = Figure(figsize=(15, 2.1 * len(images)), layout="constrained")
+    figure = Figure(figsize=(15, 2.2 * len(images) + 0.6), layout="constrained")
     grid = figure.add_gridspec(2 * len(images), 17, width_ratios=[4] + [1] * 16)
-    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+    for i, (image, name) in enumerate(zip(images, names, strict=True)):
         axes = figure.add_subplot(grid[2 * i, 0])
         axes.imshow(image, cmap="gray")
-        axes.set(xticks=[], yticks=[], ylabel=f"digit {label}")
+        axes.set(xticks=[], yticks=[], ylabel=name)
         bars = figure.add_subplot(grid[2 * i + 1, 0])
-        bars.bar(range(16), excitation[i], color="C1")
+        bars.bar(range(16), excitation[i], color="C1", label="this image")
+        if references:
+            bars.bar(range(16), references[i][1], fill=False, edgecolor="C0", label=references[i][0])
+            bars.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0, 1), ncols=2, frameon=False)
         bars.set(ylim=(0, 1), xticks=range(0, 16, 5), ylabel="excitation")
         for channel in range(16):
             for row, data in ((2 * i, maps), (2 * i + 1, scaled)):
@@ -269,11 +257,10 @@ def visualize(args):
     if args.max_batches is None:  # every batch drawn now: those of another batching go
         senet_lenet.remove_own(out, ("se_features/[0-9]*_se_feature.png",))
     os.makedirs(os.path.join(out, "se_features"), exist_ok=True)
-    heatmaps = Heatmaps(min(args.batch_size, len(labels)))
     for i in range(drawn):
         batch = slice(i * args.batch_size, (i + 1) * args.batch_size)
-        path = os.path.join(out, "se_features", f"{i}_se_feature.png")
-        heatmaps.save(features[batch], labels[batch], f"SE excitations, test batch {i}", path)
+        figure = heatmap_figure(features[batch], labels[batch], f"SE excitations, test batch {i}")
+        save_figure(os.path.join(out, "se_features", f"{i}_se_feature.png"), figure)
 
     def save_npz(path):
         with open(path, "wb") as f:
@@ -285,17 +272,16 @@ def visualize(args):
     save_figure(os.path.join(out, "se_class_profile.png"), class_profile_figure(features, labels))
     print(class_mean_summary(means, features))
     train_images = senet_lenet.first(train_data, settings["train_samples"])[0]
-    role = excitation_role(model, settings["seed"], train_images, test_data, features)
-    senet_lenet.write_text(
-        os.path.join(out, "excitation_role.csv"), "measure,value\n" + "".join(f"{k},{v}\n" for k, v in role.items())
-    )
+    role = excitation_role(model, settings["seed"], train_images, test_data)
+    save_role(out, role)
     print(
         f"Excitation at inference, test accuracy: learned {role['learned']:.2f} %, each channel's training-set "
         f"mean {role['train_mean']:.2f} %, all ones {role['ones']:.2f} %, shuffled between images "
         f"{role['shuffled']:.2f} %"
     )
     images, labels = anatomy_images(test_data)
-    save_figure(os.path.join(out, "se_anatomy.png"), anatomy_figure(images, labels, *anatomy(model, images)))
+    names = [f"digit {label}" for label in labels]
+    save_figure(os.path.join(out, "se_anatomy.png"), anatomy_figure(images, names, *anatomy(model, images)))
     print(f"Wrote to {out}/: {senet_lenet.plural(drawn, 'heatmap')} in se_features/; se_features.npz, "
           "excitation_role.csv, se_class_mean.png, se_class_profile.png, se_anatomy.png")  # fmt: skip
 
@@ -309,7 +295,7 @@ def compare(args):
     if run_a["settings"]["test_samples"] != run_b["settings"]["test_samples"]:
         raise UsageError(f"{dir_a} and {dir_b} were tested on different test sets")
     environment_note(dir_a, environment(run_a), dir_b, environment(run_b))
-    _, test_data = senet_lenet.load_mnist(args.data_dir, train=False)
+    _, test_data = senet_lenet.load_mnist(args.data_dir)
     test_data = senet_lenet.first(test_data, run_a["settings"]["test_samples"])
     batches = -(-len(test_data[1]) // batch_size)
     if not 0 <= args.batch < batches:
@@ -328,14 +314,14 @@ def compare(args):
 
 
 def parser():
-    whole = senet_lenet.whole
+    number = senet_lenet.number
     p = senet_lenet.ArgumentParser("visualize.py", __doc__.split("\n")[0])
     p.add_argument("--run-dir", default=senet_lenet.OUT_DIR, help="the run to draw (senet_lenet.py --out-dir)")
     p.add_argument("--data-dir", help="folder with the four MNIST IDX files (default: $MNIST_DIR, else download)")
-    p.add_argument("--batch-size", type=whole(), default=100, help="test images per heatmap (default: 100)")
-    p.add_argument("--max-batches", type=whole(), help="draw only the first N batches (default: all)")
+    p.add_argument("--batch-size", type=number(), default=100, help="test images per heatmap (default: 100)")
+    p.add_argument("--max-batches", type=number(), help="draw only the first N batches (default: all)")
     p.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="compare the excitations of two runs")
-    p.add_argument("--batch", type=whole(0), default=0, help="with --compare: the test batch to draw")
+    p.add_argument("--batch", type=number(0), default=0, help="with --compare: the test batch to draw")
     return p
 
 

@@ -72,14 +72,11 @@ class Comparison:
         """Seeds whose interval would have TARGET_HALF_WIDTH at this spread (the spread taken as known)."""
         if not self.testable:
             return self.seeds
-        # The half-width falls as n grows: double to pass the target, then bisect (a wide spread needs 10^5 seeds).
-        wide, enough = 1, 2
-        while _half_width(self.std, enough) > TARGET_HALF_WIDTH:
-            wide, enough = enough, 2 * enough
-        while enough - wide > 1:
-            middle = (wide + enough) // 2
-            wide, enough = (middle, enough) if _half_width(self.std, middle) > TARGET_HALF_WIDTH else (wide, middle)
-        return enough
+        # The normal quantile is below Student's t: its answer is a lower bound, and t's is a few seeds above it.
+        seeds = max(2, math.ceil((stats.norm.ppf((1 + LEVEL) / 2) * self.std / TARGET_HALF_WIDTH) ** 2))
+        while _half_width(self.std, seeds) > TARGET_HALF_WIDTH:
+            seeds += 1
+        return seeds
 
     @property
     def survives(self):

@@ -31,18 +31,13 @@ def eca_kernel_size(channels, gamma=2, b=1):
     return t if t % 2 else t + 1
 
 
-def hidden_units(variant, reduction, block):
-    """The bottleneck's units of the Dense block after `block` (the block after conv1 has its own reduction)."""
-    return CHANNELS[block] // (variant["conv1_reduction"] if block == "conv1" else reduction)
-
-
 def excitation(x, variant, reduction, block="conv2"):
     """The excitation (N, C) of the variant's SE block after `block` for x (N, H, W, C)."""
     channels, name = x.shape[-1], SE_NAMES[block]
     squeezed = SQUEEZES[variant["squeeze"]](name=f"{name}_squeeze")(x)  # (N, C)
     gate, bias = variant["gate"], variant["se_bias"]
     if variant["excitation"] == "dense":
-        units = hidden_units(variant, reduction, block)
+        units = channels // (variant["conv1_reduction"] if block == "conv1" else reduction)  # conv1's: its own
         reduced = keras.layers.Dense(units, activation="relu", use_bias=bias, name=f"{name}_reduce")(squeezed)
         # gate_start: a sigmoid gate whose bias starts it near that value (its ceiling stays 1), a trained bias
         start = variant["gate_start"]

@@ -63,7 +63,8 @@ def study_run(task, check=None):
     import keras
 
     import senet_lenet
-    from study import excitation_role, variants
+    import visualize
+    from study import variants
 
     check = check or _worker_check
     senet_lenet.tf.get_logger().setLevel("ERROR")  # every run traces its own tf.functions, by design
@@ -94,8 +95,8 @@ def study_run(task, check=None):
         model = variants.build(settings, variant)
         model.load_weights(os.path.join(task.run_dir, "selenet.weights.h5"))
         blocks = variants.POSITIONS[variant["se_position"]]
-        role = excitation_role.excitation_role(model, settings["seed"], *data, blocks=blocks)
-        excitation_role.save_role(task.run_dir, role)
+        role = visualize.excitation_role(model, settings["seed"], data[0][0], data[1], blocks)
+        visualize.save_role(task.run_dir, role)
     keras.backend.clear_session()  # many runs in one process: memory stays flat
     check()
     return run, role

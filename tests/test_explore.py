@@ -51,9 +51,8 @@ def test_the_explorer_gives_the_models_excitation_and_prediction():
     assert np.array_equal(explorer.replacement("mean of digit 3", excitation), explorer.class_means[3])
     assert np.all(explorer.replacement("all 0.5", excitation) == 0.5)
     ones = explorer.respond(images[0], "all ones")[3]
-    head, tail = senet_lenet.split_at_se(model)
-    maps = np.asarray(head(images[:1])[0])
-    assert np.allclose(ones, np.asarray(tail(maps))[0], rtol=1e-6)
+    given = senet_lenet.with_excitation(model)
+    assert np.allclose(ones, senet_lenet.predict(given, [images[:1], np.ones((1, 16), np.float32)])[0][0], rtol=1e-6)
     assert explore.top3(predictions[0]).keys() == {str(d) for d in np.argsort(-predictions[0])[:3]}
 
 
@@ -86,7 +85,7 @@ def test_the_app_answers_on_127_0_0_1_and_stops_on_ctrl_c(trained_run, synthetic
 
     with served(trained_run, synthetic_mnist_dir) as (port, process):
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        _, test = senet_lenet.load_mnist(synthetic_mnist_dir, train=False)
+        _, test = senet_lenet.load_mnist(synthetic_mnist_dir)
         _, model = senet_lenet.load_run(str(trained_run))
         predictions = senet_lenet.predict(model, test[0][:3])[0]
         for index in range(3):

@@ -141,7 +141,7 @@ def test_divergence_is_one_line_and_exit_1(tmp_path, synthetic_mnist_dir, capsys
 @pytest.mark.parametrize(
     "args, fragments",
     [
-        (["--epochs", "0"], ["argument --epochs: must be from 1"]),
+        (["--epochs", "0"], ["argument --epochs: must be at least 1"]),
         (["--optimizer", "rmsprop"], ["invalid choice"]),
         (["--batch-size", "2147483647"], ["is more than the"]),
         (["--data-dir", "/nonexistent"], ["does not exist"]),

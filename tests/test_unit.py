@@ -15,7 +15,7 @@ import ablation
 import senet_lenet
 import visualize
 from helpers import idx_bytes, synthetic_digits
-from study import excitation_role, stats, variants
+from study import stats, variants
 
 DEFAULTS = senet_lenet.settings_of(senet_lenet.parser().parse_args([]))
 
@@ -42,17 +42,17 @@ def write_mnist(directory, **replace):
 def test_a_damaged_mnist_file_is_named_in_one_line(tmp_path, data, fragment):
     write_mnist(tmp_path, **{"t10k-images-idx3-ubyte": data})
     with pytest.raises(senet_lenet.UsageError, match="t10k-images") as error:
-        senet_lenet.load_mnist(str(tmp_path), train=False)
+        senet_lenet.load_mnist(str(tmp_path))
     assert fragment in str(error.value) and "\n" not in str(error.value)
 
 
 def test_labels_must_be_digits_and_every_file_must_be_there(tmp_path):
     write_mnist(tmp_path, **{"t10k-labels-idx1-ubyte": idx_bytes(np.full(10000, 10, np.uint8))})
     with pytest.raises(senet_lenet.UsageError, match="label 10 is not a digit"):
-        senet_lenet.load_mnist(str(tmp_path), train=False)
+        senet_lenet.load_mnist(str(tmp_path))
     os.remove(tmp_path / "t10k-labels-idx1-ubyte.gz")
     with pytest.raises(senet_lenet.UsageError, match="lacks the MNIST file t10k-labels-idx1-ubyte"):
-        senet_lenet.load_mnist(str(tmp_path), train=False)
+        senet_lenet.load_mnist(str(tmp_path))
     with pytest.raises(senet_lenet.UsageError, match="does not exist"):
         senet_lenet.load_mnist(str(tmp_path / "nowhere"))
 
@@ -108,21 +108,27 @@ def test_given_the_learned_excitations_the_model_predicts_the_same(position):
     model = variants.build(DEFAULTS, {**variants.VARIANT, "se_position": position})
     images = np.random.default_rng(0).integers(0, 255, (50, 28, 28), dtype=np.uint8)
     predictions, excitations = senet_lenet.predict(model, images)
-    given = excitation_role.with_given_excitations(model)
+    given = senet_lenet.with_excitation(model)
     assert np.array_equal(senet_lenet.predict(given, [images, *excitations])[0], predictions)
     ones = senet_lenet.predict(given, [images, *[np.ones_like(e) for e in excitations]])[0]
     assert not np.array_equal(ones, predictions)
 
 
-def test_visualizes_role_of_the_learned_excitation_is_the_models_accuracy():
+def test_the_excitation_role_replaces_the_excitation_and_nothing_else():
     keras.utils.set_random_seed(2)
     model = senet_lenet.build_model()
-    rng = np.random.default_rng(0)
-    images, labels = rng.integers(0, 255, (300, 28, 28), dtype=np.uint8), rng.integers(0, 10, 300).astype(np.uint8)
-    role = visualize.excitation_role(model, 0, images, (images, labels), senet_lenet.predict(model, images)[1][0])
-    study = excitation_role.excitation_role(model, 0, (images, labels), (images, labels))
-    accuracy = excitation_role.accuracy(senet_lenet.predict(model, images)[0], labels)
-    assert role == study and role["learned"] == accuracy
+    for name in ("se_reduce", "se_expand"):  # an untrained block's excitation hardly varies; a trained one's does
+        model.get_layer(name).kernel.assign(10 * model.get_layer(name).kernel)
+    images = synthetic_digits(300)[0]
+    predictions, (excitation,) = senet_lenet.predict(model, images)
+    # By hand: conv2's maps times each channel's training-set mean (here, of 100 images), through the rest.
+    x = keras.Model(model.input, model.get_layer("conv2").output)(images) * excitation[:100].mean(axis=0)
+    for name in ("pool2", "flatten", "fc1", "fc2", "predictions"):
+        x = model.get_layer(name)(x)
+    labels = np.asarray(x).argmax(axis=1).astype(np.uint8)  # what the training-set mean predicts: 100 %
+    role = visualize.excitation_role(model, 0, images[:100], (images, labels))
+    assert role["train_mean"] == 100.0 > role["learned"] == visualize.percent_correct(predictions, labels)
+    assert role["range_conv2"] == round(float(np.ptp(excitation, axis=0).max()), 6) > 0
 
 
 def finished_run(**changes):
@@ -319,7 +325,7 @@ def test_the_anatomy_figure_scales_conv2s_maps_by_the_excitation():
     assert maps.shape == scaled.shape == (3, 8, 8, 16) and excitation.shape == (3, 16)
     assert np.allclose(scaled, maps * excitation[:, None, None, :], rtol=1e-6, atol=1e-7)
     assert np.allclose(excitation, senet_lenet.predict(model, images)[1][0], rtol=1e-6)
-    figure = visualize.anatomy_figure(images, labels, maps, excitation, scaled)
+    figure = visualize.anatomy_figure(images, [f"digit {d}" for d in labels], maps, excitation, scaled)
     assert len(figure.axes) == 3 * (2 + 2 * 16) + 1  # image, bars, 32 maps per digit; the colour bar
 
 
