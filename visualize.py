@@ -116,10 +116,10 @@ def digit_ticks(axes, sorted_labels):
 def heatmap_figure(features, labels, title):
     """The excitations of a batch, one row per image, rows sorted by label (the assignment's figure)."""
     features, labels = label_sorted(features, labels)
-    figure = Figure(figsize=(6, 7), layout="constrained")
-    axes = figure.subplots()
+    figure = Figure(figsize=(6, 7))
+    axes = figure.add_axes((0.12, 0.07, 0.68, 0.88))  # fixed margins: a layout engine took 1.7 x the time
     image = axes.imshow(features, cmap=COLOR_MAP, vmin=0, vmax=1, aspect="auto", interpolation="nearest")
-    figure.colorbar(image, ax=axes, label="excitation")
+    figure.colorbar(image, cax=figure.add_axes((0.84, 0.07, 0.035, 0.88)), label="excitation")
     axes.set(title=title, xticks=range(features.shape[1]), xlabel="SE channel")
     axes.set_ylabel("test sample, sorted by label (tick: first of each digit)")
     digit_ticks(axes, labels)
