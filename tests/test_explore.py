@@ -99,7 +99,11 @@ def test_the_app_answers_on_127_0_0_1_and_stops_on_ctrl_c(trained_run, synthetic
             with socket.socket() as s:
                 assert s.connect_ex((address, port)) != 0  # not served on the machine's other addresses
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=60) == 130
+        try:
+            assert process.wait(timeout=60) == 130
+        except subprocess.TimeoutExpired:
+            process.kill()
+            pytest.fail(f"still running 60 s after SIGINT; its stderr: {process.communicate()[1][-3000:]}")
         assert process.stderr.read().rstrip().endswith("explore.py: stopped")
 
 
