@@ -96,10 +96,10 @@ def build_app(explorer):
         if image is None:
             return None, None, None, None, None
         probabilities, maps, excitation, replaced = explorer.respond(image, choice)
-        parts = maps, excitation, maps * excitation  # conv2's maps, the excitation, the maps it scaled
         digit = int(probabilities.argmax())
+        parts = maps[None], excitation[None], (maps * excitation)[None]  # as visualize.anatomy's, of one image
         mean = [(f"mean of digit {digit}", explorer.class_means[digit])]
-        figure = visualize.anatomy_figure([image], [f"predicted {digit}"], *(x[None] for x in parts), mean)
+        figure = visualize.anatomy_figure([image], [f"predicted {digit}"], *parts, mean)
         return image, np.kron(image, np.ones((8, 8), np.uint8)), top3(probabilities), top3(replaced), figure
 
     def drawn(value, choice):
