@@ -526,7 +526,7 @@ def variants_figure(compared):
     axes.axvline(0, color="k", lw=1)
     axes.set_yticks(range(len(effect)), [c.name for c in effect])
     axes.invert_yaxis()
-    axes.set_xlabel("test accuracy difference (points): mean and 95 % CI")
+    axes.set_xlabel("test accuracy difference (points): mean and 95 % interval, each on its own, not corrected")
     figure.suptitle("Paired by seed. Filled: survives Holm's correction (p < 0.05 in its family)")
     axes.grid(alpha=0.3, axis="x")
     return figure

@@ -1,6 +1,7 @@
 """Unit tests: no training, no child process."""
 
 import collections
+import csv
 import gzip
 import json
 import os
@@ -264,6 +265,36 @@ def test_every_comparison_is_in_one_declared_family():
     gap = lambda a, b, s: ablation.by_seed(rows, a)[s] - ablation.by_seed(rows, b)[s]  # noqa: E731
     expected = [gap("se-r4-n600_adam", "no-se-n600_adam", s) - gap("se-r4_adam", "no-se_adam", s) for s in range(5)]
     assert trend.differences == pytest.approx(expected)
+
+
+def test_the_committed_study_tables_are_what_its_csv_gives():
+    """docs/images/study: one study of 840 runs under the AVX2 cap, whose ablation_comparisons.csv and ablation.md
+    are what today's code computes from the committed ablation.csv, so a reader can recompute every number."""
+    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "images", "study")
+
+    def read(name):
+        with open(os.path.join(folder, name), newline="", encoding="utf-8") as f:
+            return f.read()
+
+    def value(text):  # the csv's text back to what ablation.csv_row wrote
+        for kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+        return {"True": True, "False": False}.get(text, text)
+
+    rows = [
+        {k: v if k == "test_accuracy_per_epoch" else value(v) for k, v in row.items()}
+        for row in csv.DictReader(read("ablation.csv").splitlines())
+    ]
+    configs = ablation.configurations()
+    compared = ablation.comparisons(rows, configs, 10)
+    comparisons = senet_lenet.csv_text(ablation.comparison_rows(compared), ablation.COMPARISON_FIELDS)
+    assert comparisons == read("ablation_comparisons.csv")
+    machines, tables = read("ablation.md").split("\n", 1)
+    assert machines == "Trained on: Intel(R) Xeon(R) Processor, oneDNN Intel AVX2: 840 runs."
+    assert ablation.summary_markdown(rows, configs, compared, []).split("\n", 1)[1] == tables
 
 
 def test_one_rounding_rule_half_away_from_zero():
