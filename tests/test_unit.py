@@ -272,8 +272,8 @@ def test_the_committed_study_tables_are_what_its_csv_gives():
     are what today's code computes from the committed ablation.csv, so a reader can recompute every number."""
     folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "images", "study")
 
-    def read(name):
-        with open(os.path.join(folder, name), newline="", encoding="utf-8") as f:
+    def read(name):  # universal newlines: a checkout with CRLF reads the same
+        with open(os.path.join(folder, name), encoding="utf-8") as f:
             return f.read()
 
     def value(text):  # the csv's text back to what ablation.csv_row wrote
