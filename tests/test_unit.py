@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import ablation
 import senet_lenet
 import visualize
-from helpers import idx_bytes, synthetic_digits
+from helpers import ROOT, idx_bytes, synthetic_digits
 from study import stats, variants
 
 DEFAULTS = senet_lenet.settings_of(senet_lenet.parser().parse_args([]))
@@ -270,7 +270,7 @@ def test_every_comparison_is_in_one_declared_family():
 def test_the_committed_study_tables_are_what_its_csv_gives():
     """docs/images/study: one study of 840 runs under the AVX2 cap, whose ablation_comparisons.csv and ablation.md
     are what today's code computes from the committed ablation.csv, so a reader can recompute every number."""
-    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "images", "study")
+    folder = os.path.join(ROOT, "docs", "images", "study")
 
     def read(name):  # universal newlines: a checkout with CRLF reads the same
         with open(os.path.join(folder, name), encoding="utf-8") as f:
